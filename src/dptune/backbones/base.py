@@ -1,0 +1,65 @@
+"""What the training loop needs from a backbone (seq2seq T5 or encoder-only BERT).
+
+Batches come from `dptune.training.data.Collator` and hold:
+  input_ids [B, S], attention_mask [B, S]            source tokens (no prompt; the backbone adds it)
+  labels [B, T]                                      target token ids, -100 where padded
+  label_index [B]                                    index of the gold target among candidates, -1 if none
+  cand_ids [B, K, Tc], cand_mask [B, K, Tc]          tokenised candidates for rank decoding
+  cand_valid [B, K]                                  False for padding candidates (ReCoRD varies K)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from dptune.prompts.base import PromptModule
+
+
+class Backbone(nn.Module, ABC):
+    kind: Literal["seq2seq", "encoder"]
+    tokenizer: object
+    prompt: PromptModule | None  # None for finetune
+
+    @abstractmethod
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean training loss of the batch."""
+
+    @abstractmethod
+    def rank_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, K] scores of each candidate (log-likelihood or logit); -inf where not cand_valid."""
+
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[str]:
+        """Greedy decoding of each source, as text (seq2seq only)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot generate; use decode=rank")
+
+    def param_counts(self) -> dict[str, int]:
+        """{"trainable_params": ..., "prompt_params": ..., "head_params": ...}."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        prompt = sum(p.numel() for p in self.prompt.parameters()) if self.prompt is not None else 0
+        return {"trainable_params": trainable, "prompt_params": prompt, "head_params": 0}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every trainable tensor, by name (what checkpoints store)."""
+        return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.named_parameters())
+        missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+        if missing:
+            raise KeyError(f"checkpoint lacks trainable tensors: {missing[:3]}")
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+
+    def prompt_matrix(self) -> torch.Tensor | None:
+        """P (c x e) as inference needs it, or None for finetune."""
+        return None if self.prompt is None else self.prompt().detach()
+
+    @abstractmethod
+    def save_adapter(self, directory: Path) -> None:
+        """Save a standard PEFT prompt-tuning adapter (seq2seq) or the head+prompt (encoder)."""

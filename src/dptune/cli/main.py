@@ -1,0 +1,55 @@
+"""The `dptune` command line.
+
+Each command group lives in its own module and is attached here. Commands raise
+`DptuneError` for bad input; `run_app` turns it into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dptune.errors import DptuneError
+
+app = typer.Typer(
+    name="dptune",
+    help="Decomposed (low-rank) prompt tuning on SuperGLUE, as a reproducible pipeline.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from dptune.cli import data, score
+
+    app.add_typer(data.app, name="data")
+    app.command("score")(score.score)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except DptuneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

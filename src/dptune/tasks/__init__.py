@@ -1,0 +1,1 @@
+"""SuperGLUE tasks: one module per task (format, verbalizer, metric), behind `Task`."""
