@@ -53,7 +53,9 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(None, gt=0, description="Stop after this many steps")
     batch_size: int = Field(16, gt=0, description="Training batch size")
     eval_batch_size: int = Field(32, gt=0, description="Evaluation batch size")
-    lr: float | None = Field(None, gt=0, description="Learning rate (0.3 for prompts, 1e-4 finetune)")
+    lr: float | None = Field(
+        None, gt=0, description="Learning rate (0.3 for prompts, 1e-4 finetune)"
+    )
     head_lr: float = Field(1e-3, gt=0, description="Encoder-only head learning rate")
     weight_decay: float = Field(1e-5, ge=0, description="AdamW weight decay")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Linear warmup fraction")

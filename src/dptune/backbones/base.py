@@ -1,11 +1,11 @@
 """What the training loop needs from a backbone (seq2seq T5 or encoder-only BERT).
 
 Batches come from `dptune.training.data.Collator` and hold:
-  input_ids [B, S], attention_mask [B, S]            source tokens (no prompt; the backbone adds it)
-  labels [B, T]                                      target token ids, -100 where padded
-  label_index [B]                                    index of the gold target among candidates, -1 if none
-  cand_ids [B, K, Tc], cand_mask [B, K, Tc]          tokenised candidates for rank decoding
-  cand_valid [B, K]                                  False for padding candidates (ReCoRD varies K)
+  input_ids [B, S], attention_mask [B, S]     source tokens (no prompt; the backbone adds it)
+  labels [B, T]                               target token ids, -100 where padded
+  label_index [B]                             gold target's index among candidates, -1 if none
+  cand_ids [B, K, Tc], cand_mask [B, K, Tc]   tokenised candidates for rank decoding
+  cand_valid [B, K]                           False for padding candidates (ReCoRD varies K)
 """
 
 from __future__ import annotations
@@ -55,6 +55,16 @@ class Backbone(nn.Module, ABC):
         with torch.no_grad():
             for name, value in state.items():
                 params[name].copy_(value)
+
+    def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict]:
+        """Optimizer parameter groups (backbones with a head give it `head_lr`)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
+
+    def save_pretrained(self, directory: Path) -> None:
+        """Save the whole (fine-tuned) model and its tokenizer, loadable by `from_pretrained`."""
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
 
     def prompt_matrix(self) -> torch.Tensor | None:
         """P (c x e) as inference needs it, or None for finetune."""

@@ -22,10 +22,16 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from dptune.cli import data, score
+    from dptune.cli import data, registry, score, train
 
     app.add_typer(data.app, name="data")
+    from dptune.cli import stage
+
+    app.add_typer(stage.app, name="stage")
     app.command("score")(score.score)
+    app.command("train")(train.train)
+    app.command("predict")(train.predict)
+    app.command("promote")(registry.promote)
 
 
 _register()
@@ -33,7 +39,10 @@ _register()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of `typer.Exit(n)`.
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except DptuneError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)

@@ -82,8 +82,13 @@ class Task(ABC):
 
     # ---- scoring ---------------------------------------------------------------------------
     @abstractmethod
-    def score(self, examples: Sequence[Example], predictions: Mapping[Any, Any]) -> dict[str, float]:
-        """Metrics (fractions in [0, 1]) of `predictions` (keyed by `Example.key`) on `examples`."""
+    def score(
+        self, examples: Sequence[Example], predictions: Mapping[Any, Any]
+    ) -> dict[str, float]:
+        """Metrics (fractions in [0, 1]) of `predictions` (keyed by `Example.key`) on `examples`.
+
+        A None prediction (an invalid generation) counts as wrong.
+        """
 
     @abstractmethod
     def submission(self, examples: Sequence[Example], predictions: Mapping[Any, Any]) -> list[dict]:

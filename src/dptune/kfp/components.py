@@ -1,0 +1,147 @@
+"""The Kubeflow components: one thin `@dsl.component` per pipeline stage.
+
+Every component runs in the one project image (`IMAGE`, built from the Dockerfile; the pipeline
+can swap it with `PipelineOptions.image`), which already holds dptune and kfp at its pinned
+versions, hence `install_kfp_package=False`. KFP ships each function's source to the pod, so
+the body imports what it uses and hands over to `dptune.kfp.steps`, which calls the same stage
+functions as `dptune stage ...` and dvc.yaml.
+
+No `from __future__ import annotations` here: KFP reads the parameter annotations as types.
+"""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from dptune import __version__
+
+IMAGE_REPOSITORY = "ghcr.io/dptune/dptune"
+IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def prepare(
+    params: str,
+    data_source: str,
+    superglue: Output[Dataset],
+    prepared: Output[Dataset],
+    stats: Output[Metrics],
+):
+    """Fetch and check the raw SuperGLUE jsonl, then write text-to-text datasets and stats."""
+    from dptune.kfp import steps
+
+    steps.prepare(params, data_source, superglue, prepared, stats)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def backbone(params: str, superglue: Input[Dataset], backbone: Output[Model]):
+    """Resolve the profile's model reference (building tiny:t5 / tiny:bert)."""
+    from dptune.kfp import steps
+
+    steps.backbone(params, superglue, backbone)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def sample(params: str, superglue: Input[Dataset], samples: Output[Dataset]):
+    """Draw the few-shot samples (tasks x K x seeds), a versioned artifact."""
+    from dptune.kfp import steps
+
+    steps.sample(params, superglue, samples)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def grid(params: str) -> list:
+    """Validate the profile and list its grid cells (task x method x seed)."""
+    from dptune.kfp import steps
+
+    return steps.grid(params)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train(
+    params: str,
+    cell: dict,
+    superglue: Input[Dataset],
+    backbone: Input[Model],
+    samples: Input[Dataset],
+    workspace: str,
+    pipeline_run: str,
+    run: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train one grid cell, resuming from its checkpoint after a retry; log and register it."""
+    from dptune.kfp import steps
+
+    steps.train(params, cell, superglue, backbone, samples, workspace, pipeline_run, run, metrics)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(
+    params: str,
+    run: Input[Model],
+    superglue: Input[Dataset],
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Re-score a run's submission files on the test split and the official val set."""
+    from dptune.kfp import steps
+
+    steps.evaluate(params, run, superglue, evaluation, metrics)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def baseline(
+    params: str,
+    superglue: Input[Dataset],
+    backbone: Input[Model],
+    samples: Input[Dataset],
+    baselines: Output[Dataset],
+):
+    """The baseline rows of the results table (majority; head-only for encoders)."""
+    from dptune.kfp import steps
+
+    steps.baseline(params, superglue, backbone, samples, baselines)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def probe(
+    params: str,
+    superglue: Input[Dataset],
+    backbone: Input[Model],
+    samples: Input[Dataset],
+    workspace: str,
+    run: Output[Model],
+    probe_report: Output[Dataset],
+    figure: Output[HTML],
+    metrics: Output[Metrics],
+):
+    """Train the rank probe and draw the Sigma-sign / rank figure (paper Fig. 3)."""
+    from dptune.kfp import steps
+
+    steps.probe(params, superglue, backbone, samples, workspace, run, probe_report, figure, metrics)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def report(
+    params: str,
+    runs: Input[list[Model]],
+    evaluations: Input[list[Dataset]],
+    baselines: Input[Dataset],
+    table: Output[Markdown],
+    results: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """The paper-style results table (mean +- std over seeds) of every grid run."""
+    from dptune.kfp import steps
+
+    steps.report(params, runs, evaluations, baselines, table, results, metrics)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def register(params: str, backbone: Input[Model], promotions: Output[Markdown]):
+    """Promote each task's best registered prompt version to alias `champion`."""
+    from dptune.kfp import steps
+
+    steps.register(params, backbone, promotions)
+
+
+ALL = (prepare, backbone, sample, grid, train, evaluate, baseline, probe, report, register)

@@ -1,0 +1,473 @@
+"""What each Kubeflow component does, between KFP artifacts and the pipeline stages.
+
+A `@dsl.component` is shipped to the cluster as source code and runs in the project image, so
+its body holds only an import and one call to a function here. These functions turn the
+component's parameters and artifact folders into the plain arguments of `dptune.stages` (the
+same calls `dptune stage ...` and dvc.yaml make) and record results on the output artifacts:
+metadata, metrics, Markdown and HTML.
+
+Every component receives the profile as the pipeline parameter `params`, JSON text (a KFP
+dict parameter could hold no null, and would turn every number into a float); the grid cells
+do pass through protobuf, so `integral` restores their integers. A finished run folder is always
+an output artifact; while a run trains it lives under the KFP workspace (a PVC that outlives a
+pod), so a retried train task resumes from the last checkpoint instead of starting over.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from dptune.config import TrainConfig, load_yaml
+from dptune.errors import DptuneError
+from dptune.fileio import write_json, write_text
+from dptune.stages.params import PipelineParams, cell_config, parse_params, run_name
+
+PARAMS_SOURCE = "pipeline parameter params"
+PREPARED_STATS = "stats.json"
+EVAL_FILE = "eval.json"
+PREDICTIONS_DIR = "predictions"
+CHECKPOINTS_DIR = "checkpoints"
+WORKSPACE_RUNS = "runs"
+
+
+class ArtifactLike(Protocol):
+    """What a step needs of a KFP artifact (`dsl.Dataset`, `dsl.Model`, ...)."""
+
+    path: str
+    metadata: dict[str, Any]
+
+
+class MetricsLike(ArtifactLike, Protocol):
+    def log_metric(self, metric: str, value: float) -> None: ...
+
+
+# ---- parameters ------------------------------------------------------------------------------
+def integral(value: Any) -> Any:
+    """`value` with every integral float (as protobuf returns ints) turned back into an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: integral(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [integral(item) for item in value]
+    return value
+
+
+def load_profile(params: str | Mapping[str, Any]) -> PipelineParams:
+    """The profile from the pipeline parameter: JSON text, or a mapping (in tests)."""
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except json.JSONDecodeError as err:
+            raise DptuneError(f"{PARAMS_SOURCE}: invalid JSON ({err.msg}, char {err.pos})") from err
+    if not isinstance(params, Mapping):
+        raise DptuneError(f"{PARAMS_SOURCE}: expected a JSON object of profile fields")
+    return parse_params(integral(dict(params)), source=PARAMS_SOURCE)
+
+
+def data_tasks(profile: PipelineParams) -> list[str]:
+    """Every task the pipeline needs data for: the grid's and the probe's."""
+    return list(dict.fromkeys([*profile.tasks, profile.probe.task]))
+
+
+def task_formats(profile: PipelineParams) -> dict[str, str]:
+    """The text format of each data task, as its runs will be configured."""
+    default = TrainConfig.model_fields["format"].default
+    return {
+        task: {**profile.train, **profile.task_overrides.get(task, {})}.get("format", default)
+        for task in data_tasks(profile)
+    }
+
+
+def grid_cells(profile: PipelineParams) -> list[dict[str, Any]]:
+    """The grid, tasks x methods x seeds, as the items of the pipeline's ParallelFor."""
+    return [
+        {"task": task, "method": method, "seed": seed, "name": run_name(task, method, seed)}
+        for task in profile.tasks
+        for method in profile.methods
+        for seed in profile.seeds
+    ]
+
+
+def model_path(profile: PipelineParams, backbone_dir: str | Path) -> str:
+    """The model runs load. A tiny model is built into the backbone artifact, whose folder
+    differs from pod to pod, so it is found beside backbone.json rather than where it was built."""
+    from dptune.stages.backbone import TINY_DIR, TINY_PREFIX, model_of
+
+    if profile.model.startswith(TINY_PREFIX):
+        return str(Path(backbone_dir) / TINY_DIR)
+    return model_of(profile.model, backbone_dir)
+
+
+def cell_cfg(
+    profile: PipelineParams,
+    *,
+    task: str,
+    method: str,
+    seed: int,
+    superglue: str | Path,
+    backbone: str | Path,
+    samples: str | Path,
+    out: str | Path,
+    extra: dict[str, Any] | None = None,
+) -> TrainConfig:
+    return cell_config(
+        profile,
+        task=task,
+        method=method,
+        seed=seed,
+        model=model_path(profile, backbone),
+        data_dir=superglue,
+        out=out,
+        samples_dir=samples,
+        extra=extra,
+        source=PARAMS_SOURCE,
+    )
+
+
+# ---- folders ---------------------------------------------------------------------------------
+def work_dir(workspace: str, group: str, name: str, artifact: ArtifactLike) -> Path:
+    """Where a run trains: on the workspace when there is one, else in its output artifact."""
+    return Path(workspace) / group / name if workspace else Path(artifact.path)
+
+
+def publish_run(work: Path, artifact: ArtifactLike) -> None:
+    """Make the finished run folder the output artifact, without its resume checkpoint (the
+    optimizer state is useless downstream and, for `finetune`, as large as the model)."""
+    target = Path(artifact.path)
+    if work.resolve() != target.resolve():
+        shutil.copytree(work, target, dirs_exist_ok=True)
+    shutil.rmtree(target / CHECKPOINTS_DIR, ignore_errors=True)
+
+
+def run_label(run_dir: str | Path) -> str:
+    """The grid name of a run folder (`cb-dpt-s0`), read from its config.yaml."""
+    config = load_yaml(Path(run_dir) / "config.yaml")
+    return run_name(config["task"], config["method"], config["seed"])
+
+
+@contextlib.contextmanager
+def named_runs(run_dirs: Sequence[str | Path]) -> Iterator[list[Path]]:
+    """The run folders under their grid names (symlinks in a temporary folder): in Kubeflow
+    every run artifact's folder has the same name, and stages name outputs after the folder."""
+    with tempfile.TemporaryDirectory(prefix="dptune-runs-") as tmp:
+        links = []
+        for run_dir in run_dirs:
+            link = Path(tmp) / run_label(run_dir)
+            if link.exists():
+                raise DptuneError(f"runs: two run folders of {link.name}")
+            link.symlink_to(Path(run_dir).resolve(), target_is_directory=True)
+            links.append(link)
+        yield links
+
+
+def log_scores(metrics: MetricsLike, prefix: str, scores: Mapping[str, Any] | None) -> None:
+    for name, value in (scores or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics.log_metric(f"{prefix}{name}", float(value))
+
+
+def figure_html(png: Path, title: str) -> str:
+    """A self-contained HTML page showing `png` (the KFP UI renders HTML artifacts)."""
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    title = html.escape(title)
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
+        f'<body><h3>{title}</h3><img alt="{title}" style="max-width:100%" '
+        f'src="data:image/png;base64,{data}"></body></html>\n'
+    )
+
+
+def _quiet() -> None:
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+
+
+def _manifest_digest(superglue: str | Path) -> str | None:
+    from dptune.data.fetch import MANIFEST_NAME, sha256_file
+
+    manifest = Path(superglue) / MANIFEST_NAME
+    return sha256_file(manifest) if manifest.is_file() else None
+
+
+# ---- the steps -------------------------------------------------------------------------------
+def prepare(
+    params: str | Mapping[str, Any],
+    data_source: str,
+    superglue: ArtifactLike,
+    prepared: ArtifactLike,
+    stats: MetricsLike,
+) -> dict[str, Any]:
+    """Fetch the raw jsonl of the profile's tasks (checked against the official sha256) from
+    `data_source` (a folder or a base URL) into `superglue`, then write the text-to-text
+    datasets and their statistics into `prepared`."""
+    from dptune.data.fetch import fetch
+    from dptune.stages.common import read_json
+    from dptune.stages.prepare import prepare_stage
+
+    _quiet()
+    profile = load_profile(params)
+    tasks = data_tasks(profile)
+    fetched = fetch(data_source, superglue.path, tasks)
+    if not fetched.ok:
+        more = f" (and {len(fetched.problems) - 1} more)" if len(fetched.problems) > 1 else ""
+        raise DptuneError(f"data_source: {fetched.problems[0]}{more}")
+    superglue.metadata.update(
+        tasks=tasks, source=data_source, manifest_sha256=_manifest_digest(superglue.path)
+    )
+    stats_file = Path(prepared.path) / PREPARED_STATS
+    result = prepare_stage(superglue.path, tasks, task_formats(profile), prepared.path, stats_file)
+    for task, splits in read_json(stats_file).items():
+        for split, numbers in splits.items():
+            if isinstance(numbers, dict):
+                stats.log_metric(f"{task}_{split}_examples", float(numbers["examples"]))
+    prepared.metadata.update(tasks=tasks, formats=task_formats(profile))
+    return result
+
+
+def backbone(params: str | Mapping[str, Any], superglue: ArtifactLike, out: ArtifactLike) -> dict:
+    """Resolve the profile's model (building `tiny:` ones) into the backbone artifact."""
+    from dptune.stages.backbone import backbone_stage
+
+    profile = load_profile(params)
+    record = backbone_stage(profile.model, out.path, superglue.path)
+    out.metadata.update(reference=record["reference"], kind=record["kind"])
+    return record
+
+
+def sample(params: str | Mapping[str, Any], superglue: ArtifactLike, samples: ArtifactLike) -> dict:
+    """Draw the few-shot samples: data tasks x few_shot.shots x seeds."""
+    from dptune.stages.sample import sample_stage
+
+    _quiet()
+    profile = load_profile(params)
+    result = sample_stage(
+        superglue.path, data_tasks(profile), profile.few_shot.shots, profile.seeds, samples.path
+    )
+    samples.metadata.update(files=len(result["samples"]), shots=profile.few_shot.shots)
+    return result
+
+
+def grid(params: str | Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Validate the profile and list its grid cells."""
+    return grid_cells(load_profile(params))
+
+
+def train(
+    params: str | Mapping[str, Any],
+    cell: Mapping[str, Any],
+    superglue: ArtifactLike,
+    backbone: ArtifactLike,
+    samples: ArtifactLike,
+    workspace: str,
+    pipeline_run: str,
+    run: ArtifactLike,
+    metrics: MetricsLike,
+) -> dict[str, Any]:
+    """Train one grid cell (resuming its checkpoint after a retry), log it to MLflow and
+    register its prompt as the profile says, and publish the run folder as `run`."""
+    from dptune.stages.train import train_stage
+
+    _quiet()
+    profile = load_profile(params)
+    cell = integral(dict(cell))
+    task, method, seed = cell["task"], cell["method"], cell["seed"]
+    name = run_name(task, method, seed)
+    work = work_dir(workspace, WORKSPACE_RUNS, name, run)
+    cfg = cell_cfg(
+        profile, task=task, method=method, seed=seed, superglue=superglue.path,
+        backbone=backbone.path, samples=samples.path, out=work,
+    )  # fmt: skip
+    tags = {"kfp_run_id": pipeline_run}
+    digest = superglue.metadata.get("manifest_sha256") or _manifest_digest(superglue.path)
+    if digest:
+        tags["data_manifest_sha256"] = digest
+    summary = train_stage(
+        cfg, track=profile.mlflow.track, register=profile.mlflow.register_prompts, tags=tags
+    )
+    publish_run(work, run)
+    run.metadata.update(name=name, task=task, method=method, seed=seed)
+    if "mlflow" in summary:
+        run.metadata.update(mlflow={k: str(v) for k, v in summary["mlflow"].items()})
+    log_scores(metrics, "test_", summary.get("test"))
+    log_scores(metrics, "dev_", summary.get("dev"))
+    log_scores(metrics, "", {"trainable_params": summary.get("trainable_params")})
+    return summary
+
+
+def evaluate(
+    params: str | Mapping[str, Any],
+    run: ArtifactLike,
+    superglue: ArtifactLike,
+    evaluation: ArtifactLike,
+    metrics: MetricsLike,
+) -> dict[str, Any]:
+    """Re-score the run's submission files; `evaluation` gets eval.json and the submission
+    files (official format, ready for the leaderboard)."""
+    from dptune.stages.evaluate import evaluate_stage
+
+    _quiet()
+    profile = load_profile(params)
+    out = Path(evaluation.path)
+    track = profile.mlflow.track
+    with named_runs([run.path]) as (run_dir,):
+        record = evaluate_stage(run_dir, superglue.path, out / EVAL_FILE, track=track)
+    shutil.copytree(Path(run.path) / PREDICTIONS_DIR, out / PREDICTIONS_DIR, dirs_exist_ok=True)
+    evaluation.metadata.update(
+        name=record["run"], task=record["task"], method=record["method"], seed=record["seed"]
+    )
+    log_scores(metrics, "test_", record["test"])
+    log_scores(metrics, "val_", record["val"])
+    return record
+
+
+def baseline(
+    params: str | Mapping[str, Any],
+    superglue: ArtifactLike,
+    backbone: ArtifactLike,
+    samples: ArtifactLike,
+    baselines: ArtifactLike,
+) -> dict[str, Any]:
+    """The baseline rows of the results table (majority; head-only for encoder backbones),
+    one `<task>.json` per grid task."""
+    from dptune.stages.baseline import baseline_stage
+
+    _quiet()
+    profile = load_profile(params)
+    out = Path(baselines.path)
+    records = {}
+    for task in profile.tasks:
+        configs = [
+            cell_cfg(
+                profile,
+                task=task,
+                method=profile.methods[0],
+                seed=seed,
+                superglue=superglue.path,
+                backbone=backbone.path,
+                samples=samples.path,
+                out=out / task,
+            )  # fmt: skip
+            for seed in profile.seeds
+        ]
+        records[task] = baseline_stage(configs, out / f"{task}.json", profile.report.baselines)
+    return records
+
+
+def probe(
+    params: str | Mapping[str, Any],
+    superglue: ArtifactLike,
+    backbone: ArtifactLike,
+    samples: ArtifactLike,
+    workspace: str,
+    run: ArtifactLike,
+    probe_report: ArtifactLike,
+    figure: ArtifactLike,
+    metrics: MetricsLike,
+) -> dict[str, Any]:
+    """Train the rank probe on the profile's probe task and draw its figure (paper Fig. 3)."""
+    from dptune.stages.probe import probe_stage
+
+    _quiet()
+    profile = load_profile(params)
+    spec = profile.probe
+    name = run_name(spec.task, "probe", spec.seed)
+    work = work_dir(workspace, "probe", name, run)
+    cfg = cell_cfg(
+        profile, task=spec.task, method="probe", seed=spec.seed, superglue=superglue.path,
+        backbone=backbone.path, samples=samples.path, out=work, extra=spec.config,
+    )  # fmt: skip
+    summary = probe_stage(cfg, probe_report.path, track=profile.mlflow.track)
+    publish_run(work, run)
+    run.metadata.update(name=name, task=spec.task, method="probe", seed=spec.seed)
+    png = Path(probe_report.path) / "rank_probe.png"
+    title = f"Rank probe on {spec.task} (c = {cfg.prompt_length}, seed {spec.seed})"
+    write_text(figure.path, figure_html(png, title))
+    log_scores(metrics, "last_", summary.get("last"))
+    log_scores(metrics, "test_", summary.get("test"))
+    return summary
+
+
+def report(
+    params: str | Mapping[str, Any],
+    runs: Sequence[ArtifactLike],
+    evaluations: Sequence[ArtifactLike],
+    baselines: ArtifactLike,
+    table: ArtifactLike,
+    results: ArtifactLike,
+    metrics: MetricsLike,
+) -> dict[str, Any]:
+    """The paper-style results table of every grid run (Markdown), with results.json, the
+    curves and the evaluation records in `results`."""
+    from dptune.stages.common import read_json
+    from dptune.stages.report import report_stage
+
+    profile = load_profile(params)
+    out = Path(results.path)
+    baseline_files = [Path(baselines.path) / f"{task}.json" for task in profile.tasks]
+    baseline_files = [path for path in baseline_files if path.is_file()]
+    with named_runs([r.path for r in runs]) as run_dirs:
+        result = report_stage(run_dirs, baseline_files, out, track=profile.mlflow.track)
+    records = [read_json(Path(e.path) / EVAL_FILE) for e in evaluations]
+    records.sort(key=lambda record: record["run"])
+    write_json(out / "evaluations.json", records)
+    write_text(table.path, result["markdown"] + evaluations_markdown(records))
+    for row, summary in result["table"]["rows"].items():
+        if summary.get("avg") is not None:
+            metrics.log_metric(f"{row}_avg", float(summary["avg"]["mean"]))
+    table.metadata.update(tasks=result["table"]["tasks"], runs=len(records))
+    return result
+
+
+def evaluations_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """A section listing each run's re-scored test and val metrics."""
+    lines = [
+        "",
+        "## Evaluations",
+        "",
+        "| Run | Test (re-scored) | Val (official) | Matches the run's metrics |",
+        "|---|---|---|---|",
+    ]
+    for record in records:
+        test = ", ".join(f"{k} {100 * v:.1f}" for k, v in record["test"].items())
+        val = ", ".join(f"{k} {100 * v:.1f}" for k, v in record["val"].items())
+        matches = "yes" if record.get("matches_run_metrics") else "no"
+        lines.append(f"| {record['run']} | {test} | {val} | {matches} |")
+    return "\n".join(lines) + "\n"
+
+
+def register(
+    params: str | Mapping[str, Any], backbone: ArtifactLike, promotions: ArtifactLike
+) -> list[dict[str, Any]]:
+    """Promote, per task, the best registered prompt version to alias `champion`."""
+    from dptune.stages.register import register_stage
+
+    profile = load_profile(params)
+    if not (profile.mlflow.track and profile.mlflow.register_prompts):
+        write_text(promotions.path, "Nothing to promote: the profile registers no prompts.\n")
+        return []
+    model = model_path(profile, backbone.path)
+    outcomes = [register_stage(task, model) for task in profile.tasks]
+    lines = [
+        "# Promotions",
+        "",
+        "| Registered model | Metric | Champion | Promoted | Previous champion |",
+        "|---|---|---|---|---|",
+    ]
+    for outcome in outcomes:
+        lines.append(
+            f"| {outcome['model']} | {outcome['metric']} | {outcome['champion']} | "
+            f"{'yes' if outcome['promoted'] else 'no'} | {outcome['previous_champion'] or '-'} |"
+        )
+    write_text(promotions.path, "\n".join(lines) + "\n")
+    promotions.metadata.update(champions={o["model"]: str(o["champion"]) for o in outcomes})
+    return outcomes

@@ -1,0 +1,156 @@
+"""Stage `baseline`: the reference rows of the results table, per task.
+
+- `majority`: predict the most frequent label of the protocol's training set for every test
+  example (not defined for ReCoRD, whose answers are per-query entities).
+- `head-only` (encoder-only backbones with `head: linear`): the linear head trained alone on
+  the frozen, mean-pooled encoder, no prompt; the row a prompt must beat (SPEC §4). With neither
+  a prompt nor trainable encoder weights the pooled features never change, so they are computed
+  once (in eval mode, i.e. without dropout) and the head is trained on them as the trainer
+  trains it: AdamW at `head_lr`, linear warmup, gradient clipping, `epochs` x `batch_size`, the
+  same training examples (few-shot sample, `train_limit`), the epoch chosen on the protocol's
+  dev split, reported on its test split. Minutes of encoder passes become one pass.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dptune.config import TrainConfig
+from dptune.fileio import write_json
+from dptune.stages.backbone import model_kind
+from dptune.tasks.base import Example, Task
+from dptune.tasks.protocols import split_for_protocol
+from dptune.tasks.registry import get_task
+
+NO_LABEL_SET_TASKS = ("record",)  # answers are per-query entities: no majority, no linear head
+
+
+def majority_baseline(task: Task, train: Sequence[Example], test: Sequence[Example]) -> dict:
+    """Test metrics of always predicting the most frequent training label."""
+    counts = Counter(ex.label for ex in train if ex.label is not None)
+    label, _ = max(counts.items(), key=lambda item: (item[1], str(item[0])))
+    return {"label": label, "test": task.score(test, {ex.key: label for ex in test})}
+
+
+@torch.no_grad()
+def _pooled(backbone: Any, features: Sequence[Any], batch_size: int) -> torch.Tensor:
+    from dptune.training.data import Collator
+
+    backbone.eval()
+    collate = Collator(backbone.tokenizer.pad_token_id)
+    chunks = [
+        backbone.pooled(collate(features[start : start + batch_size]))
+        for start in range(0, len(features), batch_size)
+    ]
+    return torch.cat(chunks)
+
+
+def _scores(
+    task: Task, head: torch.nn.Module, pooled: torch.Tensor, examples: Sequence[Example]
+) -> dict[str, float]:
+    with torch.no_grad():
+        best = head(pooled).argmax(dim=-1).tolist()
+    predictions = {
+        ex.key: task.to_label(task.candidates(ex)[k], ex)
+        for ex, k in zip(examples, best, strict=True)
+    }
+    return task.score(examples, predictions)
+
+
+def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
+    """Train the linear head alone (no prompt) for `cfg`'s task, data and seed."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from dptune.backbones.loader import build_backbone
+    from dptune.training.data import build_eval_features, build_train_features, epoch_batches
+    from dptune.training.trainer import load_run_data, seed_everything
+
+    seed_everything(cfg.seed)
+    data = load_run_data(cfg)
+    task = data.task
+    num_classes = len(task.candidates(data.train[0]))
+    backbone = build_backbone(cfg, num_classes, head_only=True)
+    lengths = (cfg.max_source_length, cfg.max_target_length)
+    train_features = [
+        f
+        for f in build_train_features(task, data.train, backbone.tokenizer, *lengths)
+        if f.label_index >= 0
+    ]
+    dev, test = data.splits.dev, data.splits.test
+    train_x = _pooled(backbone, train_features, cfg.eval_batch_size)
+    train_y = torch.tensor([f.label_index for f in train_features])
+    dev_x = _pooled(backbone, build_eval_features(task, dev, backbone.tokenizer, *lengths), 64)
+    test_x = _pooled(backbone, build_eval_features(task, test, backbone.tokenizer, *lengths), 64)
+
+    head = backbone.head
+    head.train()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(train_features) // cfg.batch_size)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    best: dict[str, Any] = {"dev": None}
+    step, epoch = 0, 0
+    while step < total:
+        for batch in epoch_batches([1] * len(train_features), cfg.batch_size, cfg.seed, epoch):
+            if step >= total:
+                break
+            loss = F.cross_entropy(head(train_x[batch]), train_y[batch])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+        epoch += 1
+        dev_metrics = _scores(task, head, dev_x, dev)
+        primary = dev_metrics[task.primary_metric]
+        if best["dev"] is None or primary > best["dev"][task.primary_metric]:
+            best = {"dev": dev_metrics, "epoch": epoch, "test": _scores(task, head, test_x, test)}
+    return {
+        "seed": cfg.seed,
+        "trainable_params": sum(p.numel() for p in head.parameters()),
+        "train_examples": len(data.train),
+        "steps": step,
+        "best_epoch": best["epoch"],
+        "dev": best["dev"],
+        "test": best["test"],
+    }
+
+
+def task_baselines(configs: Sequence[TrainConfig], baselines: Sequence[str]) -> dict[str, Any]:
+    """Baselines of one task: `configs` are its runs' configs, one per seed (same task/data)."""
+    first = configs[0]
+    task = get_task(first.task, first.format)
+    train = task.read(first.data_dir, "train")
+    splits = split_for_protocol(task.name, train, task.read(first.data_dir, "val"), first.protocol)
+    record: dict[str, Any] = {
+        "task": task.name,
+        "protocol": splits.protocol,
+        "primary_metric": task.primary_metric,
+    }
+    fixed_labels = task.name not in NO_LABEL_SET_TASKS
+    if "majority" in baselines and fixed_labels:
+        majority = majority_baseline(task, splits.train, splits.test)
+        record["majority"] = {"label": str(majority["label"]), "test": majority["test"]}
+    linear_head = fixed_labels and first.head == "linear"
+    if "head-only" in baselines and linear_head and model_kind(first.model) == "encoder":
+        runs = [head_only_baseline(cfg) for cfg in configs]
+        record["head-only"] = {"trainable_params": runs[0]["trainable_params"], "seeds": runs}
+    return record
+
+
+def baseline_stage(
+    configs: Mapping[str, Sequence[TrainConfig]], out: str | Path, baselines: Sequence[str]
+) -> dict[str, Any]:
+    """Baselines of every task (`configs`: task -> one config per seed); writes `out` (json)."""
+    records = {
+        task: task_baselines(task_configs, baselines) for task, task_configs in configs.items()
+    }
+    write_json(out, records)
+    return records

@@ -1,0 +1,62 @@
+"""Stage `probe`: train the rank probe (P = U ReLU(Sigma) V) on one task and draw paper Fig. 3.
+
+The run folder's history holds, per logging step, the counts of positive and negative diagonal
+entries of Sigma and the numerical rank of P. The stage writes, beside the run folder:
+`rank_probe.png` (the figure), `rank_probe.csv` (the same series, for `dvc plots`) and
+`summary.json` (first and last counts, the rank and the test metrics).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from dptune import figures
+from dptune.config import TrainConfig
+from dptune.errors import DptuneError
+from dptune.fileio import atomic_path, write_json
+from dptune.stages.common import start_tracking
+from dptune.stages.train import log_run, run_or_reuse
+
+SERIES: tuple[str, ...] = ("step", *figures.PROBE_KEYS)
+
+
+def _write_series(rows: list[dict[str, Any]], path: Path) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SERIES, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def probe_stage(
+    cfg: TrainConfig, report_dir: str | Path, *, track: bool = True, progress: bool = False
+) -> dict[str, Any]:
+    """Train `cfg` (method `probe`) into `cfg.out`, then write the figure, series and summary."""
+    if cfg.method != "probe":
+        raise DptuneError(f"method: the probe stage trains method 'probe', not {cfg.method!r}")
+    uri = start_tracking() if track else None
+    metrics = run_or_reuse(cfg, progress=progress)
+    history = figures.read_history(Path(cfg.out) / "history.jsonl")
+    rows = [row for row in history if all(key in row for key in figures.PROBE_KEYS)]
+    if not rows:
+        raise DptuneError(f"{cfg.out}/history.jsonl: no rank-probe statistics were logged")
+    report_dir = Path(report_dir)
+    title = f"Rank probe on {cfg.task} (c = {cfg.prompt_length}, seed {cfg.seed})"
+    figures.plot_rank_probe(rows, report_dir / "rank_probe.png", title=title)
+    _write_series(rows, report_dir / "rank_probe.csv")
+    first, last = rows[0], rows[-1]
+    summary = {
+        "task": cfg.task,
+        "seed": cfg.seed,
+        "prompt_length": cfg.prompt_length,
+        "steps": metrics.get("steps"),
+        "first": {key: first[key] for key in SERIES},
+        "last": {key: last[key] for key in SERIES},
+        "primary_metric": metrics.get("primary_metric"),
+        "test": metrics.get("test"),
+    }
+    write_json(report_dir / "summary.json", summary)
+    if uri is not None:
+        summary = {**summary, "mlflow": log_run(cfg.out, uri, "probe", register=False)}
+    return summary

@@ -1,0 +1,288 @@
+"""Stage `report`: the paper-style results table (Table 1) from every run of the grid.
+
+Rows are the baselines (majority class; head-only for encoder-only backbones) and the methods,
+with their trainable-parameter counts; columns are the tasks and their average. A cell is the
+mean ± standard deviation over seeds of each task metric on the protocol's test split (in %);
+a task's score is the mean of its metrics (SuperGLUE's convention) and `Avg` is the mean of the
+task scores, taken per seed. Outputs, in `out`:
+- `results.json` (fractions; a DVC metric), `results.md` (the table and its protocol notes),
+- `curves/<run>.csv` (step, epoch, dev_score) and `loss/<run>.csv` (step, train_loss), DVC plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dptune.config import METHODS, TASKS
+from dptune.errors import DptuneError
+from dptune.fileio import atomic_dir, atomic_path, write_json, write_text
+from dptune.stages.common import read_json, start_tracking
+
+BASELINE_ROWS: tuple[str, ...] = ("majority", "head-only")
+TASK_TITLES = {
+    "boolq": "BoolQ", "cb": "CB", "copa": "COPA", "multirc": "MultiRC", "record": "ReCoRD",
+    "rte": "RTE", "wic": "WiC", "wsc": "WSC",
+}  # fmt: skip
+METRIC_SHORT = {"accuracy": "acc", "f1_macro": "f1", "f1a": "f1a", "em": "em", "f1": "f1"}
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+
+
+def _task_score(metrics: dict[str, float]) -> float:
+    return statistics.fmean(metrics.values())
+
+
+class _Row:
+    """One table row: per task, per seed, the test metrics."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.by_task: dict[str, dict[int, dict[str, float]]] = {}
+        self.params: set[int] = set()
+        self.prompt_params: set[int] = set()
+
+    def add(self, task: str, seed: int, test: dict[str, float]) -> None:
+        seeds = self.by_task.setdefault(task, {})
+        if seed in seeds:
+            raise DptuneError(f"report: two {self.name} runs for {task} with seed {seed}")
+        seeds[seed] = test
+
+    def summary(self, tasks: Sequence[str]) -> dict[str, Any]:
+        cells: dict[str, Any] = {}
+        for task, seeds in self.by_task.items():
+            names = list(next(iter(seeds.values())))
+            cell = {m: _stats([s[m] for s in seeds.values()]) for m in names}
+            cell["score"] = _stats([_task_score(s) for s in seeds.values()])
+            cells[task] = cell
+        complete = all(task in self.by_task for task in tasks)
+        common = set.intersection(*(set(self.by_task[t]) for t in tasks)) if complete else set()
+        per_seed = [
+            statistics.fmean(_task_score(self.by_task[t][seed]) for t in tasks)
+            for seed in sorted(common)
+        ]
+        return {
+            "trainable_params": sorted(self.params),
+            "prompt_params": sorted(self.prompt_params),
+            "tasks": cells,
+            "avg": _stats(per_seed) if per_seed else None,
+        }
+
+
+def _read_runs(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
+    runs = []
+    for run_dir in run_dirs:
+        metrics = read_json(Path(run_dir) / "metrics.json")
+        runs.append({"dir": Path(run_dir), **metrics})
+    if not runs:
+        raise DptuneError("report: no runs to report")
+    return runs
+
+
+def _protocol(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    protocols = {run["protocol"] for run in runs}
+    if len(protocols) > 1:
+        raise DptuneError(f"report: runs mix protocols {sorted(protocols)}; report one at a time")
+    how = {run["task"]: run["splits"]["how"] for run in runs if run.get("splits")}
+    optimistic = any(run.get("splits", {}).get("optimistic") for run in runs)
+    return {"name": protocols.pop(), "optimistic": optimistic, "how": how}
+
+
+def collect(
+    run_dirs: Iterable[str | Path], baselines: Mapping[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The results table as JSON (fractions): rows, tasks, seeds, protocol, backbone.
+
+    `baselines` is what the baseline stage wrote: task -> {majority, head-only}."""
+    runs = _read_runs(run_dirs)
+    rows: dict[str, _Row] = {}
+    for run in runs:
+        row = rows.setdefault(run["method"], _Row(run["method"]))
+        row.add(run["task"], run["seed"], run["test"])
+        row.params.add(run["trainable_params"])
+        row.prompt_params.add(run.get("prompt_params", 0))
+    tasks = [t for t in TASKS if any(run["task"] == t for run in runs)]
+    for task in tasks:
+        baseline = (baselines or {}).get(task, {})
+        for name in BASELINE_ROWS:
+            if name not in baseline:
+                continue
+            row = rows.setdefault(name, _Row(name))
+            entry = baseline[name]
+            if name == "majority":
+                row.add(baseline["task"], 0, entry["test"])
+                row.params.add(0)
+            else:
+                for seed_run in entry["seeds"]:
+                    row.add(baseline["task"], seed_run["seed"], seed_run["test"])
+                row.params.add(entry["trainable_params"])
+            row.prompt_params.add(0)
+    order = [*BASELINE_ROWS, *METHODS]
+    return {
+        "protocol": _protocol(runs),
+        "backbone": sorted({str(run["model"]) for run in runs}),
+        "seeds": sorted({run["seed"] for run in runs}),
+        "tasks": tasks,
+        "rows": {name: rows[name].summary(tasks) for name in order if name in rows},
+    }
+
+
+def _pct(stats: dict[str, Any] | None) -> str:
+    if stats is None:
+        return "–"
+    text = f"{100 * stats['mean']:.1f}"
+    return f"{text} ± {100 * stats['std']:.1f}" if stats["n"] > 1 else text
+
+
+def _params(values: list[int]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:,}"
+    return f"{values[0]:,}–{values[-1]:,}"
+
+
+def to_markdown(table: dict[str, Any]) -> str:
+    tasks = table["tasks"]
+    metric_names: dict[str, list[str]] = {}
+    for row in table["rows"].values():
+        for task, cell in row["tasks"].items():
+            metric_names.setdefault(task, [m for m in cell if m != "score"])
+    headers = ["Method", "#Params"]
+    for task in tasks:
+        names = metric_names.get(task, [])
+        short = "/".join(METRIC_SHORT.get(m, m) for m in names)
+        headers.append(f"{TASK_TITLES[task]} ({short})" if len(names) > 1 else TASK_TITLES[task])
+    headers.append("Avg")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for name, row in table["rows"].items():
+        cells = [name, _params(row["trainable_params"])]
+        for task in tasks:
+            cell = row["tasks"].get(task)
+            names = metric_names.get(task, [])
+            cells.append(" / ".join(_pct(cell[m]) for m in names) if cell else "–")
+        cells.append(_pct(row["avg"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    protocol = table["protocol"]
+    seeds = table["seeds"]
+    notes = [
+        "",
+        f"Backbone: {', '.join(table['backbone'])}. Test-split scores in %, mean ± std over "
+        f"{len(seeds)} seed(s) {seeds}; Avg = mean over tasks of each task's mean metric.",
+        f"Protocol: `{protocol['name']}`"
+        + (
+            " (optimistic: the epoch was chosen on the reported set)."
+            if protocol["optimistic"]
+            else " (epoch chosen on dev, reported on a disjoint test split)."
+        ),
+    ]
+    notes += [f"- {TASK_TITLES[t]}: {protocol['how'][t]}" for t in tasks if t in protocol["how"]]
+    notes.append(
+        "#Params counts trainable parameters (prompt plus, for encoder-only backbones, the "
+        "classification head); majority is the most frequent training label."
+    )
+    return "\n".join(["# Results", "", *lines, *notes]) + "\n"
+
+
+def _write_curves(runs: Sequence[dict[str, Any]], out: Path) -> None:
+    from dptune.figures import read_history
+
+    with atomic_dir(out / "curves") as curves, atomic_dir(out / "loss") as loss:
+        for run in runs:
+            history = read_history(run["dir"] / "history.jsonl")
+            dev_key = f"dev_{run['primary_metric']}"
+            dev_rows = [
+                {"step": r["step"], "epoch": r.get("epoch"), "dev_score": r[dev_key]}
+                for r in history if dev_key in r
+            ]  # fmt: skip
+            loss_rows = [
+                {"step": r["step"], "train_loss": r["train_loss"]}
+                for r in history if "train_loss" in r
+            ]  # fmt: skip
+            _write_csv(curves / f"{run['dir'].name}.csv", ["step", "epoch", "dev_score"], dev_rows)
+            _write_csv(loss / f"{run['dir'].name}.csv", ["step", "train_loss"], loss_rows)
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _checks(evals: Mapping[str, Any] | None, probe: Mapping[str, Any] | None) -> list[str]:
+    """Lines about the evaluate stage's re-scoring and the rank probe, for the markdown."""
+    lines = []
+    if evals:
+        agree = sum(bool(record.get("matches_run_metrics")) for record in evals.values())
+        lines.append(
+            f"Re-scored from the submission files: {agree} of {len(evals)} runs match their "
+            "metrics.json (decode: generate counts invalid outputs wrong only in metrics.json)."
+        )
+    if probe:
+        first, last = probe["first"], probe["last"]
+        lines.append(
+            f"Rank probe ({TASK_TITLES.get(probe['task'], probe['task'])}, c = "
+            f"{probe['prompt_length']}): positive / negative entries of Sigma "
+            f"{first['sigma_pos']:.0f} / {first['sigma_neg']:.0f} at step {first['step']} -> "
+            f"{last['sigma_pos']:.0f} / {last['sigma_neg']:.0f} at step {last['step']}; "
+            f"rank of P {first['rank']:.0f} -> {last['rank']:.0f}."
+        )
+    return lines
+
+
+def report_stage(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    baselines: str | Path | None = None,
+    evals: str | Path | None = None,
+    probe: str | Path | None = None,
+    track: bool = True,
+) -> dict[str, Any]:
+    """Write results.json, results.md and the curves to `out`; log them to MLflow with `track`.
+
+    `baselines`, `evals` and `probe` are the json files of those stages (each optional)."""
+    out = Path(out)
+    table = collect(run_dirs, read_json(baselines) if baselines else None)
+    extra = _checks(read_json(evals) if evals else None, read_json(probe) if probe else None)
+    markdown = to_markdown(table) + "".join(f"\n{line}\n" for line in extra)
+    _write_curves(_read_runs(run_dirs), out)
+    write_json(out / "results.json", table)
+    write_text(out / "results.md", markdown)
+    result = {"table": table, "markdown": markdown, "out": str(out)}
+    if track:
+        result["mlflow_run_id"] = _log_report(table, out)
+    return result
+
+
+def _log_report(table: dict[str, Any], out: Path) -> str:
+    from dptune.stages.mlflow_log import log_stage_results
+
+    start_tracking()
+    metrics: dict[str, float] = {}
+    for name, row in table["rows"].items():
+        if row["avg"] is not None:
+            metrics[f"{name}_avg"] = row["avg"]["mean"]
+        for task, cell in row["tasks"].items():
+            metrics[f"{name}_{task}"] = cell["score"]["mean"]
+    params = {
+        "protocol": table["protocol"]["name"],
+        "tasks": ",".join(table["tasks"]),
+        "seeds": ",".join(map(str, table["seeds"])),
+        "backbone": ",".join(table["backbone"]),
+    }
+    return log_stage_results(
+        "report",
+        metrics=metrics,
+        params=params,
+        tags={"dvc_stage": "report"},
+        artifacts=[out / "results.json", out / "results.md"],
+        run_name="results-table",
+    )

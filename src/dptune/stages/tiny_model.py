@@ -1,0 +1,123 @@
+"""Tiny T5 and BERT backbones built offline, for smoke runs of the whole pipeline in seconds.
+
+The tokenizer is trained on the text of the local SuperGLUE training files, so no hub is needed;
+the weights are random (seeded). `AutoTokenizer` / `AutoModel*.from_pretrained(folder)` load the
+result like any checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from dptune.errors import DptuneError
+from dptune.fileio import atomic_dir
+
+TinyKind = Literal["t5", "bert"]
+TINY_KINDS: tuple[str, ...] = ("t5", "bert")
+# Targets of both text formats, so that each tokenizes into a few pieces.
+TARGET_WORDS = "0 1 2 true false yes no entailment contradiction neutral not_entailment not"
+_TEXT_TASKS = ("CB", "COPA", "RTE", "WiC", "BoolQ", "WSC", "MultiRC")
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def corpus(data_dir: str | Path, max_records: int = 2000) -> list[str]:
+    """Text fields of the training (or val) files found under `data_dir`."""
+    texts = [TARGET_WORDS] * 20
+    for task in _TEXT_TASKS:
+        for split in ("train", "val"):
+            path = Path(data_dir) / task / f"{split}.jsonl"
+            if not path.is_file():
+                continue
+            with path.open(encoding="utf-8") as fh:
+                for n, line in enumerate(fh):
+                    if n >= max_records // 4:
+                        break
+                    texts.extend(_strings(json.loads(line)))
+            break
+    if len(texts) <= 20:
+        raise DptuneError(f"{data_dir}: no SuperGLUE jsonl files to train a tiny tokenizer on")
+    return texts
+
+
+def _unigram_vocab(texts: list[str], vocab_size: int) -> list[tuple[str, float]]:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁")]
+    )
+    tokenizer.decoder = decoders.Metaspace(replacement="▁")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    vocab = json.loads(tokenizer.to_str())["model"]["vocab"]
+    return [(piece, float(score)) for piece, score in vocab]
+
+
+def _wordpiece_vocab(texts: list[str], vocab_size: int) -> dict[str, int]:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer.get_vocab()
+
+
+def _save_t5(directory: Path, texts: list[str], vocab_size: int) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    tokenizer = T5Tokenizer(vocab=_unigram_vocab(texts, vocab_size), extra_ids=0)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=64, d_kv=32, d_ff=128, num_layers=2,
+        num_decoder_layers=2, num_heads=2, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0,
+    )  # fmt: skip
+    T5ForConditionalGeneration(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def _save_bert(directory: Path, texts: list[str], vocab_size: int) -> None:
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    tokenizer = BertTokenizer(vocab=_wordpiece_vocab(texts, vocab_size))
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, max_position_embeddings=512, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def build_tiny_model(
+    kind: str, out: str | Path, data_dir: str | Path, vocab_size: int = 1500, seed: int = 0
+) -> Path:
+    """Write a 2-layer T5 (d_model 64) or BERT (hidden 64) and its tokenizer to `out`."""
+    import torch
+
+    if kind not in TINY_KINDS:
+        raise DptuneError(f"model: unknown tiny model {kind!r}; valid: {', '.join(TINY_KINDS)}")
+    texts = corpus(data_dir)
+    torch.manual_seed(seed)
+    with atomic_dir(out) as tmp:
+        (_save_t5 if kind == "t5" else _save_bert)(tmp, texts, vocab_size)
+    return Path(out)

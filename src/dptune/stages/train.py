@@ -1,0 +1,105 @@
+"""Stage `train`: one grid cell (task x method x seed) -> a complete run folder, then MLflow.
+
+Order matters: the trainer writes the whole run folder (metrics.json last); only then is the
+folder logged to MLflow (stage tag `train`) and its prompt registered as a new version with
+alias `challenger`. Calling the stage again is safe: a finished folder with the same config is
+not retrained, a folder with a checkpoint resumes, and a folder already logged to the same
+tracking store (`tracking.json`) is not logged twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dptune.config import TrainConfig, load_yaml
+from dptune.errors import DptuneError
+from dptune.stages.common import read_json, read_tracking, start_tracking, write_tracking
+
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoints/last.pt"
+# Fields that may differ between the run in a folder and a call that continues or reuses it.
+_RUNTIME_FIELDS = frozenset({"resume", "device", "compile", "log_every", "checkpoint_every"})
+
+
+def _config_difference(run_dir: Path, cfg: TrainConfig) -> str | None:
+    """The first field whose value differs from the config stored in `run_dir`, if any."""
+    stored = load_yaml(run_dir / CONFIG_FILE)
+    wanted = cfg.resolved()
+    for name, value in wanted.items():
+        if name not in _RUNTIME_FIELDS and stored.get(name) != value:
+            return f"{name} is {stored.get(name)!r} there, {value!r} here"
+    return None
+
+
+def _check_same_run(run_dir: Path, cfg: TrainConfig, what: str) -> None:
+    difference = _config_difference(run_dir, cfg)
+    if difference is not None:
+        raise DptuneError(
+            f"out: {run_dir} holds {what} of another config ({difference}); "
+            "choose another out folder or delete it"
+        )
+
+
+def run_or_reuse(cfg: TrainConfig, progress: bool = False) -> dict[str, Any]:
+    """metrics.json of the run in `cfg.out`: reused if finished, resumed if checkpointed."""
+    from dptune.training.trainer import train
+
+    run_dir = Path(cfg.out)
+    if (run_dir / METRICS_FILE).is_file():
+        _check_same_run(run_dir, cfg, "a finished run")
+        return read_json(run_dir / METRICS_FILE)
+    if (run_dir / CHECKPOINT_FILE).is_file():
+        _check_same_run(run_dir, cfg, "an interrupted run")
+        cfg = cfg.model_copy(update={"resume": True})
+    return train(cfg, progress=progress)
+
+
+def log_run(
+    run_dir: str | Path, uri: str, stage: str, register: bool, tags: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Log a complete run folder (once per tracking store) and optionally register its prompt."""
+    from dptune import tracking
+
+    record = read_tracking(run_dir, uri)
+    if record is not None and (record.get("version") or not register):
+        return record
+    if record is None:
+        run_id = tracking.log_run_folder(run_dir, stage=stage, tags=tags)
+        record = {"tracking_uri": uri, "run_id": run_id}
+    if register:
+        config = load_yaml(Path(run_dir) / CONFIG_FILE)
+        record["registered_model"] = tracking.registered_model_name(config["task"], config["model"])
+        record["version"] = tracking.register_run_folder(record["run_id"], run_dir)
+        record["alias"] = tracking.CHALLENGER
+    write_tracking(run_dir, record)
+    return record
+
+
+def summarize(run_dir: str | Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("task", "method", "seed", "primary_metric", "trainable_params", "best_epoch", "wall_s")
+    summary = {key: metrics.get(key) for key in keys}
+    summary.update(run_dir=str(run_dir), dev=metrics.get("dev"), test=metrics.get("test"))
+    return summary
+
+
+def train_stage(
+    cfg: TrainConfig,
+    *,
+    track: bool = True,
+    register: bool = True,
+    tags: dict[str, str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train one cell into `cfg.out`; with `track`, log it to MLflow and register its prompt.
+
+    Returns a summary: task, method, seed, dev/test metrics, run_dir, and with `track` the
+    MLflow run id and registered version.
+    """
+    uri = start_tracking() if track else None  # fail fast, before any training
+    metrics = run_or_reuse(cfg, progress=progress)
+    summary = summarize(cfg.out, metrics)
+    if uri is not None:
+        summary["mlflow"] = log_run(cfg.out, uri, "train", register, tags)
+    return summary

@@ -1,0 +1,32 @@
+"""Task lookup by name: `get_task("cb", fmt="paper")`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dptune.errors import DptuneError
+from dptune.tasks.boolq import BoolQ
+from dptune.tasks.cb import CB
+from dptune.tasks.common import SuperGlueTask
+from dptune.tasks.copa import COPA
+from dptune.tasks.multirc import MultiRC
+from dptune.tasks.record import ReCoRD
+from dptune.tasks.rte import RTE
+from dptune.tasks.wic import WiC
+from dptune.tasks.wsc import WSC
+
+_TASKS: dict[str, type[SuperGlueTask]] = {
+    cls.name: cls for cls in (BoolQ, CB, COPA, MultiRC, ReCoRD, RTE, WiC, WSC)
+}
+TASK_NAMES: tuple[str, ...] = tuple(_TASKS)
+
+
+def get_task(
+    name: str, fmt: str = "paper", options: Mapping[str, Any] | None = None
+) -> SuperGlueTask:
+    """The task called `name` (case-insensitive, e.g. "cb" or "CB") in format `fmt`."""
+    cls = _TASKS.get(name.strip().lower())
+    if cls is None:
+        raise DptuneError(f"task: unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
+    return cls(fmt=fmt, options=dict(options or {}))  # type: ignore[arg-type]

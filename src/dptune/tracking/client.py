@@ -1,0 +1,155 @@
+"""Where runs go: the tracking URI, the server check, experiments, and the active run.
+
+The embedded default is `sqlite:///<project>/mlflow.db` with artifacts in `<project>/mlartifacts`
+(MLflow's `./mlruns` file store raises since 3.13). `MLFLOW_TRACKING_URI` selects a server or
+another database; a run id injected through `MLFLOW_RUN_ID` (Kubeflow's MLflow integration) is
+resumed instead of starting a new run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from dptune.errors import DptuneError
+
+DB_NAME = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+DEFAULT_EXPERIMENT = "dptune"
+# Stages that produce comparable prompts share one experiment; analyses get their own.
+STAGE_EXPERIMENTS: dict[str, str] = {
+    "train": DEFAULT_EXPERIMENT,
+    "evaluate": DEFAULT_EXPERIMENT,
+    "probe": "dptune-probe",
+    "report": "dptune-report",
+}
+SERVER_TIMEOUT_S = 5.0
+
+
+def default_tracking_uri(root: str | Path | None = None) -> str:
+    return f"sqlite:///{Path(root or Path.cwd()).resolve() / DB_NAME}"
+
+
+def tracking_uri(root: str | Path | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the project's sqlite database."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+
+
+def configure(root: str | Path | None = None) -> str:
+    """Point MLflow (tracking and registry) at `tracking_uri(root)` and return that URI."""
+    uri = tracking_uri(root)
+    # Per-file progress bars of artifact copies would flood stage logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).resolve()
+
+
+def check_tracking_server(uri: str | None = None, timeout: float = SERVER_TIMEOUT_S) -> str:
+    """Fail fast, in one line, when runs could not be recorded at `uri`; return the URI.
+
+    Called before training starts so a wrong or unreachable server is not found out hours later.
+    """
+    uri = uri or tracking_uri()
+    scheme = uri.split(":", 1)[0].lower() if ":" in uri else "file"
+    if scheme in ("http", "https"):
+        _probe_http(uri, timeout)
+    elif scheme == "sqlite":
+        db = _sqlite_path(uri)
+        if db is not None and not db.parent.is_dir():
+            raise DptuneError(f"MLFLOW_TRACKING_URI: folder of {uri} does not exist")
+    elif scheme == "file" and not os.environ.get("MLFLOW_ALLOW_FILE_STORE"):
+        raise DptuneError(
+            f"MLFLOW_TRACKING_URI: file store {uri} is not supported by MLflow 3.13+; "
+            f"use sqlite:///path/to/{DB_NAME} or a server"
+        )
+    return uri
+
+
+def _probe_http(uri: str, timeout: float) -> None:
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code < 500:  # the server answered (auth, proxies): it is there
+            return
+        reason = f"HTTP {err.code}"
+    except (urllib.error.URLError, OSError) as err:
+        reason = str(getattr(err, "reason", err))
+    raise DptuneError(f"MLFLOW_TRACKING_URI: tracking server {uri} unreachable ({reason})")
+
+
+def experiment_name(stage: str) -> str:
+    """`MLFLOW_EXPERIMENT_NAME` if set, else the experiment of the stage's group."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or STAGE_EXPERIMENTS.get(
+        stage, DEFAULT_EXPERIMENT
+    )
+
+
+def ensure_experiment(name: str, client: MlflowClient | None = None) -> str:
+    """The id of experiment `name`, created (or restored) if needed.
+
+    With a local sqlite database the artifacts go to `mlartifacts/` beside it, never to the
+    current directory.
+    """
+    client = client or MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    db = _sqlite_path(mlflow.get_tracking_uri())
+    location = (db.parent / ARTIFACTS_DIR).as_uri() if db is not None else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently by another stage
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def injected_run_id() -> str | None:
+    return os.environ.get("MLFLOW_RUN_ID") or None
+
+
+@contextlib.contextmanager
+def active_run(
+    experiment: str, run_name: str | None = None, tags: dict[str, str] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """Start a run in `experiment`, or resume the one named by `MLFLOW_RUN_ID`."""
+    client = MlflowClient()
+    run_id = injected_run_id()
+    if run_id is not None:
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            raise DptuneError(
+                f"MLFLOW_RUN_ID: run {run_id} not found at {mlflow.get_tracking_uri()}"
+            ) from None
+        try:
+            with mlflow.start_run(run_id=run_id, tags=tags) as run:
+                yield run
+        finally:
+            # MLflow unsets the variable when the run ends; later stages of this process log
+            # into the same injected run.
+            os.environ["MLFLOW_RUN_ID"] = run_id
+        return
+    experiment_id = ensure_experiment(experiment, client)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        yield run

@@ -1,0 +1,141 @@
+"""Tokenised features, dynamic-padding batches and length-grouped, resumable batch order."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dptune.tasks.base import Example, Task
+
+
+@dataclass
+class Feature:
+    """One model input: source ids, an optional target, and the candidates for ranking."""
+
+    input_ids: list[int]
+    target_ids: list[int]
+    label_index: int  # index of the target among the candidates, -1 if it is not one of them
+    cand_ids: list[list[int]]
+    example: int  # position of the source Example in its list
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    if not texts:
+        return []
+    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+
+def _candidate_ids(
+    tokenizer: Any, task: Task, examples: Sequence[Example], max_target_length: int
+) -> tuple[list[list[str]], list[list[list[int]]]]:
+    """Tokenise each example's candidates once (shared texts are tokenised once overall)."""
+    cands = [task.candidates(ex) for ex in examples]
+    unique = sorted({c for row in cands for c in row})
+    ids = dict(zip(unique, _tokenize(tokenizer, unique, max_target_length), strict=True))
+    return cands, [[ids[c] for c in row] for row in cands]
+
+
+def build_train_features(
+    task: Task,
+    examples: Sequence[Example],
+    tokenizer: Any,
+    max_source_length: int,
+    max_target_length: int,
+) -> list[Feature]:
+    pairs = [(i, pair) for i, ex in enumerate(examples) for pair in task.train_pairs(ex)]
+    sources = _tokenize(tokenizer, [p.source for _, p in pairs], max_source_length)
+    targets = _tokenize(tokenizer, [p.target for _, p in pairs], max_target_length)
+    cands, cand_ids = _candidate_ids(tokenizer, task, examples, max_target_length)
+    features = []
+    for (i, pair), src, tgt in zip(pairs, sources, targets, strict=True):
+        label_index = cands[i].index(pair.target) if pair.target in cands[i] else -1
+        features.append(Feature(src, tgt, label_index, cand_ids[i], i))
+    return features
+
+
+def build_eval_features(
+    task: Task,
+    examples: Sequence[Example],
+    tokenizer: Any,
+    max_source_length: int,
+    max_target_length: int,
+) -> list[Feature]:
+    sources = _tokenize(tokenizer, [task.source(ex) for ex in examples], max_source_length)
+    _, cand_ids = _candidate_ids(tokenizer, task, examples, max_target_length)
+    return [Feature(src, [], -1, cand_ids[i], i) for i, src in enumerate(sources)]
+
+
+class Collator:
+    """Pads a list of Features into the batch layout documented in `backbones.base`."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: Sequence[Feature]) -> dict[str, torch.Tensor]:
+        batch_size = len(features)
+        src_len = max(len(f.input_ids) for f in features)
+        tgt_len = max((len(f.target_ids) for f in features), default=0) or 1
+        num_cands = max(len(f.cand_ids) for f in features) or 1
+        cand_len = max((len(c) for f in features for c in f.cand_ids), default=1)
+
+        input_ids = torch.full((batch_size, src_len), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch_size, src_len), dtype=torch.long)
+        labels = torch.full((batch_size, tgt_len), -100, dtype=torch.long)
+        cand_ids = torch.full((batch_size, num_cands, cand_len), self.pad_id, dtype=torch.long)
+        cand_mask = torch.zeros((batch_size, num_cands, cand_len), dtype=torch.long)
+        cand_valid = torch.zeros((batch_size, num_cands), dtype=torch.bool)
+        for row, f in enumerate(features):
+            input_ids[row, : len(f.input_ids)] = torch.tensor(f.input_ids)
+            attention_mask[row, : len(f.input_ids)] = 1
+            if f.target_ids:
+                labels[row, : len(f.target_ids)] = torch.tensor(f.target_ids)
+            for k, ids in enumerate(f.cand_ids):
+                cand_ids[row, k, : len(ids)] = torch.tensor(ids)
+                cand_mask[row, k, : len(ids)] = 1
+                cand_valid[row, k] = True
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "label_index": torch.tensor([f.label_index for f in features], dtype=torch.long),
+            "cand_ids": cand_ids,
+            "cand_mask": cand_mask,
+            "cand_valid": cand_valid,
+        }
+
+
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_factor: int = 50
+) -> list[list[int]]:
+    """The batches of one epoch: shuffled, then length-grouped within mega-batches.
+
+    The order depends only on (seed, epoch), so a resumed run replays exactly the batches an
+    uninterrupted run would see. Grouping similar lengths keeps dynamic padding small.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths)).tolist()
+    mega = batch_size * group_factor
+    batches: list[list[int]] = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    perm = rng.permutation(len(batches)).tolist()
+    return [batches[i] for i in perm]
+
+
+def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches sorted by length (order does not matter, padding does)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def steps_per_epoch(num_features: int, batch_size: int) -> int:
+    return max(1, math.ceil(num_features / batch_size))

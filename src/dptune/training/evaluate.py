@@ -1,0 +1,55 @@
+"""Prediction with rank or generate decoding, and scoring against the task's metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from dptune.backbones.base import Backbone
+from dptune.tasks.base import Example, Task
+from dptune.training.data import Collator, Feature, eval_batches
+
+
+@torch.no_grad()
+def predict(
+    backbone: Backbone,
+    task: Task,
+    examples: Sequence[Example],
+    features: Sequence[Feature],
+    *,
+    decode: str,
+    batch_size: int,
+    max_new_tokens: int,
+    device: torch.device,
+    autocast: Any,
+    desc: str = "eval",
+) -> dict[Any, Any]:
+    """Predicted official labels keyed by `Example.key`; None marks an invalid generation."""
+    backbone.eval()
+    collate = Collator(backbone.tokenizer.pad_token_id)
+    predictions: dict[Any, Any] = {}
+    batches = eval_batches([len(f) for f in features], batch_size)
+    for batch_ids in tqdm(batches, desc=desc, leave=False, disable=None):
+        feats = [features[i] for i in batch_ids]
+        batch = {k: v.to(device) for k, v in collate(feats).items()}
+        with autocast():
+            if decode == "rank":
+                best = backbone.rank_scores(batch).argmax(dim=-1).tolist()
+                texts = [
+                    task.candidates(examples[f.example])[k]
+                    for f, k in zip(feats, best, strict=True)
+                ]
+            else:
+                texts = backbone.generate(batch, max_new_tokens=max_new_tokens)
+        for f, text in zip(feats, texts, strict=True):
+            ex = examples[f.example]
+            predictions[ex.key] = task.to_label(text, ex)
+    return predictions
+
+
+def score(task: Task, examples: Sequence[Example], predictions: dict[Any, Any]) -> dict[str, float]:
+    """Task metrics; an invalid prediction (None) counts as wrong, as in the paper."""
+    return task.score(examples, predictions)

@@ -1,0 +1,33 @@
+"""Both backbones under CUDA with bf16 autocast (skipped on machines without a GPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dptune.backbones.loader import build_backbone
+from dptune.config import TrainConfig
+from helpers.batches import make_batch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize(("model", "candidates"), [("t5", ["0", "1"]), ("bert", ["yes", "no"])])
+def test_bf16_autocast_step(
+    model: str, candidates: list[str], tiny_t5_dir: Path, tiny_bert_dir: Path
+) -> None:
+    folder = tiny_t5_dir if model == "t5" else tiny_bert_dir
+    cfg = TrainConfig(task="rte", model=str(folder), data_dir="d", out="o", prompt_length=4)
+    backbone = build_backbone(cfg, num_classes=2).to("cuda")
+    batch = make_batch(backbone.tokenizer, ["a b c", "d e"], [candidates] * 2, [0, 1])
+    batch = {k: v.to("cuda") for k, v in batch.items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = backbone.loss(batch)
+        scores = backbone.rank_scores(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and scores.shape == (2, 2) and torch.isfinite(scores).all()
+    assert all(p.grad is not None for p in backbone.prompt.parameters())
+    if model == "t5":
+        assert len(backbone.generate(batch, max_new_tokens=2)) == 2

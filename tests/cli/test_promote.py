@@ -1,0 +1,87 @@
+"""`dptune promote`: one summary line on success, one error line and exit code 2 otherwise."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.mlflow_store import new_store
+
+MODEL = "dptune-cb-cli"
+
+
+@pytest.fixture(scope="module")
+def registry_dir(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
+    """A project folder whose mlflow.db holds MODEL with test accuracies 0.5, 0.8 and 0.7."""
+    from mlflow import MlflowClient
+
+    root = new_store(pytestconfig, tmp_path_factory.mktemp("project"))
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    client.create_registered_model(MODEL)
+    for value in (0.5, 0.8, 0.7):
+        tags = {"primary_metric": "accuracy", "test_accuracy": repr(value)}
+        client.create_model_version(MODEL, "file:///nowhere", tags=tags)
+    return root
+
+
+def _dptune(monkeypatch: pytest.MonkeyPatch, root: Path, *args: str) -> int:
+    """Run the real entry point in-process (MLflow imports are too slow for a subprocess each)."""
+    from dptune.cli.main import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(root)  # the default store is ./mlflow.db
+    monkeypatch.setattr(sys, "argv", ["dptune", "promote", *args])
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def _error_line(capfd: pytest.CaptureFixture[str]) -> str:
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_promote_prints_one_summary_line(monkeypatch, capfd, registry_dir):
+    assert _dptune(monkeypatch, registry_dir, "--model", MODEL, "--version", "3") == 0
+    out = capfd.readouterr().out.strip().splitlines()
+    assert out == [f"{MODEL}: v3 is now champion (test_accuracy 0.7000; no previous champion)"]
+
+    assert _dptune(monkeypatch, registry_dir, "--model", MODEL, "--version", "1") == 0
+    assert capfd.readouterr().out.strip() == (
+        f"{MODEL}: champion stays v3 (test_accuracy 0.7000 >= 0.5000 of v1)"
+    )
+
+    assert _dptune(monkeypatch, registry_dir, "--model", MODEL) == 0
+    assert capfd.readouterr().out.strip() == (
+        f"{MODEL}: v2 is now champion (test_accuracy 0.8000 > 0.7000 of v3)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "dptune-cb-nope"], "error: --model: no registered model 'dptune-cb-nope'"),
+        (["--model", MODEL, "--version", "9"], f"error: --version: {MODEL} has no version 9"),
+        (["--model", MODEL, "--metric", "bleu"], f"error: --metric: no version of {MODEL}"),
+    ],
+)
+def test_unknown_model_version_or_metric_exit_2(monkeypatch, capfd, registry_dir, args, message):
+    assert _dptune(monkeypatch, registry_dir, *args) == 2
+    assert _error_line(capfd).startswith(message)
+
+
+def test_unreachable_server_exits_2(monkeypatch, capfd, registry_dir):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    from dptune.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["dptune", "promote", "--model", MODEL])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert "tracking server http://127.0.0.1:9 unreachable" in _error_line(capfd)

@@ -1,0 +1,34 @@
+"""Fixtures shared by the whole suite. Nothing here ever reaches a model hub."""
+
+from __future__ import annotations
+
+import os
+
+# Tiny models run fastest single-threaded; OpenMP threads spin badly on a loaded 2-core box.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from helpers.tiny_models import build_tiny_bert, build_tiny_t5  # noqa: E402
+
+# Tiny models are overhead-bound: intra-op threads only add synchronisation, and on a shared
+# 2-core machine they made a tiny T5 step about 20x slower.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved 2-layer T5 (d_model 64) with a Unigram tokenizer trained on local SuperGLUE text."""
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved 2-layer BERT (hidden 64) with a WordPiece tokenizer trained on local text."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from dptune.errors import DptuneError
+from dptune.figures import (
+    dev_metric_keys,
+    has_probe_stats,
+    plot_rank_probe,
+    plot_training_curves,
+    read_history,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _history(probe: bool) -> list[dict]:
+    rows = []
+    for step in range(1, 7):
+        row = {"step": step, "epoch": step // 3, "train_loss": 1 / step, "lr": 0.1}
+        if probe:
+            row |= {"sigma_pos": 10 - step, "sigma_neg": step, "rank": 10 - step}
+        rows.append(row)
+        if step % 3 == 0:
+            rows.append({"step": step, "epoch": step // 3, "dev_accuracy": 0.5, "dev_f1": 0.4})
+    return rows
+
+
+def test_training_curves_and_probe_figure_are_pngs(tmp_path):
+    history = _history(probe=True)
+    assert dev_metric_keys(history) == ["dev_accuracy", "dev_f1"]
+    curves = plot_training_curves(history, tmp_path / "out" / "curves.png", title="cb dpt")
+    probe = plot_rank_probe(history, tmp_path / "probe.png")
+    for path in (curves, probe):
+        assert path.read_bytes().startswith(PNG_MAGIC)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["curves.png"]
+
+
+def test_curves_without_dev_rows_and_probe_needs_its_stats(tmp_path):
+    history = [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": float("nan")}]
+    plot_training_curves(history, tmp_path / "curves.png")
+    assert not has_probe_stats(history)
+    with pytest.raises(DptuneError, match="no rank-probe statistics"):
+        plot_rank_probe(history, tmp_path / "probe.png")
+    assert not (tmp_path / "probe.png").exists()
+
+
+def test_read_history_reports_the_bad_line(tmp_path):
+    path = tmp_path / "history.jsonl"
+    path.write_text(json.dumps({"step": 1, "train_loss": 1.0}) + "\n\n{oops\n")
+    with pytest.raises(DptuneError, match=r"history\.jsonl:3: invalid JSON"):
+        read_history(path)
+    path.write_text('{"train_loss": 1.0}\n')
+    with pytest.raises(DptuneError, match=r":1: expected an object with a 'step'"):
+        read_history(path)
+    path.write_text('{"step": 1}\n\n{"step": 2}\n')
+    assert [row["step"] for row in read_history(path)] == [1, 2]

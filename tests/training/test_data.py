@@ -1,0 +1,44 @@
+import torch
+
+from dptune.training.data import Collator, Feature, epoch_batches, eval_batches, steps_per_epoch
+
+
+def test_epoch_batches_cover_every_feature_once_and_repeat_for_same_seed():
+    lengths = [((i * 37) % 23) + 1 for i in range(103)]
+    first = epoch_batches(lengths, batch_size=8, seed=3, epoch=1)
+    again = epoch_batches(lengths, batch_size=8, seed=3, epoch=1)
+    assert first == again
+    assert sorted(i for b in first for i in b) == list(range(103))
+    assert first != epoch_batches(lengths, batch_size=8, seed=3, epoch=2)
+    assert first != epoch_batches(lengths, batch_size=8, seed=4, epoch=1)
+
+
+def test_length_grouping_reduces_padding():
+    lengths = [1 + (i * 7919) % 200 for i in range(512)]
+    grouped = epoch_batches(lengths, batch_size=16, seed=0, epoch=0)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in grouped)
+    naive = [list(range(i, min(i + 16, 512))) for i in range(0, 512, 16)]
+    naive_padded = sum(len(b) * max(lengths[i] for i in b) for b in naive)
+    assert padded < 0.75 * naive_padded
+
+
+def test_eval_batches_sorted_by_length():
+    batches = eval_batches([3, 9, 1, 5], batch_size=2)
+    assert batches == [[1, 3], [0, 2]]
+    assert steps_per_epoch(17, 8) == 3
+
+
+def test_collator_pads_sources_targets_and_candidates():
+    feats = [
+        Feature([5, 6, 7], [8, 1], 0, [[8, 1], [9, 1]], 0),
+        Feature([5], [9, 4, 1], -1, [[8, 1], [9, 4, 1], [3, 1]], 1),
+    ]
+    batch = Collator(pad_id=0)(feats)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[8, 1, -100], [9, 4, 1]]
+    assert batch["label_index"].tolist() == [0, -1]
+    assert batch["cand_ids"].shape == (2, 3, 3)
+    assert batch["cand_valid"].tolist() == [[True, True, False], [True, True, True]]
+    assert batch["cand_mask"][1, 1].tolist() == [1, 1, 1]
+    assert batch["cand_ids"].dtype == torch.long

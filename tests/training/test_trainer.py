@@ -1,0 +1,174 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from dptune.config import make_config
+from dptune.errors import DptuneError
+from dptune.training.trainer import Trainer, train
+
+
+def _run(values: dict) -> dict:
+    return train(make_config(values), progress=False)
+
+
+def test_short_cb_run_lowers_loss_and_exports_a_complete_run(base_config):
+    metrics = _run({**base_config, "epochs": 4, "lr": 0.3})
+    out = Path(base_config["out"])
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    losses = [h["train_loss"] for h in history if "train_loss" in h]
+    assert len(losses) == 16
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+
+    assert metrics["trainable_params"] == 2 * (8 + 64)
+    assert metrics["best_epoch"] in range(1, 5)
+    assert set(metrics["test"]) == {"accuracy", "f1_macro"}
+    assert metrics["splits"]["protocol"] == "heldout"
+    prompt = load_file(str(out / "prompt.safetensors"))["prompt"]
+    assert prompt.shape == (8, 64)
+    factors = load_file(str(out / "trainable.safetensors"))
+    assert sum(t.numel() for t in factors.values()) == 2 * (8 + 64)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 0.3
+    val_lines = (out / "predictions" / "val.jsonl").read_text().splitlines()
+    test_lines = (out / "predictions" / "test.jsonl").read_text().splitlines()
+    assert len(val_lines) == 56 and len(test_lines) == 250
+    assert json.loads(val_lines[0])["label"] in ("entailment", "contradiction", "neutral")
+
+
+def test_dpt_prompt_rank_is_at_most_bottleneck(base_config):
+    _run({**base_config, "epochs": 1, "bottleneck": 3})
+    prompt = load_file(str(Path(base_config["out"]) / "prompt.safetensors"))["prompt"]
+    assert torch.linalg.matrix_rank(prompt).item() <= 3
+
+
+@pytest.mark.parametrize("method", ["pt", "residual", "probe"])
+def test_other_methods_train(base_config, method):
+    metrics = _run({**base_config, "method": method, "epochs": 1})
+    assert metrics["method"] == method
+    assert metrics["trainable_params"] > 0
+
+
+def test_generate_decoding_counts_invalid_outputs_as_wrong(base_config):
+    metrics = _run({**base_config, "epochs": 1, "decode": "generate"})
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+
+def test_existing_run_needs_resume(base_config):
+    _run({**base_config, "epochs": 1})
+    with pytest.raises(DptuneError, match="--resume"):
+        _run({**base_config, "epochs": 1})
+
+
+def test_resume_after_a_crash_equals_uninterrupted(base_config, tmp_path):
+    full = {**base_config, "out": str(tmp_path / "full"), "epochs": 3}
+    _run(full)
+
+    crashed = {**base_config, "out": str(tmp_path / "part"), "epochs": 3, "checkpoint_every": 1}
+    trainer = Trainer(make_config(crashed), progress=False)
+    trainer.prepare()
+    real_loss, calls = trainer.model_forward, {"n": 0}
+
+    def crash_at_step_6(batch):
+        calls["n"] += 1
+        if calls["n"] == 6:  # mid-epoch 2 (4 steps an epoch)
+            raise KeyboardInterrupt
+        return real_loss(batch)
+
+    trainer.model_forward = crash_at_step_6
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    _run({**crashed, "resume": True})
+    a = load_file(str(tmp_path / "full" / "trainable.safetensors"))
+    b = load_file(str(tmp_path / "part" / "trainable.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(base_config, monkeypatch):
+    cfg = make_config({**base_config, "epochs": 2, "checkpoint_every": 1})
+    trainer = Trainer(cfg, progress=False)
+    trainer.prepare()
+    real_loss = trainer.model_forward
+    calls = {"n": 0}
+
+    def flaky(batch):
+        calls["n"] += 1
+        loss = real_loss(batch)
+        return loss * math.nan if calls["n"] == 3 else loss
+
+    trainer.model_forward = flaky
+    with pytest.raises(DptuneError, match="step 3: loss is nan"):
+        trainer.fit()
+    saved = torch.load(Path(cfg.out) / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["state"]["step"] == 2
+    assert all(torch.isfinite(t).all() for t in saved["trainable"].values())
+
+
+def _cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "dptune.cli.main", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def _flags(values: dict) -> list[str]:
+    flags = []
+    for key, value in values.items():
+        flags += [f"--{key.replace('_', '-')}", str(value)]
+    return flags
+
+
+def test_sigkill_then_resume_gives_the_same_prompt(base_config, tmp_path):
+    values = {**base_config, "epochs": 3, "checkpoint_every": 1, "train_limit": 48}
+    reference = {**values, "out": str(tmp_path / "ref")}
+    proc = _cli(["train", *_flags(reference)])
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+
+    killed = {**values, "out": str(tmp_path / "killed")}
+    ckpt = tmp_path / "killed" / "checkpoints" / "last.pt"
+    proc = _cli(["train", *_flags(killed)])
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # land somewhere inside the run, possibly mid-write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    proc = _cli(["train", *_flags(killed), "--resume"])
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    ref = load_file(str(tmp_path / "ref" / "prompt.safetensors"))["prompt"]
+    got = load_file(str(tmp_path / "killed" / "prompt.safetensors"))["prompt"]
+    assert torch.equal(ref, got)
+
+
+def test_cli_bad_config_writes_nothing(base_config, tmp_path):
+    out = tmp_path / "nothing"
+    for bad in (
+        ["--bottleneck", "0"],
+        ["--method", "lora"],
+        ["--task", "mnli"],
+        ["--model", str(tmp_path / "no-such-model")],
+    ):
+        args = _flags({**base_config, "out": str(out)}) + bad
+        proc = _cli(["train", *args])
+        assert proc.wait(timeout=120) == 2
+        err = proc.stderr.read().strip()
+        assert err.startswith("error: ") and "\n" not in err, err
+        assert not out.exists()
