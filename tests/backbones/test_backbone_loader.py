@@ -51,13 +51,27 @@ def test_forced_kind_must_match(tiny_t5_dir: Path, tiny_bert_dir: Path) -> None:
         build_backbone(config(tiny_t5_dir, backbone="encoder"))
 
 
+LABEL_SETS = [
+    ("cb", "paper", 3), ("rte", "natural", 2), ("copa", "natural", 2), ("wsc", "natural", 2)
+]
+
+
+@pytest.mark.parametrize(("task", "fmt", "classes"), LABEL_SETS)
+def test_linear_head_defaults_to_the_task_label_set(
+    tiny_bert_dir: Path, task: str, fmt: str, classes: int
+) -> None:
+    backbone = build_backbone(config(tiny_bert_dir, task=task, format=fmt))
+    assert backbone.head.out_features == classes
+
+
 def test_encoder_limits(tiny_bert_dir: Path) -> None:
-    with pytest.raises(DptuneError, match="^head: record has no fixed label set"):
+    with pytest.raises(DptuneError, match="^head: record in the paper format has no fixed label"):
         build_backbone(config(tiny_bert_dir, task="record"), num_classes=3)
+    with pytest.raises(DptuneError, match="^head: wsc in the paper format has no fixed label"):
+        build_backbone(config(tiny_bert_dir, task="wsc"))
+    assert build_backbone(config(tiny_bert_dir, task="record", head="similarity")).head is None
     with pytest.raises(DptuneError, match="^max_source_length: 256 source tokens \\+ 300 prompt"):
         build_backbone(config(tiny_bert_dir, prompt_length=300), num_classes=3)
-    with pytest.raises(ValueError, match="num_classes"):
-        build_backbone(config(tiny_bert_dir))
 
 
 def test_load_tokenizer_offline(tiny_t5_dir: Path) -> None:

@@ -1,4 +1,7 @@
-"""Both backbones under CUDA with bf16 autocast (skipped on machines without a GPU)."""
+"""Both backbones under CUDA with bf16 autocast.
+
+Marked `gpu`: deselected by default (pyproject addopts); run on a GPU box with `pytest -m gpu`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from dptune.backbones.loader import build_backbone
 from dptune.config import TrainConfig
 from helpers.batches import make_batch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize(("model", "candidates"), [("t5", ["0", "1"]), ("bert", ["yes", "no"])])

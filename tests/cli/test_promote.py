@@ -18,7 +18,8 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.
     from mlflow import MlflowClient
 
     root = new_store(pytestconfig, tmp_path_factory.mktemp("project"))
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model(MODEL)
     for value in (0.5, 0.8, 0.7):
         tags = {"primary_metric": "accuracy", "test_accuracy": repr(value)}

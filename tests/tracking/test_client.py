@@ -79,3 +79,21 @@ def test_artifacts_go_beside_the_sqlite_database(tracking: Path):
     location = MlflowClient().get_experiment(experiment_id).artifact_location
     assert location == (tracking / "mlartifacts").as_uri()
     assert mlflow.get_tracking_uri() == f"sqlite:///{tracking / 'mlflow.db'}"
+
+
+def test_configure_again_follows_the_new_root_unless_the_user_chose(tmp_path, monkeypatch):
+    from dptune.tracking import configure
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert configure(first) == f"sqlite:///{first.resolve()}/mlflow.db"
+    # MLflow exported that default to the environment; it is not mistaken for a user choice.
+    assert configure(second) == f"sqlite:///{second.resolve()}/mlflow.db"
+    assert mlflow.get_registry_uri() == f"sqlite:///{second.resolve()}/mlflow.db"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{first}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{tmp_path}/registry.db")
+    assert configure(second) == f"sqlite:///{first}/mlflow.db"
+    assert configure(second) == f"sqlite:///{first}/mlflow.db"
+    assert mlflow.get_registry_uri() == f"sqlite:///{tmp_path}/registry.db"

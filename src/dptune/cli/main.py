@@ -28,6 +28,9 @@ def _register() -> None:
     from dptune.cli import stage
 
     app.add_typer(stage.app, name="stage")
+    from dptune.cli import pipeline
+
+    app.add_typer(pipeline.app, name="pipeline")
     app.command("score")(score.score)
     app.command("train")(train.train)
     app.command("predict")(train.predict)

@@ -12,10 +12,7 @@ No `from __future__ import annotations` here: KFP reads the parameter annotation
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
-from dptune import __version__
-
-IMAGE_REPOSITORY = "ghcr.io/dptune/dptune"
-IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
+from dptune.kfp.options import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -126,6 +123,7 @@ def report(
     runs: Input[list[Model]],
     evaluations: Input[list[Dataset]],
     baselines: Input[Dataset],
+    probe_report: Input[Dataset],
     table: Output[Markdown],
     results: Output[Dataset],
     metrics: Output[Metrics],
@@ -133,7 +131,7 @@ def report(
     """The paper-style results table (mean +- std over seeds) of every grid run."""
     from dptune.kfp import steps
 
-    steps.report(params, runs, evaluations, baselines, table, results, metrics)
+    steps.report(params, runs, evaluations, baselines, probe_report, table, results, metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -14,7 +14,6 @@ JSON text, validated by every component, its omitted fields left to `TrainConfig
 No `from __future__ import annotations` here: KFP reads the pipeline's annotations as types.
 """
 
-import dataclasses
 import json
 import os
 import re
@@ -22,21 +21,22 @@ import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
+from dptune.data.fetch import OFFICIAL_BASE_URL
 from dptune.errors import DptuneError
 from dptune.kfp import components
+from dptune.kfp.options import LOCAL_OPTIONS, PipelineOptions, Resources
 
 PIPELINE_NAME = "dptune"
 PIPELINE_DESCRIPTION = (
     "Decomposed prompt tuning on SuperGLUE: prepare, sample, train a grid of tasks x methods x "
     "seeds on GPUs, evaluate, probe, report and promote in MLflow."
 )
-OFFICIAL_DATA_SOURCE = "https://dl.fbaipublicfiles.com/glue/superglue/data/v2"
+OFFICIAL_DATA_SOURCE = OFFICIAL_BASE_URL
 # Secret key -> environment variable. The URI is required; the others are used when present.
 MLFLOW_REQUIRED_ENV: dict[str, str] = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
 MLFLOW_OPTIONAL_ENV: dict[str, str] = {
@@ -53,60 +53,6 @@ MLFLOW_OPTIONAL_ENV: dict[str, str] = {
 HEALTHZ_PATH = "/apis/v2beta1/healthz"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 HOST_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu: str
-    memory: str
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """How the pipeline is deployed; fixed when it is compiled."""
-
-    image: str = components.IMAGE
-    parallelism: int = 4  # grid cells training at once (0: no limit)
-    accelerator: str = "nvidia.com/gpu"
-    gpus: int = 1
-    gpu_toleration: bool = True  # tolerate the usual `nvidia.com/gpu` taint of GPU node pools
-    train_resources: Resources = field(default_factory=lambda: Resources("4", "16Gi"))
-    step_resources: Resources = field(default_factory=lambda: Resources("1", "4Gi"))
-    retries: int = 3  # a preempted train task is retried and resumes from its checkpoint
-    retry_backoff: str = "60s"
-    mlflow_secret: str | None = "dptune-mlflow"
-    workspace_size: str | None = "20Gi"  # per-run PVC holding run folders while they train
-    workspace_storage_class: str | None = None
-    workspace_access_mode: str = "ReadWriteMany"  # parallel train pods on different nodes
-
-    def __post_init__(self) -> None:
-        if self.parallelism < 0:
-            raise DptuneError(f"parallelism: {self.parallelism} must be >= 0 (0: no limit)")
-        if self.retries < 0:
-            raise DptuneError(f"retries: {self.retries} must be >= 0")
-        if self.gpus < 0:
-            raise DptuneError(f"gpus: {self.gpus} must be >= 0")
-
-    def replace(self, **changes: Any) -> "PipelineOptions":
-        return dataclasses.replace(self, **changes)
-
-    def pipeline_config(self) -> dsl.PipelineConfig | None:
-        if not self.workspace_size:
-            return None
-        patch: dict[str, Any] = {"accessModes": [self.workspace_access_mode]}
-        if self.workspace_storage_class:
-            patch["storageClassName"] = self.workspace_storage_class
-        try:
-            workspace = dsl.WorkspaceConfig(
-                size=self.workspace_size,
-                kubernetes=dsl.KubernetesWorkspaceConfig(pvcSpecPatch=patch),
-            )
-        except ValueError as err:
-            raise DptuneError(f"workspace size: {err}") from None
-        return dsl.PipelineConfig(workspace=workspace)
-
-
-LOCAL_OPTIONS = PipelineOptions(mlflow_secret=None, gpu_toleration=False)
 
 
 def _on_gpu(task: dsl.PipelineTask, options: PipelineOptions) -> None:
@@ -191,6 +137,7 @@ def build_pipeline(
             runs=dsl.Collected(train.outputs["run"]),
             evaluations=dsl.Collected(evaluate.outputs["evaluation"]),
             baselines=baseline.outputs["baselines"],
+            probe_report=probe.outputs["probe_report"],
         )
         _tracked(report, options)
         register = components.register(params=params, backbone=inputs["backbone"]).after(report)

@@ -33,6 +33,8 @@ from dptune.stages.params import PipelineParams, cell_config, parse_params, run_
 PARAMS_SOURCE = "pipeline parameter params"
 PREPARED_STATS = "stats.json"
 EVAL_FILE = "eval.json"
+BASELINES_FILE = "baselines.json"
+PROBE_SUMMARY = "summary.json"
 PREDICTIONS_DIR = "predictions"
 CHECKPOINTS_DIR = "checkpoints"
 WORKSPACE_RUNS = "runs"
@@ -318,9 +320,11 @@ def evaluate(
     _quiet()
     profile = load_profile(params)
     out = Path(evaluation.path)
-    track = profile.mlflow.track
-    with named_runs([run.path]) as (run_dir,):
-        record = evaluate_stage(run_dir, superglue.path, out / EVAL_FILE, track=track)
+    with named_runs([run.path]) as run_dirs:
+        records = evaluate_stage(
+            run_dirs, superglue.path, out / EVAL_FILE, track=profile.mlflow.track
+        )
+    (record,) = records.values()
     shutil.copytree(Path(run.path) / PREDICTIONS_DIR, out / PREDICTIONS_DIR, dirs_exist_ok=True)
     evaluation.metadata.update(
         name=record["run"], task=record["task"], method=record["method"], seed=record["seed"]
@@ -337,16 +341,14 @@ def baseline(
     samples: ArtifactLike,
     baselines: ArtifactLike,
 ) -> dict[str, Any]:
-    """The baseline rows of the results table (majority; head-only for encoder backbones),
-    one `<task>.json` per grid task."""
+    """The baseline rows of the results table (majority; head-only for encoder backbones)."""
     from dptune.stages.baseline import baseline_stage
 
     _quiet()
     profile = load_profile(params)
     out = Path(baselines.path)
-    records = {}
-    for task in profile.tasks:
-        configs = [
+    configs = {
+        task: [
             cell_cfg(
                 profile,
                 task=task,
@@ -359,8 +361,9 @@ def baseline(
             )  # fmt: skip
             for seed in profile.seeds
         ]
-        records[task] = baseline_stage(configs, out / f"{task}.json", profile.report.baselines)
-    return records
+        for task in profile.tasks
+    }
+    return baseline_stage(configs, out / BASELINES_FILE, profile.report.baselines)
 
 
 def probe(
@@ -402,47 +405,34 @@ def report(
     runs: Sequence[ArtifactLike],
     evaluations: Sequence[ArtifactLike],
     baselines: ArtifactLike,
+    probe_report: ArtifactLike,
     table: ArtifactLike,
     results: ArtifactLike,
     metrics: MetricsLike,
 ) -> dict[str, Any]:
     """The paper-style results table of every grid run (Markdown), with results.json, the
-    curves and the evaluation records in `results`."""
+    curves and the merged evaluation records in `results`."""
     from dptune.stages.common import read_json
     from dptune.stages.report import report_stage
 
     profile = load_profile(params)
     out = Path(results.path)
-    baseline_files = [Path(baselines.path) / f"{task}.json" for task in profile.tasks]
-    baseline_files = [path for path in baseline_files if path.is_file()]
+    evals: dict[str, Any] = {}
+    for evaluation in evaluations:
+        evals.update(read_json(Path(evaluation.path) / EVAL_FILE))
+    write_json(out / EVAL_FILE, dict(sorted(evals.items())))
     with named_runs([r.path for r in runs]) as run_dirs:
-        result = report_stage(run_dirs, baseline_files, out, track=profile.mlflow.track)
-    records = [read_json(Path(e.path) / EVAL_FILE) for e in evaluations]
-    records.sort(key=lambda record: record["run"])
-    write_json(out / "evaluations.json", records)
-    write_text(table.path, result["markdown"] + evaluations_markdown(records))
+        result = report_stage(
+            run_dirs, out, baselines=Path(baselines.path) / BASELINES_FILE,
+            evals=out / EVAL_FILE, probe=Path(probe_report.path) / PROBE_SUMMARY,
+            track=profile.mlflow.track,
+        )  # fmt: skip
+    write_text(table.path, result["markdown"])
     for row, summary in result["table"]["rows"].items():
         if summary.get("avg") is not None:
             metrics.log_metric(f"{row}_avg", float(summary["avg"]["mean"]))
-    table.metadata.update(tasks=result["table"]["tasks"], runs=len(records))
+    table.metadata.update(tasks=result["table"]["tasks"], runs=len(run_dirs))
     return result
-
-
-def evaluations_markdown(records: Sequence[Mapping[str, Any]]) -> str:
-    """A section listing each run's re-scored test and val metrics."""
-    lines = [
-        "",
-        "## Evaluations",
-        "",
-        "| Run | Test (re-scored) | Val (official) | Matches the run's metrics |",
-        "|---|---|---|---|",
-    ]
-    for record in records:
-        test = ", ".join(f"{k} {100 * v:.1f}" for k, v in record["test"].items())
-        val = ", ".join(f"{k} {100 * v:.1f}" for k, v in record["val"].items())
-        matches = "yes" if record.get("matches_run_metrics") else "no"
-        lines.append(f"| {record['run']} | {test} | {val} | {matches} |")
-    return "\n".join(lines) + "\n"
 
 
 def register(

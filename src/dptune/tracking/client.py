@@ -38,18 +38,37 @@ def default_tracking_uri(root: str | Path | None = None) -> str:
     return f"sqlite:///{Path(root or Path.cwd()).resolve() / DB_NAME}"
 
 
+# MLflow's set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI (for subprocesses).
+# A value exported for a default of ours must not later pass for the user's choice, e.g. when
+# `configure` runs again with another root: remember which exported values were defaults.
+_exported_defaults: dict[str, str] = {}
+
+
+def _user_env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value and value != _exported_defaults.get(name) else None
+
+
 def tracking_uri(root: str | Path | None = None) -> str:
     """`MLFLOW_TRACKING_URI` if set, else the project's sqlite database."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    return _user_env("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
 
 
 def configure(root: str | Path | None = None) -> str:
-    """Point MLflow (tracking and registry) at `tracking_uri(root)` and return that URI."""
-    uri = tracking_uri(root)
+    """Point MLflow at `tracking_uri(root)` (the registry too, unless `MLFLOW_REGISTRY_URI` is
+    set) and return that URI."""
+    chosen = {name: _user_env(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    uri = chosen["MLFLOW_TRACKING_URI"] or default_tracking_uri(root)
+    registry = chosen["MLFLOW_REGISTRY_URI"] or uri
     # Per-file progress bars of artifact copies would flood stage logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow.set_registry_uri(registry)
+    for name, value in (("MLFLOW_TRACKING_URI", uri), ("MLFLOW_REGISTRY_URI", registry)):
+        if chosen[name]:
+            _exported_defaults.pop(name, None)
+        else:
+            _exported_defaults[name] = value
     return uri
 
 
