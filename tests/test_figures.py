@@ -51,7 +51,7 @@ def test_read_history_reports_the_bad_line(tmp_path):
     with pytest.raises(DptuneError, match=r"history\.jsonl:3: invalid JSON"):
         read_history(path)
     path.write_text('{"train_loss": 1.0}\n')
-    with pytest.raises(DptuneError, match=r":1: expected an object with a 'step'"):
+    with pytest.raises(DptuneError, match=r":1: expected an object with an integer 'step'"):
         read_history(path)
     path.write_text('{"step": 1}\n\n{"step": 2}\n')
     assert [row["step"] for row in read_history(path)] == [1, 2]

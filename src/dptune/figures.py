@@ -37,8 +37,8 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise DptuneError(f"{path}:{lineno}: invalid JSON") from None
-        if not isinstance(row, dict) or "step" not in row:
-            raise DptuneError(f"{path}:{lineno}: expected an object with a 'step'")
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise DptuneError(f"{path}:{lineno}: expected an object with an integer 'step'")
         rows.append(row)
     return rows
 

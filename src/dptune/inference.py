@@ -28,7 +28,10 @@ class Predictor:
         self.backbone.to(self.device).eval()
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
+    def from_run(
+        cls, run_dir: str | Path, device: str = "cpu", model: str | None = None
+    ) -> Predictor:
+        """Load a run; `model` replaces the backbone named in its config (e.g. a shipped copy)."""
         run_dir = Path(run_dir)
         config_path = run_dir / "config.yaml"
         if not config_path.is_file():
@@ -37,6 +40,8 @@ class Predictor:
         values["resume"] = False
         if values.get("method") == "finetune":
             values["model"] = str(run_dir / "model")
+        elif model is not None:
+            values["model"] = model
         cfg = make_config(values, source=str(config_path))
         backbone = build_backbone(cfg)
         if cfg.method != "finetune":

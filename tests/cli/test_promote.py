@@ -86,3 +86,12 @@ def test_unreachable_server_exits_2(monkeypatch, capfd, registry_dir):
         main()
     assert exit_.value.code == 2
     assert "tracking server http://127.0.0.1:9 unreachable" in _error_line(capfd)
+
+
+def test_missing_database_is_reported_not_created(monkeypatch, capfd, tmp_path):
+    assert _dptune(monkeypatch, tmp_path, "--model", MODEL) == 2
+    assert _error_line(capfd) == (
+        f"error: {tmp_path.resolve() / 'mlflow.db'}: no MLflow database here "
+        "(set MLFLOW_TRACKING_URI or --root)"
+    )
+    assert not (tmp_path / "mlflow.db").exists()

@@ -1,3 +1,4 @@
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,7 +89,8 @@ def test_configure_again_follows_the_new_root_unless_the_user_chose(tmp_path, mo
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     first, second = tmp_path / "a", tmp_path / "b"
     assert configure(first) == f"sqlite:///{first.resolve()}/mlflow.db"
-    # MLflow exported that default to the environment; it is not mistaken for a user choice.
+    # MLflow exports what it is given; a default must not stay behind as if the user chose it.
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
     assert configure(second) == f"sqlite:///{second.resolve()}/mlflow.db"
     assert mlflow.get_registry_uri() == f"sqlite:///{second.resolve()}/mlflow.db"
 

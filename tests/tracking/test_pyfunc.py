@@ -61,6 +61,10 @@ def test_local_backbone_can_travel_with_the_model(tracking, make_run, tmp_path, 
         info = log_prompt_model(run_dir, include_backbone=True)
     mlflow.pyfunc.load_model(info.model_uri)
     shipped = fake_predictor.loaded[-1]["model"]
+    model_dir = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert "torch==2.13.0" in requirements and not any("kfp" in r for r in requirements)
+    assert (model_dir / "code" / "dptune" / "inference.py").is_file()
     assert shipped != str(backbone) and (tmp_path / "tiny-backbone" / "config.json").is_file()
     assert (Path(shipped) / "config.json").read_text() == "{}"
 

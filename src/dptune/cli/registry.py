@@ -37,7 +37,7 @@ def promote(
     from dptune.tracking import check_tracking_server, configure
     from dptune.tracking import promote as promote_version
 
-    check_tracking_server(configure(root))
+    check_tracking_server(configure(root), must_exist=True)
     print(promote_version(model, metric=metric, version=version).summary)
 
 

@@ -71,5 +71,6 @@ class PipelineOptions:
         return dsl.PipelineConfig(workspace=workspace)
 
 
-# kfp.local: no Kubernetes secret (MLflow comes from the environment), no taints.
-LOCAL_OPTIONS = PipelineOptions(mlflow_secret=None, gpu_toleration=False)
+# kfp.local: no Kubernetes secret (MLflow comes from the environment), no taints, and no
+# retries (a local failure is not a preemption; retrying it only repeats it).
+LOCAL_OPTIONS = PipelineOptions(mlflow_secret=None, gpu_toleration=False, retries=0)

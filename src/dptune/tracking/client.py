@@ -38,37 +38,34 @@ def default_tracking_uri(root: str | Path | None = None) -> str:
     return f"sqlite:///{Path(root or Path.cwd()).resolve() / DB_NAME}"
 
 
-# MLflow's set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI (for subprocesses).
-# A value exported for a default of ours must not later pass for the user's choice, e.g. when
-# `configure` runs again with another root: remember which exported values were defaults.
-_exported_defaults: dict[str, str] = {}
-
-
-def _user_env(name: str) -> str | None:
-    value = os.environ.get(name)
-    return value if value and value != _exported_defaults.get(name) else None
+URI_VARIABLES: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 def tracking_uri(root: str | Path | None = None) -> str:
     """`MLFLOW_TRACKING_URI` if set, else the project's sqlite database."""
-    return _user_env("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
 
 
 def configure(root: str | Path | None = None) -> str:
-    """Point MLflow at `tracking_uri(root)` (the registry too, unless `MLFLOW_REGISTRY_URI` is
-    set) and return that URI."""
-    chosen = {name: _user_env(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    uri = chosen["MLFLOW_TRACKING_URI"] or default_tracking_uri(root)
-    registry = chosen["MLFLOW_REGISTRY_URI"] or uri
-    # Per-file progress bars of artifact copies would flood stage logs.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    """Point this process's MLflow at `tracking_uri(root)` (the registry too, unless
+    `MLFLOW_REGISTRY_URI` is set) and return that URI.
+
+    MLflow's set_*_uri also export the URIs to the environment; that is undone, so the
+    environment only ever holds the user's choice and a later `configure` with another root
+    is not mistaken for one. Child processes compute the same default from the same root.
+    """
+    uri = tracking_uri(root)
+    registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    before = {name: os.environ.get(name) for name in URI_VARIABLES}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
-    for name, value in (("MLFLOW_TRACKING_URI", uri), ("MLFLOW_REGISTRY_URI", registry)):
-        if chosen[name]:
-            _exported_defaults.pop(name, None)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
         else:
-            _exported_defaults[name] = value
+            os.environ[name] = value
+    # Per-file progress bars of artifact copies would flood stage logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return uri
 
 
@@ -78,10 +75,13 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")).resolve()
 
 
-def check_tracking_server(uri: str | None = None, timeout: float = SERVER_TIMEOUT_S) -> str:
+def check_tracking_server(
+    uri: str | None = None, timeout: float = SERVER_TIMEOUT_S, must_exist: bool = False
+) -> str:
     """Fail fast, in one line, when runs could not be recorded at `uri`; return the URI.
 
     Called before training starts so a wrong or unreachable server is not found out hours later.
+    `must_exist`: a sqlite database must already be there (commands that only read).
     """
     uri = uri or tracking_uri()
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else "file"
@@ -91,6 +91,8 @@ def check_tracking_server(uri: str | None = None, timeout: float = SERVER_TIMEOU
         db = _sqlite_path(uri)
         if db is not None and not db.parent.is_dir():
             raise DptuneError(f"MLFLOW_TRACKING_URI: folder of {uri} does not exist")
+        if db is not None and must_exist and not db.is_file():
+            raise DptuneError(f"{db}: no MLflow database here (set MLFLOW_TRACKING_URI or --root)")
     elif scheme == "file" and not os.environ.get("MLFLOW_ALLOW_FILE_STORE"):
         raise DptuneError(
             f"MLFLOW_TRACKING_URI: file store {uri} is not supported by MLflow 3.13+; "

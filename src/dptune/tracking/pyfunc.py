@@ -9,9 +9,13 @@ Loading builds `dptune.inference.Predictor.from_run`, so serving runs the same c
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,21 +34,9 @@ RUN_ARTIFACT = "run"
 BACKBONE_ARTIFACT = "backbone"
 # Run-folder entries serving never needs: resumable state, outputs, figures.
 NOT_FOR_SERVING: frozenset[str] = frozenset({"checkpoints", "predictions", "figures"})
-# Distributions the pyfunc needs at load time; versions are read from this environment so the
-# requirements are written without resolving anything over the network.
-SERVING_DISTRIBUTIONS: tuple[str, ...] = (
-    "torch",
-    "transformers",
-    "tokenizers",
-    "sentencepiece",
-    "safetensors",
-    "peft",
-    "pydantic",
-    "pyyaml",
-    "scikit-learn",
-    "pandas",
-    "mlflow",
-)
+# dptune's own pins minus the pipeline tools serving never imports; read from the installed
+# metadata, so requirements are written without resolving anything over the network.
+NOT_NEEDED_FOR_SERVING: frozenset[str] = frozenset({"kfp", "kfp-kubernetes", "dvc"})
 
 
 class PromptModel(PythonModel):
@@ -98,13 +90,35 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def serving_requirements() -> list[str]:
-    pins = []
-    for dist in SERVING_DISTRIBUTIONS:
-        try:
-            pins.append(f"{dist}=={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            pins.append(dist)
-    return pins
+    """dptune's runtime pins (the code itself travels in the model's code path)."""
+    try:
+        pins = metadata.requires("dptune") or []
+    except metadata.PackageNotFoundError:
+        pins = []
+    serving = [pin for pin in pins if ";" not in pin]  # extras (dev tools) carry markers
+    return [
+        pin
+        for pin in serving
+        if re.split(r"[=<>!~ \[]", pin, maxsplit=1)[0].lower() not in NOT_NEEDED_FOR_SERVING
+    ] or [f"mlflow=={mlflow.__version__}"]
+
+
+class _NoSignatureNotice(logging.Filter):
+    """Drops MLflow's warning that a DataFrame hint gives no signature: records differ per task,
+    so the model deliberately has none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to infer model signature: Type hint")
+
+
+@contextlib.contextmanager
+def _without_signature_notice() -> Iterator[None]:
+    logger, notice_filter = logging.getLogger("mlflow.pyfunc"), _NoSignatureNotice()
+    logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice_filter)
 
 
 def _stage_run_folder(run_dir: Path, staging: Path) -> Path:
@@ -126,31 +140,33 @@ def log_prompt_model(
     """Log `run_dir` as a pyfunc model named `name` in the active run.
 
     `include_backbone` copies the backbone folder into the model when config.yaml names a local
-    folder (self-contained serving); a hub name is always just referenced.
+    folder (self-contained serving); a hub name is always just referenced. A fine-tuned run
+    already holds its whole model.
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     backbone = str(config.get("model", ""))
     with tempfile.TemporaryDirectory(prefix="dptune-pyfunc-") as tmp:
         artifacts = {RUN_ARTIFACT: str(_stage_run_folder(run_dir, Path(tmp)))}
-        if include_backbone:
+        if include_backbone and config.get("method") != "finetune":
             if not Path(backbone).is_dir():
                 raise DptuneError(
                     f"{run_dir / 'config.yaml'}: model: {backbone!r} is not a local folder; "
                     "include_backbone needs one"
                 )
             artifacts[BACKBONE_ARTIFACT] = str(Path(backbone).resolve())
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-            artifacts=artifacts,
-            code_paths=[str(Path(dptune.__file__).parent)],
-            pip_requirements=serving_requirements(),
-            metadata={
-                "task": str(config.get("task", "")),
-                "method": str(config.get("method", "")),
-                "backbone": backbone,
-                "backbone_included": include_backbone,
-            },
-            model_config={"device": "cpu"},
-        )
+        with _without_signature_notice():
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+                artifacts=artifacts,
+                code_paths=[str(Path(dptune.__file__).parent)],
+                pip_requirements=serving_requirements(),
+                metadata={
+                    "task": str(config.get("task", "")),
+                    "method": str(config.get("method", "")),
+                    "backbone": backbone,
+                    "backbone_included": BACKBONE_ARTIFACT in artifacts,
+                },
+                model_config={"device": "cpu"},
+            )
