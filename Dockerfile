@@ -5,7 +5,7 @@
 #   docker build --build-arg TORCH_VARIANT=cpu -t ghcr.io/<org>/dptune:0.1.0-cpu .
 #
 # Every Python dependency, kfp included, is installed at the exact version pyproject.toml pins;
-# the pipeline YAML must be compiled with that same kfp (tests/kfp/test_dockerfile.py checks).
+# the pipeline YAML must be compiled with that same kfp (tests/kubeflow/test_dockerfile.py checks).
 # See docs/kubeflow.md.
 
 # Python 3.11 slim (Debian bookworm), pinned by tag and by the digest of its multi-arch index.
@@ -35,8 +35,8 @@ WORKDIR /opt/dptune
 # torch comes from the PyTorch index of the chosen variant, at the version pyproject.toml pins
 # (`torch==X` accepts X+cu128 and X+cpu); every other pin then installs from PyPI.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-    > /tmp/requirements.txt
+RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print(chr(10).join(project['dependencies']))" > /tmp/requirements.txt
 RUN pip install --index-url "${TORCH_INDEX_URL}" "$(grep '^torch==' /tmp/requirements.txt)" \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

@@ -117,23 +117,45 @@ class Seq2SeqBackbone(Backbone):
         encoded, mask = self.encode(batch["input_ids"], batch["attention_mask"])
         cand_ids, cand_mask = batch["cand_ids"], batch["cand_mask"]
         size, num_cands, cand_len = cand_ids.shape
-        states = encoded.last_hidden_state
-        states = states.unsqueeze(1).expand(-1, num_cands, -1, -1).reshape(
-            size * num_cands, *states.shape[1:]
-        )
-        mask = mask.unsqueeze(1).expand(-1, num_cands, -1).reshape(size * num_cands, -1)
         targets = cand_ids.reshape(size * num_cands, cand_len)
         target_mask = cand_mask.reshape(size * num_cands, cand_len).to(torch.bool)
         labels = targets.masked_fill(~target_mask, -100)
-        logits = self.model(
-            encoder_outputs=BaseModelOutput(last_hidden_state=states),
-            attention_mask=mask,
-            decoder_input_ids=self.model.prepare_decoder_input_ids_from_labels(labels=labels),
-        ).logits
+        decoder_ids = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = self._candidate_logits(encoded, mask, decoder_ids, num_cands)
         log_probs = logits.float().log_softmax(dim=-1)
         token_scores = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         scores = token_scores.masked_fill(~target_mask, 0.0).sum(dim=-1).view(size, num_cands)
         return scores.masked_fill(~batch["cand_valid"], float("-inf"))
+
+    def _candidate_logits(
+        self, encoded: BaseModelOutput, mask: torch.Tensor, decoder_ids: torch.Tensor, k: int
+    ) -> torch.Tensor:
+        """Decoder logits [B * K, T, V] of every source's K candidates.
+
+        Every candidate starts with the decoder start token, so position 0 is decoded once per
+        source; that pass also caches the cross-attention keys and values of the encoder states,
+        which the K candidates then share instead of projecting the same states K times.
+        """
+        first = self.model(
+            encoder_outputs=encoded,
+            attention_mask=mask,
+            decoder_input_ids=decoder_ids[::k, :1],
+            use_cache=True,
+        )
+        first_logits = first.logits.repeat_interleave(k, dim=0)
+        if decoder_ids.shape[1] == 1:
+            return first_logits
+        cache = first.cache
+        cache.batch_repeat_interleave(k)
+        states = encoded.last_hidden_state.repeat_interleave(k, dim=0)
+        rest = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states),
+            attention_mask=mask.repeat_interleave(k, dim=0),
+            decoder_input_ids=decoder_ids[:, 1:],
+            cache=cache,
+            use_cache=True,
+        )
+        return torch.cat([first_logits, rest.logits], dim=1)
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[str]:

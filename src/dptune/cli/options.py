@@ -34,8 +34,8 @@ def _cli_type(annotation: Any) -> type:
 def _help(name: str, field: FieldInfo) -> str:
     text = field.description or name
     if field.is_required():
-        return f"{text} [required]"
-    return f"{text} [default: {field.default}]"
+        return f"{text} (required)"
+    return f"{text} (default: {field.default})"
 
 
 def _option(name: str, field: FieldInfo) -> inspect.Parameter:

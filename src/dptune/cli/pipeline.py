@@ -76,8 +76,11 @@ def _options(
     mlflow_secret: str | None,
     workspace_size: str | None,
     storage_class: str | None,
+    data_pvc: str | None,
 ) -> PipelineOptions:
     changes: dict[str, Any] = {}
+    if data_pvc:
+        changes["data_pvc"] = data_pvc
     if image:
         changes["image"] = image
     if parallelism is not None:
@@ -115,12 +118,20 @@ StorageClassOpt = Annotated[
         help=f"Storage class of the workspace PVC ({DEFAULTS.workspace_access_mode})",
     ),
 ]
+DataPvcOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-pvc",
+        help=f"A PVC with the raw SuperGLUE folders, mounted at {DEFAULTS.data_mount} for "
+        "prepare (and then the default --data-source)",
+    ),
+]
 DataSourceOpt = Annotated[
     str | None,
     typer.Option(
         "--data-source",
         help="Raw SuperGLUE in the pods: a folder or a base URL of the official archives "
-        "(default: the official archives' URL)",
+        "(default: the official archives' URL, or the --data-pvc mount)",
     ),
 ]
 
@@ -135,27 +146,28 @@ def compile_command(
     mlflow_secret: SecretOpt = None,
     workspace_size: WorkspaceOpt = None,
     storage_class: StorageClassOpt = None,
+    data_pvc: DataPvcOpt = None,
 ) -> None:
     """Compile the pipeline to YAML, its parameters defaulting to the profile."""
-    from dptune.kfp.pipeline import OFFICIAL_DATA_SOURCE, compile_pipeline
+    from dptune.kfp.pipeline import compile_pipeline
 
-    options = _options(image, parallelism, mlflow_secret, workspace_size, storage_class)
-    path = compile_pipeline(
-        out, load_profile(profile), data_source or OFFICIAL_DATA_SOURCE, options
-    )
+    options = _options(image, parallelism, mlflow_secret, workspace_size, storage_class, data_pvc)
+    path = compile_pipeline(out, load_profile(profile), data_source, options)
     typer.echo(f"wrote {path} (image {options.image})")
 
 
 @app.command("submit")
 def submit_command(
     host: Annotated[str, typer.Option("--host", help="Kubeflow Pipelines API URL")],
-    profile: Annotated[str, _profile_option("params.yaml")] = "params.yaml",
+    profile: Annotated[
+        str | None, _profile_option("params.yaml; with --package, the package's own")
+    ] = None,
     experiment: Annotated[
         str, typer.Option("--experiment", help="KFP experiment of the run")
     ] = "dptune",
     package: Annotated[
         Path | None,
-        typer.Option("--package", help="A compiled pipeline YAML [default: compile one now]"),
+        typer.Option("--package", help="A compiled pipeline YAML (default: compile one now)"),
     ] = None,
     run_name: Annotated[str | None, typer.Option("--run-name", help="Name of the run")] = None,
     image: ImageOpt = None,
@@ -164,22 +176,27 @@ def submit_command(
     mlflow_secret: SecretOpt = None,
     workspace_size: WorkspaceOpt = None,
     storage_class: StorageClassOpt = None,
+    data_pvc: DataPvcOpt = None,
 ) -> None:
-    """Submit a run of the pipeline with the profile as its `params`."""
-    from dptune.kfp.pipeline import OFFICIAL_DATA_SOURCE, compile_pipeline, submit
+    """Submit a run of the pipeline (compiled now, or `--package`) with the profile as its
+    `params`."""
+    from dptune.kfp.pipeline import check_host, compile_pipeline, submit
 
-    values = load_profile(profile)
-    arguments: dict[str, Any] = {"params": json.dumps(values)}
+    if package is not None and not package.is_file():
+        raise DptuneError(f"--package: {package}: no such file")
+    check_host(host)  # before compiling: a wrong host fails at once
+    arguments: dict[str, Any] = {}
+    if profile is not None or package is None:
+        values = load_profile(profile or "params.yaml")
+        arguments["params"] = json.dumps(values)
     if data_source:
         arguments["data_source"] = data_source
     with tempfile.TemporaryDirectory(prefix="dptune-kfp-") as tmp:
         if package is None:
-            options = _options(image, parallelism, mlflow_secret, workspace_size, storage_class)
-            package = compile_pipeline(
-                Path(tmp) / "dptune_pipeline.yaml", values, OFFICIAL_DATA_SOURCE, options
+            options = _options(
+                image, parallelism, mlflow_secret, workspace_size, storage_class, data_pvc
             )
-        elif not package.is_file():
-            raise DptuneError(f"--package: {package}: no such file")
+            package = compile_pipeline(Path(tmp) / "dptune_pipeline.yaml", values, None, options)
         result = submit(host, package, arguments, experiment, run_name=run_name)
     typer.echo(json.dumps(result))
 

@@ -69,16 +69,10 @@ def _data_tags(data_dvc: Path = Path("data.dvc")) -> dict[str, str]:
     return {"data_md5": str(md5)} if md5 else {}
 
 
-def _data_tasks(params: Any) -> list[str]:
-    """Every task the profile needs data for: the grid's and the probe's."""
-    return list(dict.fromkeys([*params.tasks, params.probe.task]))
-
-
 @app.command("tasks")
 def tasks_command(params_file: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Print the comma-separated tasks a profile needs data for (for `dptune data fetch`)."""
-
-    typer.echo(",".join(_data_tasks(load_params(params_file))))
+    typer.echo(",".join(load_params(params_file).data_tasks()))
 
 
 @app.command("tiny-model")
@@ -113,16 +107,10 @@ def prepare_command(
     data_dir: DataOpt = DEFAULT_DATA,
 ) -> None:
     """Validate the raw jsonl and write text-to-text datasets plus data statistics."""
-    from dptune.config import TrainConfig
     from dptune.stages.prepare import prepare_stage
 
     _quiet_datasets()
-    params = load_params(params_file)
-    default = TrainConfig.model_fields["format"].default
-    formats = {
-        task: {**params.train, **params.task_overrides.get(task, {})}.get("format", default)
-        for task in _data_tasks(params)
-    }
+    formats = load_params(params_file).task_formats()
     _echo(prepare_stage(data_dir, list(formats), formats, out, stats))
 
 
@@ -137,7 +125,7 @@ def sample_command(
 
     _quiet_datasets()
     params = load_params(params_file)
-    result = sample_stage(data_dir, _data_tasks(params), params.few_shot.shots, params.seeds, out)
+    result = sample_stage(data_dir, params.data_tasks(), params.few_shot.shots, params.seeds, out)
     _echo({"out": result["out"], "samples": len(result["samples"])})
 
 
@@ -185,9 +173,9 @@ def train_command(
     """Train one grid cell, then log it to MLflow and register its prompt (challenger)."""
     from dptune.stages.train import train_stage
 
-    _quiet_datasets()
     params = load_params(params_file)
     cfg = _cell(params, params_file, task, method, seed, data_dir, backbone, samples, out)
+    _quiet_datasets()
     summary = train_stage(
         cfg,
         track=_tracked(params, track),

@@ -43,6 +43,8 @@ class PipelineOptions:
     workspace_size: str | None = "20Gi"  # per-run PVC holding run folders while they train
     workspace_storage_class: str | None = None
     workspace_access_mode: str = "ReadWriteMany"  # parallel train pods on different nodes
+    data_pvc: str | None = None  # a PVC holding raw SuperGLUE, mounted read-only for prepare
+    data_mount: str = "/mnt/superglue"
 
     def __post_init__(self) -> None:
         for name in ("parallelism", "retries", "gpus"):

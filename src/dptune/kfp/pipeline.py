@@ -88,11 +88,14 @@ def _tracked(task: dsl.PipelineTask, options: PipelineOptions) -> None:
 
 def build_pipeline(
     params: Mapping[str, Any],
-    data_source: str = OFFICIAL_DATA_SOURCE,
+    data_source: str | None = None,
     options: PipelineOptions | None = None,
 ) -> Callable[..., Any]:
-    """The pipeline, its parameters defaulting to `params` (a profile) and `data_source`."""
+    """The pipeline, its parameters defaulting to `params` (a profile) and `data_source` (by
+    default the data PVC's mount when there is one, else the official archives)."""
     options = options or PipelineOptions()
+    if data_source is None:
+        data_source = options.data_mount if options.data_pvc else OFFICIAL_DATA_SOURCE
     default_params = json.dumps(dict(params), sort_keys=False)
     workspace = dsl.WORKSPACE_PATH_PLACEHOLDER if options.workspace_size else ""
 
@@ -102,8 +105,9 @@ def build_pipeline(
         pipeline_config=options.pipeline_config(),
     )
     def dptune_pipeline(params: str = default_params, data_source: str = data_source):
-        tasks: list[dsl.PipelineTask] = []
         prepare = components.prepare(params=params, data_source=data_source)
+        if options.data_pvc:
+            kubernetes.mount_pvc(prepare, pvc_name=options.data_pvc, mount_path=options.data_mount)
         superglue = prepare.outputs["superglue"]
         backbone = components.backbone(params=params, superglue=superglue)
         sample = components.sample(params=params, superglue=superglue)
@@ -113,7 +117,6 @@ def build_pipeline(
             "backbone": backbone.outputs["backbone"],
             "samples": sample.outputs["samples"],
         }
-        tasks += [prepare, backbone, sample, grid]
 
         with dsl.ParallelFor(grid.output, parallelism=options.parallelism) as cell:
             train = components.train(
@@ -142,11 +145,12 @@ def build_pipeline(
         _tracked(report, options)
         register = components.register(params=params, backbone=inputs["backbone"]).after(report)
         _tracked(register, options)
-        tasks += [report, register]
-        for task in [*tasks, evaluate]:
+        steps = (prepare, backbone, sample, grid, evaluate, report, register)
+        for task in steps:
             _sized(task, options.step_resources)
-        for task in [*tasks, train, evaluate, probe, baseline]:
-            task.set_container_image(options.image)
+        if options.image != components.IMAGE:  # the components' own base image otherwise
+            for task in (*steps, train, probe, baseline):
+                task.set_container_image(options.image)
 
     return dptune_pipeline
 
@@ -154,7 +158,7 @@ def build_pipeline(
 def compile_pipeline(
     out: str | Path,
     params: Mapping[str, Any],
-    data_source: str = OFFICIAL_DATA_SOURCE,
+    data_source: str | None = None,
     options: PipelineOptions | None = None,
 ) -> Path:
     """Compile the pipeline to a YAML file (atomically) and return its path."""

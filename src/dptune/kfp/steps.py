@@ -72,9 +72,11 @@ def load_profile(params: str | Mapping[str, Any]) -> PipelineParams:
             raise DptuneError(f"{PARAMS_SOURCE}: invalid JSON ({err.msg}, char {err.pos})") from err
     if not isinstance(params, Mapping):
         raise DptuneError(f"{PARAMS_SOURCE}: expected a JSON object of profile fields")
-    return parse_params(integral(dict(params)), source=PARAMS_SOURCE)
+    return parse_params(dict(params), source=PARAMS_SOURCE)
 
 
+# data_tasks and task_formats mirror `dptune stage` (cli/stage.py) until they move into
+# dptune.stages.params, where both callers can share them.
 def data_tasks(profile: PipelineParams) -> list[str]:
     """Every task the pipeline needs data for: the grid's and the probe's."""
     return list(dict.fromkeys([*profile.tasks, profile.probe.task]))
@@ -100,9 +102,8 @@ def grid_cells(profile: PipelineParams) -> list[dict[str, Any]]:
 
 
 def model_path(profile: PipelineParams, backbone_dir: str | Path) -> str:
-    """The model runs load, as the backbone stage resolved it. (A tiny model lies inside the
-    backbone artifact; KFP derives an artifact's local path from its URI, so the path recorded
-    by the producing pod is the same in every consuming pod.)"""
+    """The model runs load, as the backbone stage resolved it (a tiny model is found inside
+    the backbone artifact, wherever the pod sees it)."""
     from dptune.stages.backbone import model_of
 
     return model_of(profile.model, backbone_dir)

@@ -122,6 +122,18 @@ class PipelineParams(_Strict):
             _check_config_fields(fields)
         return {k.lower(): v for k, v in values.items()}
 
+    def data_tasks(self) -> list[str]:
+        """Every task the profile needs data for: the grid's, then the probe's."""
+        return list(dict.fromkeys([*self.tasks, self.probe.task]))
+
+    def task_formats(self) -> dict[str, str]:
+        """The text format of each data task (shared `train.format`, or the task's override)."""
+        default = TrainConfig.model_fields["format"].default
+        return {
+            task: {**self.train, **self.task_overrides.get(task, {})}.get("format", default)
+            for task in self.data_tasks()
+        }
+
     def check_grid(self, source: str) -> None:
         for name in ("tasks", "methods", "seeds"):
             values = getattr(self, name)

@@ -38,7 +38,9 @@ def probe_stage(
     uri = start_tracking() if track else None
     metrics = run_or_reuse(cfg, progress=progress)
     history = figures.read_history(Path(cfg.out) / "history.jsonl")
-    rows = [row for row in history if all(key in row for key in figures.PROBE_KEYS)]
+    # Epoch-end rows repeat the step of the last logging row; keep one row per step.
+    by_step = {row["step"]: row for row in history if all(k in row for k in figures.PROBE_KEYS)}
+    rows = [by_step[step] for step in sorted(by_step)]
     if not rows:
         raise DptuneError(f"{cfg.out}/history.jsonl: no rank-probe statistics were logged")
     report_dir = Path(report_dir)

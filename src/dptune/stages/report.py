@@ -94,6 +94,21 @@ def _protocol(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"name": protocols.pop(), "optimistic": optimistic, "how": how}
 
 
+def _add_baselines(rows: dict[str, _Row], task: str, baseline: Mapping[str, Any]) -> None:
+    """The baseline stage's rows for `task` (majority is deterministic: one 'seed')."""
+    if "majority" in baseline:
+        row = rows.setdefault("majority", _Row("majority"))
+        row.add(task, 0, baseline["majority"]["test"])
+        row.params.add(0)
+        row.prompt_params.add(0)
+    if "head-only" in baseline:
+        row = rows.setdefault("head-only", _Row("head-only"))
+        for seed_run in baseline["head-only"]["seeds"]:
+            row.add(task, seed_run["seed"], seed_run["test"])
+        row.params.add(baseline["head-only"]["trainable_params"])
+        row.prompt_params.add(0)
+
+
 def collect(
     run_dirs: Iterable[str | Path], baselines: Mapping[str, dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -109,20 +124,7 @@ def collect(
         row.prompt_params.add(run.get("prompt_params", 0))
     tasks = [t for t in TASKS if any(run["task"] == t for run in runs)]
     for task in tasks:
-        baseline = (baselines or {}).get(task, {})
-        for name in BASELINE_ROWS:
-            if name not in baseline:
-                continue
-            row = rows.setdefault(name, _Row(name))
-            entry = baseline[name]
-            if name == "majority":
-                row.add(baseline["task"], 0, entry["test"])
-                row.params.add(0)
-            else:
-                for seed_run in entry["seeds"]:
-                    row.add(baseline["task"], seed_run["seed"], seed_run["test"])
-                row.params.add(entry["trainable_params"])
-            row.prompt_params.add(0)
+        _add_baselines(rows, task, (baselines or {}).get(task, {}))
     order = [*BASELINE_ROWS, *METHODS]
     return {
         "protocol": _protocol(runs),

@@ -14,11 +14,11 @@ from typing import Any
 
 from dptune.config import TrainConfig, load_yaml
 from dptune.errors import DptuneError
+from dptune.export import METRICS_FILE
 from dptune.stages.common import read_json, read_tracking, start_tracking, write_tracking
+from dptune.training.checkpoint import CHECKPOINT
 
-METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "checkpoints/last.pt"
 # Fields that may differ between the run in a folder and a call that continues or reuses it.
 _RUNTIME_FIELDS = frozenset({"resume", "device", "compile", "log_every", "checkpoint_every"})
 
@@ -50,7 +50,7 @@ def run_or_reuse(cfg: TrainConfig, progress: bool = False) -> dict[str, Any]:
     if (run_dir / METRICS_FILE).is_file():
         _check_same_run(run_dir, cfg, "a finished run")
         return read_json(run_dir / METRICS_FILE)
-    if (run_dir / CHECKPOINT_FILE).is_file():
+    if (run_dir / CHECKPOINT).is_file():
         _check_same_run(run_dir, cfg, "an interrupted run")
         cfg = cfg.model_copy(update={"resume": True})
     return train(cfg, progress=progress)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from dptune.tasks.base import Example, Task
+from dptune.training import token_cache
 
 
 @dataclass
@@ -28,9 +29,7 @@ class Feature:
 
 
 def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    if not texts:
-        return []
-    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return token_cache.tokenize(tokenizer, texts, max_length)
 
 
 def _candidate_ids(

@@ -70,6 +70,42 @@ def autocast_for(device: torch.device) -> Callable[[], contextlib.AbstractContex
     return contextlib.nullcontext
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a collated batch to `device` (asynchronously from pinned memory on CUDA)."""
+    if device.type != "cuda":
+        return batch
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class NonFiniteLoss(ArithmeticError):
+    def __init__(self, value: float) -> None:
+        super().__init__(f"loss is {value}")
+        self.value = value
+
+
+def training_step(
+    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    params: list[torch.nn.Parameter],
+    max_grad_norm: float,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> torch.Tensor:
+    """One optimizer step on `batch`; the detached loss. A non-finite loss raises NonFiniteLoss
+    before anything is updated, so the weights stay those of the last good step."""
+    with autocast():
+        loss = forward(batch)
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(loss.item())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def load_run_data(cfg: TrainConfig) -> RunData:
     task = get_task(cfg.task, cfg.format)
     train = task.read(cfg.data_dir, "train")
@@ -103,6 +139,12 @@ class Trainer:
         self.progress = progress
         self.device = resolve_device(cfg.device)
         self.autocast = autocast_for(self.device)
+        # Predictions made with the weights as they are now: id(example) -> (example, label).
+        # Keyed by the Example object itself, since val and test reuse the same idx values.
+        # Any optimizer step clears it; restoring the best epoch brings back that epoch's dev
+        # predictions, so the export does not evaluate them a second time with the same weights.
+        self._known_predictions: dict[int, tuple[Example, Any]] = {}
+        self._best_predictions: dict[int, tuple[Example, Any]] = {}
 
     # ---- set-up -----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -177,19 +219,18 @@ class Trainer:
                 if state.step >= self.total_steps:
                     break
                 batch = self.collate([self.train_features[i] for i in batch_ids])
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                with self.autocast():
-                    loss = self.model_forward(batch)
-                if not torch.isfinite(loss):
+                batch = to_device(batch, self.device)
+                try:
+                    loss = training_step(
+                        self.model_forward, batch, self.optimizer, self.scheduler, trainable,
+                        cfg.max_grad_norm, self.autocast,
+                    )  # fmt: skip
+                except NonFiniteLoss as err:
                     raise DptuneError(
-                        f"step {state.step + 1}: loss is {loss.item()}; training stopped, the "
+                        f"step {state.step + 1}: loss is {err.value}; training stopped, the "
                         f"last good checkpoint is kept in {self.run_dir / ckpt.CHECKPOINT}"
-                    )
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                    ) from None
+                self._known_predictions = {}
                 state.step += 1
                 state.batch_in_epoch += 1
                 running += loss.item()
@@ -231,6 +272,7 @@ class Trainer:
             self.best_trainable = {
                 k: v.cpu() for k, v in self.backbone.trainable_state_dict().items()
             }
+            self._best_predictions = dict(self._known_predictions)
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -245,27 +287,39 @@ class Trainer:
 
     # ---- evaluation -------------------------------------------------------------------------
     def predict(self, examples: list[Example], features=None, desc: str = "eval") -> dict:
-        cfg = self.cfg
-        if features is None:
-            features = build_eval_features(
+        """Predicted labels by Example.key; examples already predicted with these weights are
+        not evaluated again."""
+        cfg, known = self.cfg, self._known_predictions
+        todo = [i for i, ex in enumerate(examples) if known.get(id(ex), (None,))[0] is not ex]
+        if todo:
+            if features is None:
+                features = build_eval_features(
+                    self.data.task,
+                    [examples[i] for i in todo],
+                    self.backbone.tokenizer,
+                    cfg.max_source_length,
+                    cfg.max_target_length,
+                )
+                todo_examples = [examples[i] for i in todo]
+            else:
+                todo_set = set(todo)
+                features = [f for f in features if f.example in todo_set]
+                todo_examples = examples
+            predicted = predict(
+                self.backbone,
                 self.data.task,
-                examples,
-                self.backbone.tokenizer,
-                cfg.max_source_length,
-                cfg.max_target_length,
+                todo_examples,
+                features,
+                decode=cfg.decode,
+                batch_size=cfg.eval_batch_size,
+                max_new_tokens=cfg.max_target_length,
+                device=self.device,
+                autocast=self.autocast,
+                desc=desc,
             )
-        return predict(
-            self.backbone,
-            self.data.task,
-            examples,
-            features,
-            decode=cfg.decode,
-            batch_size=cfg.eval_batch_size,
-            max_new_tokens=cfg.max_target_length,
-            device=self.device,
-            autocast=self.autocast,
-            desc=desc,
-        )
+            for i in todo:
+                known[id(examples[i])] = (examples[i], predicted[examples[i].key])
+        return {ex.key: known[id(ex)][1] for ex in examples}
 
     def evaluate(self, examples: list[Example], features=None, desc: str = "eval") -> dict:
         return score(self.data.task, examples, self.predict(examples, features, desc))
@@ -273,6 +327,7 @@ class Trainer:
     def restore_best(self) -> None:
         if self.best_trainable is not None:
             self.backbone.load_trainable_state_dict(self.best_trainable)
+            self._known_predictions = dict(self._best_predictions)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:

@@ -1,0 +1,228 @@
+"""GPU check: dptune's prompt-tuning step and rank evaluation on a T5-large-shaped model, in bf16.
+
+Random weights (T5 v1.1 large shape by default: d_model 1024, 24 + 24 layers, d_ff 2816,
+gated-GELU, 16 heads, vocabulary 32128), random token ids, no download. The step is dptune's
+own: `Seq2SeqBackbone.loss` with a DPT prompt (c = 100, b = 10) prepended, under the trainer's
+bf16 autocast, gradient clipping and fused AdamW (`dptune.training.trainer.training_step`); the
+evaluation is `Seq2SeqBackbone.rank_scores` over K candidates. Prints one JSON line: steps/s,
+tokens/s (encoder tokens, prompt included, and source tokens), peak memory, and MFU, the model
+FLOPs achieved over the card's dense bf16 peak.
+
+FLOPs are counted for what a frozen backbone computes: every matmul forward, and backward only
+the gradient with respect to the activations (no weight gradients): 2x the forward FLOPs of the
+linear layers and 3x those of attention scores (QK^T and PV backward is two matmuls each).
+
+    python benchmarks/gpu_check.py              # on a CUDA machine, well under 3 minutes
+    python benchmarks/gpu_check.py --tiny       # a seconds-long CPU smoke run of the same code
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import T5Config, T5ForConditionalGeneration, get_linear_schedule_with_warmup
+
+from dptune.backbones.seq2seq import Seq2SeqBackbone
+from dptune.prompts.dpt import DecomposedPrompt, DptConfig
+from dptune.training.trainer import autocast_for, training_step
+
+# Dense bf16 peak FLOP/s by device-name fragment (NVIDIA datasheets); --peak-tflops overrides.
+PEAK_BF16_TFLOPS = {
+    "H200": 989.4,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.4,
+    "A100": 312.0,
+    "L40S": 362.1,
+    "L4": 121.0,
+    "A10G": 70.0,
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    vocab: int
+    d_model: int
+    d_kv: int
+    d_ff: int
+    layers: int
+    heads: int
+    gated: bool
+
+
+LARGE_V1_1 = Shape(vocab=32128, d_model=1024, d_kv=64, d_ff=2816, layers=24, heads=16, gated=True)
+LARGE_ORIGINAL = Shape(32128, 1024, 64, 4096, 24, 16, gated=False)
+TINY = Shape(vocab=1000, d_model=64, d_kv=32, d_ff=128, layers=2, heads=2, gated=False)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="Tiny shape, small sizes (CPU test)")
+    parser.add_argument("--original", action="store_true", help="t5-large (d_ff 4096, ReLU)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--source-length", type=int, default=256)
+    parser.add_argument("--target-length", type=int, default=3, help="e.g. '0' + </s>")
+    parser.add_argument("--candidates", type=int, default=2, help="K for rank evaluation")
+    parser.add_argument("--prompt-length", type=int, default=100)
+    parser.add_argument("--bottleneck", type=int, default=10)
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--eval-steps", type=int, default=10)
+    parser.add_argument("--dropout", type=float, default=0.1, help="As in the T5 checkpoints")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the loss")
+    parser.add_argument("--peak-tflops", type=float, help="Dense bf16 peak of the device")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.batch_size, args.source_length = min(args.batch_size, 4), min(args.source_length, 32)
+        args.prompt_length = min(args.prompt_length, 8)
+        args.warmup_steps, args.steps, args.eval_steps = 1, min(args.steps, 3), 2
+    return args
+
+
+def build_backbone(shape: Shape, args: argparse.Namespace, device: torch.device) -> Seq2SeqBackbone:
+    config = T5Config(
+        vocab_size=shape.vocab, d_model=shape.d_model, d_kv=shape.d_kv, d_ff=shape.d_ff,
+        num_layers=shape.layers, num_decoder_layers=shape.layers, num_heads=shape.heads,
+        feed_forward_proj="gated-gelu" if shape.gated else "relu",
+        tie_word_embeddings=not shape.gated, dropout_rate=args.dropout,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )  # fmt: skip
+    with torch.device(device):  # initialise on the card: a CPU init of 780M weights is slow
+        model = T5ForConditionalGeneration(config)
+    prompt = DecomposedPrompt(DptConfig(args.prompt_length, shape.d_model, args.bottleneck))
+    return Seq2SeqBackbone(model, tokenizer=None, prompt=prompt).to(device)
+
+
+def random_batch(shape: Shape, args: argparse.Namespace, device: torch.device) -> dict:
+    """A full-length batch in the collator's layout (the worst case for padding)."""
+    size, k, t = args.batch_size, args.candidates, args.target_length
+    ids = torch.randint(3, shape.vocab, (size, args.source_length), device=device)
+    ids[:, -1] = 1  # </s>
+    labels = torch.randint(3, shape.vocab, (size, t), device=device)
+    labels[:, -1] = 1
+    cand_ids = torch.randint(3, shape.vocab, (size, k, t), device=device)
+    cand_ids[:, :, -1] = 1
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "label_index": torch.zeros(size, dtype=torch.long, device=device),
+        "cand_ids": cand_ids,
+        "cand_mask": torch.ones_like(cand_ids),
+        "cand_valid": torch.ones(size, k, dtype=torch.bool, device=device),
+    }
+
+
+def forward_flops(shape: Shape, args: argparse.Namespace, decoder_rows: int, dec_len: int) -> dict:
+    """Forward FLOPs of one batch, split into linear layers and attention-score matmuls."""
+    d, inner, ff, layers = shape.d_model, shape.heads * shape.d_kv, shape.d_ff, shape.layers
+    ffn = (3 if shape.gated else 2) * d * ff
+    enc_tokens = args.batch_size * (args.prompt_length + args.source_length)
+    enc_len = args.prompt_length + args.source_length
+    dec_tokens = decoder_rows * dec_len
+    linear = enc_tokens * layers * (4 * d * inner + ffn)
+    linear += dec_tokens * layers * (4 * d * inner + 2 * d * inner + ffn)  # self, cross q/o, ffn
+    linear += enc_tokens * layers * 2 * d * inner  # cross-attention keys and values
+    linear += dec_tokens * d * shape.vocab  # lm head
+    attention = enc_tokens * layers * 2 * enc_len * inner
+    attention += dec_tokens * layers * 2 * (dec_len + enc_len) * inner
+    return {"linear": 2 * linear, "attention": 2 * attention}
+
+
+def peak_flops(args: argparse.Namespace, device: torch.device) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for fragment, tflops in PEAK_BF16_TFLOPS.items():
+        if fragment in name:
+            return tflops * 1e12
+    return None
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    shape = TINY if args.tiny else (LARGE_ORIGINAL if args.original else LARGE_V1_1)
+    torch.manual_seed(0)
+    backbone = build_backbone(shape, args, device)
+    params = [p for p in backbone.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=0.3, weight_decay=1e-5, fused=device.type == "cuda")
+    total = args.warmup_steps + args.steps
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
+    autocast = autocast_for(device)
+    forward = torch.compile(backbone.loss) if args.compile else backbone.loss
+    batch = random_batch(shape, args, device)
+
+    backbone.train()
+    for _ in range(args.warmup_steps):
+        training_step(forward, batch, optimizer, scheduler, params, 1.0, autocast)
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    tick = time.perf_counter()
+    for _ in range(args.steps):
+        loss = training_step(forward, batch, optimizer, scheduler, params, 1.0, autocast)
+    synchronize(device)
+    train_s = (time.perf_counter() - tick) / args.steps
+
+    backbone.eval()
+    with torch.no_grad(), autocast():
+        backbone.rank_scores(batch)
+        synchronize(device)
+        tick = time.perf_counter()
+        for _ in range(args.eval_steps):
+            scores = backbone.rank_scores(batch)
+        synchronize(device)
+    eval_s = (time.perf_counter() - tick) / args.eval_steps
+
+    train_flops = forward_flops(shape, args, args.batch_size, args.target_length)
+    train_flops = 2 * train_flops["linear"] + 3 * train_flops["attention"]
+    # Rank scoring decodes position 0 once per source and the rest once per candidate.
+    eval_flops = sum(forward_flops(shape, args, args.batch_size * args.candidates, 3).values())
+    peak = peak_flops(args, device)
+    enc_tokens = args.batch_size * (args.prompt_length + args.source_length)
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "shape": "tiny" if args.tiny else ("t5-large" if args.original else "t5-v1.1-large"),
+        "params_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 1),
+        "batch": args.batch_size,
+        "source_length": args.source_length,
+        "prompt": f"dpt c={args.prompt_length} b={args.bottleneck}",
+        "compile": args.compile,
+        "train_step_ms": round(1000 * train_s, 2),
+        "train_steps_per_s": round(1 / train_s, 2),
+        "train_tokens_per_s": round(enc_tokens / train_s),
+        "train_source_tokens_per_s": round(args.batch_size * args.source_length / train_s),
+        "train_tflops": round(train_flops / train_s / 1e12, 2),
+        "train_mfu": round(train_flops / train_s / peak, 4) if peak else None,
+        "eval_batch_ms": round(1000 * eval_s, 2),
+        "eval_examples_per_s": round(args.batch_size / eval_s, 1),
+        "eval_mfu": round(eval_flops / eval_s / peak, 4) if peak else None,
+        "peak_memory_mb": (
+            round(torch.cuda.max_memory_allocated(device) / 2**20)
+            if device.type == "cuda"
+            else None
+        ),
+        "final_loss": round(loss.item(), 4),
+        "finite_scores": bool(torch.isfinite(scores).all()),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

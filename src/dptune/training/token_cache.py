@@ -1,0 +1,97 @@
+"""Tokenised text, cached on disk, so a grid of runs over one task tokenises its texts once.
+
+Tokenising is a pure function of the tokenizer, the length limit and the texts, so the cache key
+is a hash of exactly those: the fast tokenizer's full serialisation (vocabulary, normaliser,
+post-processor) and truncation side, `max_length`, and every text. An edited task format, another
+tokenizer or another few-shot sample gives other texts or another tokenizer, hence another key;
+nothing can go stale. Only large lists are cached (small ones tokenise in well under a second),
+under `$DPTUNE_CACHE/tokens` (default `~/.cache/dptune/tokens`), written atomically, one
+`.npz` of flat int32 ids plus row offsets per entry. An unreadable entry is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dptune.fileio import atomic_path
+from dptune.tasks.jsonl import cache_root
+
+CACHE_VERSION = 1
+# Below this many characters tokenising costs about as much as reading a cache entry back.
+MIN_CACHED_CHARS = 500_000
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """`tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]`, cached."""
+    if not texts:
+        return []
+    if not getattr(tokenizer, "is_fast", False) or sum(map(len, texts)) < MIN_CACHED_CHARS:
+        return _encode(tokenizer, texts, max_length)
+    path = cache_root() / "tokens" / f"{cache_key(tokenizer, texts, max_length)}.npz"
+    cached = _read(path, len(texts))
+    if cached is not None:
+        return cached
+    ids = _encode(tokenizer, texts, max_length)
+    _write(path, ids)
+    return ids
+
+
+def cache_key(tokenizer: Any, texts: Sequence[str], max_length: int) -> str:
+    digest = hashlib.sha256()
+    header = f"{CACHE_VERSION}\0{type(tokenizer).__name__}\0{tokenizer.truncation_side}"
+    digest.update(f"{header}\0{max_length}\0".encode())
+    digest.update(_tokenizer_fingerprint(tokenizer).encode())
+    for text in texts:
+        encoded = text.encode()
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
+    return digest.hexdigest()[:40]
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
+    """The fast tokenizer's serialisation without the truncation and padding settings that each
+    call sets on it (so the first call and later ones agree)."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return json.dumps(spec, sort_keys=True)
+
+
+def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Each distinct text is tokenised once (targets and candidates repeat a lot)."""
+    unique = list(dict.fromkeys(texts))
+    ids = tokenizer(unique, truncation=True, max_length=max_length)["input_ids"]
+    if len(unique) == len(texts):
+        return ids
+    by_text = dict(zip(unique, ids, strict=True))
+    return [list(by_text[text]) for text in texts]
+
+
+def _read(path: Path, rows: int) -> list[list[int]] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            flat, offsets = stored["ids"].tolist(), stored["offsets"].tolist()
+    except (OSError, ValueError, KeyError):
+        return None
+    if len(offsets) != rows + 1:
+        return None
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(rows)]
+
+
+def _write(path: Path, ids: list[list[int]]) -> None:
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum([len(row) for row in ids], out=offsets[1:])
+    flat = np.fromiter((t for row in ids for t in row), dtype=np.int32, count=int(offsets[-1]))
+    try:
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, ids=flat, offsets=offsets)
+    except OSError:
+        pass  # a read-only or full cache folder only costs the next run the tokenising

@@ -1,0 +1,249 @@
+"""Each component's own function (`.python_func`), called as the KFP executor calls it: with
+artifacts at local paths, on real CB data and a tiny T5, recording into a throwaway MLflow."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
+from kfp_helpers import SUPERGLUE, artifact
+from mlflow import MlflowClient
+
+from dptune.errors import DptuneError
+from dptune.kfp import components
+from helpers.mlflow_store import new_store
+
+
+@pytest.fixture(scope="module")
+def store(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[MlflowClient]:
+    folder = new_store(pytestconfig, tmp_path_factory.mktemp("mlflow"))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.fixture(scope="module")
+def values(smoke: dict[str, Any], tiny_t5_dir: Path) -> dict[str, Any]:
+    """The smoke profile on the session's tiny T5 (a local folder: nothing to build)."""
+    train = {**smoke["train"], "train_limit": 16, "max_source_length": 48}
+    probe = {**smoke["probe"], "config": {"epochs": 1}}
+    return {**smoke, "model": str(tiny_t5_dir), "train": train, "probe": probe}
+
+
+@pytest.fixture(scope="module")
+def params(values: dict[str, Any]) -> str:
+    return json.dumps(values)
+
+
+@pytest.fixture(scope="module")
+def inputs(params: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """superglue, prepared, stats, backbone and samples artifacts, as prepare, backbone and
+    sample leave them."""
+    folder = tmp_path_factory.mktemp("inputs")
+    made = {
+        "superglue": artifact(Dataset, folder, "superglue"),
+        "prepared": artifact(Dataset, folder, "prepared"),
+        "stats": artifact(Metrics, folder, "stats"),
+        "backbone": artifact(Model, folder, "backbone"),
+        "samples": artifact(Dataset, folder, "samples"),
+    }
+    components.prepare.python_func(
+        params=params, data_source=str(SUPERGLUE), superglue=made["superglue"],
+        prepared=made["prepared"], stats=made["stats"],
+    )  # fmt: skip
+    components.backbone.python_func(
+        params=params, superglue=made["superglue"], backbone=made["backbone"]
+    )
+    components.sample.python_func(
+        params=params, superglue=made["superglue"], samples=made["samples"]
+    )
+    return made
+
+
+def train_cell(
+    params: str, inputs: dict[str, Any], folder: Path, method: str, workspace: str
+) -> tuple[Model, Metrics]:
+    run, metrics = artifact(Model, folder, "run"), artifact(Metrics, folder, "metrics")
+    cell = {"task": "cb", "method": method, "seed": 0.0, "name": f"cb-{method}-s0"}  # as KFP
+    components.train.python_func(
+        params=params, cell=cell, superglue=inputs["superglue"], backbone=inputs["backbone"],
+        samples=inputs["samples"], workspace=workspace, pipeline_run="run-123", run=run,
+        metrics=metrics,
+    )  # fmt: skip
+    return run, metrics
+
+
+@pytest.fixture(scope="module")
+def trained(
+    store: MlflowClient,
+    params: str,
+    inputs: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """cb-dpt-s0 trained on a workspace, cb-pt-s0 in its artifact (no workspace)."""
+    workspace = tmp_path_factory.mktemp("workspace")
+    dpt = train_cell(params, inputs, tmp_path_factory.mktemp("dpt"), "dpt", str(workspace))
+    pt = train_cell(params, inputs, tmp_path_factory.mktemp("pt"), "pt", "")
+    return {"dpt": dpt, "pt": pt, "workspace": workspace}
+
+
+def test_grid_lists_the_cells_of_the_profile(params):
+    cells = components.grid.python_func(params=params)
+    assert cells == [
+        {"task": "cb", "method": "dpt", "seed": 0, "name": "cb-dpt-s0"},
+        {"task": "cb", "method": "pt", "seed": 0, "name": "cb-pt-s0"},
+    ]
+
+
+def test_a_bad_profile_fails_in_one_line_naming_the_field(values):
+    with pytest.raises(DptuneError, match=r"^pipeline parameter params: seeds.*"):
+        components.grid.python_func(params=json.dumps({**values, "seeds": "zero"}))
+    with pytest.raises(DptuneError, match="pipeline parameter params: invalid JSON"):
+        components.grid.python_func(params="{tasks: [cb]")
+
+
+def test_prepare_copies_checked_data_and_writes_datasets_and_stats(inputs):
+    superglue = Path(inputs["superglue"].path)
+    assert sorted(p.name for p in (superglue / "CB").iterdir()) == [
+        "test.jsonl", "train.jsonl", "val.jsonl",
+    ]  # fmt: skip
+    assert (superglue / "MANIFEST.sha256").is_file()
+    assert len(inputs["superglue"].metadata["manifest_sha256"]) == 64
+    prepared = Path(inputs["prepared"].path)
+    assert (prepared / "cb" / "dataset_dict.json").is_file()
+    stats = json.loads((prepared / "stats.json").read_text())
+    assert stats["cb"]["train"]["examples"] == 250
+    assert inputs["stats"].metadata["cb_val_examples"] == 56.0
+
+
+def test_prepare_names_a_missing_file(values, tmp_path):
+    params = json.dumps(
+        {**values, "tasks": ["boolq"], "probe": {**values["probe"], "task": "boolq"}}
+    )
+    with pytest.raises(DptuneError, match=r"^data_source: .*BoolQ/train\.jsonl: missing"):
+        components.prepare.python_func(
+            params=params, data_source=str(SUPERGLUE),
+            superglue=artifact(Dataset, tmp_path, "superglue"),
+            prepared=artifact(Dataset, tmp_path, "prepared"),
+            stats=artifact(Metrics, tmp_path, "stats"),
+        )  # fmt: skip
+
+
+def test_backbone_and_sample_write_their_folders(inputs, tiny_t5_dir):
+    record = json.loads((Path(inputs["backbone"].path) / "backbone.json").read_text())
+    assert record["model"] == str(tiny_t5_dir)
+    assert inputs["backbone"].metadata["kind"] == "seq2seq"
+    sample = json.loads((Path(inputs["samples"].path) / "cb" / "k8-s0.json").read_text())
+    assert sample["shots"] == 8 and len(sample["idx"]) == 8
+
+
+def test_train_publishes_the_run_without_its_checkpoint_and_records_it(trained, store):
+    for method in ("dpt", "pt"):
+        run, metrics = trained[method]
+        folder = Path(run.path)
+        assert (folder / "metrics.json").is_file() and (folder / "adapter").is_dir()
+        assert not (folder / "checkpoints").exists()
+        assert run.metadata["name"] == f"cb-{method}-s0" and run.metadata["seed"] == 0
+        assert 0.0 <= metrics.metadata["test_accuracy"] <= 1.0
+        assert metrics.metadata["trainable_params"] > 0
+        mlflow_run = store.get_run(run.metadata["mlflow"]["run_id"])
+        assert mlflow_run.data.tags["kfp_run_id"] == "run-123"
+        assert mlflow_run.data.tags["method"] == method
+    # the dpt run trained on the workspace, which keeps its checkpoint for a retry
+    assert (trained["workspace"] / "runs" / "cb-dpt-s0" / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_retried_train_task_resumes_from_the_workspace(trained, params, inputs, tmp_path, store):
+    work = trained["workspace"] / "runs" / "cb-dpt-s0"
+    (work / "metrics.json").unlink()  # killed after its last checkpoint, before finishing
+    first_run = trained["dpt"][0].metadata["mlflow"]["run_id"]
+    run, metrics = train_cell(params, inputs, tmp_path, "dpt", str(trained["workspace"]))
+    config = yaml.safe_load((Path(run.path) / "config.yaml").read_text())
+    assert config["resume"] is True
+    assert metrics.metadata["test_accuracy"] == trained["dpt"][1].metadata["test_accuracy"]
+    assert run.metadata["mlflow"]["run_id"] == first_run  # logged once, not twice
+    runs = store.search_runs([store.get_run(first_run).info.experiment_id], "tags.method = 'dpt'")
+    assert len(runs) == 1
+
+
+def test_evaluate_rescores_and_publishes_the_submission_files(trained, params, inputs, tmp_path):
+    run, train_metrics = trained["pt"]
+    evaluation, metrics = (
+        artifact(Dataset, tmp_path, "evaluation"),
+        artifact(Metrics, tmp_path, "m"),
+    )
+    components.evaluate.python_func(
+        params=params, run=run, superglue=inputs["superglue"], evaluation=evaluation,
+        metrics=metrics,
+    )  # fmt: skip
+    records = json.loads((Path(evaluation.path) / "eval.json").read_text())
+    assert list(records) == ["cb-pt-s0"] and records["cb-pt-s0"]["matches_run_metrics"]
+    assert metrics.metadata["test_accuracy"] == train_metrics.metadata["test_accuracy"]
+    for split, count in (("val", 56), ("test", 250)):
+        lines = (Path(evaluation.path) / "predictions" / f"{split}.jsonl").read_text().splitlines()
+        assert len(lines) == count and {"idx", "label"} <= set(json.loads(lines[0]))
+    assert evaluation.metadata["name"] == "cb-pt-s0"
+
+
+def test_probe_report_and_register(trained, params, inputs, tmp_path, store):
+    out = {
+        "run": artifact(Model, tmp_path, "run"),
+        "probe_report": artifact(Dataset, tmp_path, "probe_report"),
+        "figure": artifact(HTML, tmp_path, "figure"),
+        "metrics": artifact(Metrics, tmp_path, "probe_metrics"),
+    }
+    components.probe.python_func(
+        params=params, superglue=inputs["superglue"], backbone=inputs["backbone"],
+        samples=inputs["samples"], workspace="", **out,
+    )  # fmt: skip
+    assert Path(out["figure"].path).read_text().count("data:image/png;base64,") == 1
+    assert out["metrics"].metadata["last_rank"] >= 1
+
+    baselines = artifact(Dataset, tmp_path, "baselines")
+    components.baseline.python_func(
+        params=params, superglue=inputs["superglue"], backbone=inputs["backbone"],
+        samples=inputs["samples"], baselines=baselines,
+    )  # fmt: skip
+    evaluations = []
+    for method in ("dpt", "pt"):
+        evaluation = artifact(Dataset, tmp_path / method, "evaluation")
+        components.evaluate.python_func(
+            params=params, run=trained[method][0], superglue=inputs["superglue"],
+            evaluation=evaluation, metrics=artifact(Metrics, tmp_path / method, "m"),
+        )  # fmt: skip
+        evaluations.append(evaluation)
+
+    table, results = artifact(Markdown, tmp_path, "table"), artifact(Dataset, tmp_path, "results")
+    metrics = artifact(Metrics, tmp_path, "report_metrics")
+    components.report.python_func(
+        params=params, runs=[trained["dpt"][0], trained["pt"][0]], evaluations=evaluations,
+        baselines=baselines, probe_report=out["probe_report"], table=table, results=results,
+        metrics=metrics,
+    )  # fmt: skip
+    markdown = Path(table.path).read_text()
+    assert "| dpt |" in markdown and "| pt |" in markdown and "| majority |" in markdown
+    assert "2 of 2 runs match" in markdown and "Rank probe" in markdown
+    assert sorted(p.name for p in (Path(results.path) / "curves").iterdir()) == [
+        "cb-dpt-s0.csv", "cb-pt-s0.csv",
+    ]  # fmt: skip
+    assert set(metrics.metadata) >= {"dpt_avg", "pt_avg", "majority_avg"}
+
+    promotions = artifact(Markdown, tmp_path, "promotions")
+    components.register.python_func(
+        params=params, backbone=inputs["backbone"], promotions=promotions
+    )
+    (model,) = promotions.metadata["champions"]
+    assert model.startswith("dptune-cb-")
+    champion = store.get_model_version_by_alias(model, "champion")
+    assert str(champion.version) == promotions.metadata["champions"][model]
+    assert f"| {model} |" in Path(promotions.path).read_text()

@@ -1,0 +1,236 @@
+"""The compiled pipeline (KFP IR): images, GPU resources, the grid loop, caching, parameters,
+retries, the workspace and the MLflow secret."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kfp
+import pytest
+import yaml
+from kfp_helpers import REPO_ROOT
+
+from dptune.errors import DptuneError
+from dptune.kfp.options import IMAGE, LOCAL_OPTIONS, PipelineOptions, Resources
+from dptune.kfp.pipeline import (
+    MLFLOW_OPTIONAL_ENV,
+    OFFICIAL_DATA_SOURCE,
+    compile_pipeline,
+)
+
+TRACKED = ("train", "evaluate", "probe", "report", "register")  # they write to MLflow
+DATA_ONLY = ("prepare", "backbone", "sample", "grid", "baseline")
+ALL_TASKS = TRACKED + DATA_ONLY
+
+
+def compiled(tmp_path: Path, params: dict[str, Any], **options: Any) -> tuple[dict, dict]:
+    """(pipeline spec, platform spec) of the pipeline compiled with `options`."""
+    out = compile_pipeline(tmp_path / "p.yaml", params, options=PipelineOptions(**options))
+    documents = list(yaml.safe_load_all(out.read_text(encoding="utf-8")))
+    spec = documents[0]
+    platform = documents[1]["platforms"]["kubernetes"] if len(documents) > 1 else {}
+    return spec, platform
+
+
+@pytest.fixture(scope="module")
+def ir(smoke: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    return compiled(tmp_path_factory.mktemp("ir"), smoke)
+
+
+def executor(spec: dict, task: str) -> dict:
+    return spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]
+
+
+def loop(spec: dict) -> tuple[str, dict]:
+    ((name, task),) = [
+        (n, t) for n, t in spec["root"]["dag"]["tasks"].items() if "parameterIterator" in t
+    ]
+    return name, task
+
+
+def task_spec(spec: dict, name: str) -> dict:
+    if name in spec["root"]["dag"]["tasks"]:
+        return spec["root"]["dag"]["tasks"][name]
+    loop_name, _ = loop(spec)
+    return spec["components"][f"comp-{loop_name}"]["dag"]["tasks"][name]
+
+
+def test_every_component_runs_the_project_image_without_installing_kfp(ir):
+    spec, _ = ir
+    assert spec["sdkVersion"] == f"kfp-{kfp.__version__}"
+    executors = spec["deploymentSpec"]["executors"]
+    assert set(executors) == {f"exec-{name}" for name in ALL_TASKS}
+    for name in ALL_TASKS:
+        container = executor(spec, name)
+        assert container["image"] == IMAGE
+        script = " ".join(container["command"])
+        assert "pip install" not in script and "kfp.dsl.executor_main" in script
+        assert "from dptune.kfp import steps" in " ".join(container["args"] + container["command"])
+
+
+def test_the_image_is_swapped_everywhere(smoke, tmp_path):
+    spec, _ = compiled(tmp_path, smoke, image="registry.example/team/dptune:abc")
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/team/dptune:abc"}
+
+
+def test_train_and_probe_get_a_gpu_cpu_memory_and_retries(ir):
+    spec, platform = ir
+    for name in ("train", "probe"):
+        resources = executor(spec, name)["resources"]
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert resources["accelerator"]["resourceCount"] == "1"
+        assert resources["resourceCpuRequest"] == "4"
+        assert resources["resourceMemoryRequest"] == "16Gi"
+        retry = task_spec(spec, name)["retryPolicy"]
+        assert retry["maxRetryCount"] == 3 and retry["backoffDuration"] == "60s"
+        tolerations = platform["deploymentSpec"]["executors"][f"exec-{name}"]["tolerations"]
+        assert tolerations == [
+            {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+        ]
+    for name in ("prepare", "evaluate", "report", "register"):
+        resources = executor(spec, name)["resources"]
+        assert "accelerator" not in resources
+        assert resources["resourceCpuRequest"] == "1"
+        assert resources["resourceMemoryRequest"] == "4Gi"
+        assert "retryPolicy" not in task_spec(spec, name)
+
+
+def test_the_grid_loop_runs_train_then_evaluate_with_bounded_parallelism(ir):
+    spec, _ = ir
+    name, task = loop(spec)
+    assert task["iteratorPolicy"]["parallelismLimit"] == 4
+    items = task["parameterIterator"]["items"]["inputParameter"]
+    assert task["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"] == "grid"
+    body = spec["components"][f"comp-{name}"]["dag"]["tasks"]
+    assert set(body) == {"train", "evaluate"}
+    assert body["evaluate"]["dependentTasks"] == ["train"]
+    assert body["train"]["inputs"]["parameters"]["cell"]["componentInputParameter"].endswith(
+        "loop-item"
+    )
+
+
+def test_the_report_collects_every_run_and_evaluation_and_register_follows_it(ir):
+    spec, _ = ir
+    report = task_spec(spec, "report")
+    loop_name, _ = loop(spec)
+    for inp in ("runs", "evaluations"):
+        producer = report["inputs"]["artifacts"][inp]["taskOutputArtifact"]["producerTask"]
+        assert producer == loop_name
+    assert report["inputs"]["artifacts"]["probe_report"]["taskOutputArtifact"]["producerTask"] == (
+        "probe"
+    )
+    assert "report" in task_spec(spec, "register")["dependentTasks"]
+    report_inputs = spec["components"]["comp-report"]["inputDefinitions"]["artifacts"]
+    assert report_inputs["runs"]["isArtifactList"] is True
+    assert report_inputs["runs"]["artifactType"]["schemaTitle"] == "system.Model"
+    outputs = spec["components"]["comp-report"]["outputDefinitions"]["artifacts"]
+    assert outputs["table"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    probe_outputs = spec["components"]["comp-probe"]["outputDefinitions"]["artifacts"]
+    assert probe_outputs["figure"]["artifactType"]["schemaTitle"] == "system.HTML"
+
+
+def test_caching_is_off_exactly_for_the_tasks_that_write_to_mlflow(ir):
+    spec, _ = ir
+    for name in TRACKED:
+        assert task_spec(spec, name)["cachingOptions"] == {}, name  # enableCache: false
+    for name in DATA_ONLY:
+        assert task_spec(spec, name)["cachingOptions"] == {"enableCache": True}, name
+
+
+def test_parameters_default_to_the_profile_and_the_official_data(ir, smoke):
+    spec, _ = ir
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == {"params", "data_source"}
+    assert json.loads(parameters["params"]["defaultValue"]) == smoke
+    assert parameters["data_source"]["defaultValue"] == OFFICIAL_DATA_SOURCE
+    assert parameters["params"]["parameterType"] == "STRING"
+
+
+def test_mlflow_credentials_come_from_the_secret_on_tracked_tasks_only(ir):
+    _, platform = ir
+    executors = platform["deploymentSpec"]["executors"]
+    for name in TRACKED:
+        required, optional = executors[f"exec-{name}"]["secretAsEnv"]
+        assert required["secretName"] == "dptune-mlflow" and required["optional"] is False
+        assert required["keyToEnv"] == [
+            {"envVar": "MLFLOW_TRACKING_URI", "secretKey": "MLFLOW_TRACKING_URI"}
+        ]
+        assert optional["optional"] is True
+        assert {m["envVar"] for m in optional["keyToEnv"]} == set(MLFLOW_OPTIONAL_ENV)
+    for name in DATA_ONLY:
+        assert "secretAsEnv" not in executors.get(f"exec-{name}", {})
+
+
+def test_runs_train_on_the_run_workspace_which_is_a_shared_pvc(ir):
+    spec, platform = ir
+    for name in ("train", "probe"):
+        workspace = task_spec(spec, name)["inputs"]["parameters"]["workspace"]
+        assert workspace["runtimeValue"]["constant"] == "{{$.workspace_path}}"
+    config = platform["pipelineConfig"]["workspace"]
+    assert config["size"] == "20Gi"
+    assert config["kubernetes"]["pvcSpecPatch"] == {"accessModes": ["ReadWriteMany"]}
+
+
+def test_options_change_what_they_say(smoke, tmp_path):
+    spec, platform = compiled(
+        tmp_path,
+        smoke,
+        parallelism=0,
+        retries=0,
+        mlflow_secret=None,
+        workspace_size=None,
+        gpus=2,
+        gpu_toleration=False,
+        train_resources=Resources("8", "32Gi"),
+    )
+    _, task = loop(spec)
+    assert "iteratorPolicy" not in task  # 0: no limit
+    train = executor(spec, "train")["resources"]
+    assert train["accelerator"]["resourceCount"] == "2" and train["resourceMemoryRequest"] == "32Gi"
+    assert "retryPolicy" not in task_spec(spec, "train")
+    workspace = task_spec(spec, "train")["inputs"]["parameters"]["workspace"]
+    assert workspace["runtimeValue"]["constant"] == ""
+    assert "pipelineConfig" not in platform
+    assert all(
+        "secretAsEnv" not in e
+        for e in platform.get("deploymentSpec", {}).get("executors", {}).values()
+    )
+
+
+def test_the_storage_class_and_bad_options_are_reported(smoke, tmp_path):
+    _, platform = compiled(tmp_path, smoke, workspace_storage_class="nfs")
+    patch = platform["pipelineConfig"]["workspace"]["kubernetes"]["pvcSpecPatch"]
+    assert patch == {"accessModes": ["ReadWriteMany"], "storageClassName": "nfs"}
+    with pytest.raises(DptuneError, match="parallelism: -1 must be >= 0"):
+        PipelineOptions(parallelism=-1)
+    with pytest.raises(DptuneError, match="workspace size"):
+        compiled(tmp_path, smoke, workspace_size="lots")
+
+
+def test_local_options_need_no_cluster():
+    assert LOCAL_OPTIONS.mlflow_secret is None and LOCAL_OPTIONS.retries == 0
+    assert not LOCAL_OPTIONS.gpu_toleration
+
+
+def test_the_committed_example_is_the_paper_profile_compiled_now(tmp_path):
+    """pipeline/dptune_pipeline.yaml is what `make pipeline-compile` writes; recompile it (with
+    that target) when the components, the pipeline or profiles/paper.yaml change."""
+    from dptune.stages.params import load_params
+
+    paper = load_params(REPO_ROOT / "profiles" / "paper.yaml").model_dump(mode="json")
+    fresh = compile_pipeline(tmp_path / "p.yaml", paper).read_text(encoding="utf-8")
+    committed = (REPO_ROOT / "pipeline" / "dptune_pipeline.yaml").read_text(encoding="utf-8")
+    assert fresh == committed, "stale pipeline/dptune_pipeline.yaml: run `make pipeline-compile`"
+
+
+def test_a_data_pvc_is_mounted_for_prepare_and_becomes_the_data_source(smoke, tmp_path):
+    spec, platform = compiled(tmp_path, smoke, data_pvc="superglue-data")
+    (mount,) = platform["deploymentSpec"]["executors"]["exec-prepare"]["pvcMount"]
+    assert mount["mountPath"] == "/mnt/superglue"
+    assert mount["pvcNameParameter"]["runtimeValue"]["constant"] == "superglue-data"
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["data_source"]["defaultValue"] == "/mnt/superglue"
+    assert "pvcMount" not in platform["deploymentSpec"]["executors"]["exec-train"]

@@ -1,0 +1,22 @@
+"""Fixtures shared by the stage tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from stage_helpers import SUPERGLUE
+
+
+@pytest.fixture
+def superglue() -> Path:
+    """The real SuperGLUE files beside the repository (read-only)."""
+    assert (SUPERGLUE / "CB" / "train.jsonl").is_file(), f"missing {SUPERGLUE}"
+    return SUPERGLUE
+
+
+@pytest.fixture(autouse=True)
+def _task_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the task readers' Arrow cache out of the home folder."""
+    cache = tmp_path_factory.getbasetemp() / "dptune-cache"
+    monkeypatch.setenv("DPTUNE_CACHE", str(cache))

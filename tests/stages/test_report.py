@@ -1,0 +1,127 @@
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from dptune.errors import DptuneError
+from dptune.stages.report import collect, report_stage, to_markdown
+
+HOW = {"cb": "official val halved", "rte": "official val halved"}
+
+
+def _run(root: Path, task: str, method: str, seed: int, test: dict, params: int, **extra) -> Path:
+    run = root / f"{task}-{method}-s{seed}"
+    run.mkdir(parents=True)
+    metrics = {
+        "task": task, "method": method, "seed": seed, "model": "m", "protocol": "heldout",
+        "splits": {"how": HOW[task], "optimistic": False}, "trainable_params": params,
+        "prompt_params": params, "primary_metric": "accuracy", "test": test, **extra,
+    }  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    history = [
+        {"step": 1, "epoch": 0, "train_loss": 2.0},
+        {"step": 2, "epoch": 1, "dev_accuracy": 0.5},
+        {"step": 4, "epoch": 2, "dev_accuracy": 0.75, "train_loss": 1.0},
+    ]
+    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    return run
+
+
+@pytest.fixture
+def grid(tmp_path) -> list[Path]:
+    runs = []
+    for seed, (cb_acc, cb_f1, rte_acc) in enumerate([(0.8, 0.6, 0.5), (0.6, 0.4, 0.7)]):
+        runs.append(
+            _run(tmp_path, "cb", "dpt", seed, {"accuracy": cb_acc, "f1_macro": cb_f1}, 8680)
+        )
+        runs.append(_run(tmp_path, "rte", "dpt", seed, {"accuracy": rte_acc}, 8680))
+    runs.append(_run(tmp_path, "cb", "pt", 0, {"accuracy": 0.5, "f1_macro": 0.3}, 76800))
+    return runs
+
+
+BASELINES = {
+    "cb": {
+        "task": "cb",
+        "majority": {"label": "contradiction", "test": {"accuracy": 0.5, "f1_macro": 0.2}},
+        "head-only": {
+            "trainable_params": 1155,
+            "seeds": [
+                {"seed": 0, "test": {"accuracy": 0.7, "f1_macro": 0.5}},
+                {"seed": 1, "test": {"accuracy": 0.9, "f1_macro": 0.7}},
+            ],
+        },
+    },
+    "rte": {"task": "rte", "majority": {"label": "entailment", "test": {"accuracy": 0.45}}},
+}
+
+
+def test_cells_are_mean_and_std_over_seeds_and_avg_is_per_seed(grid):
+    table = collect(grid, BASELINES)
+    assert table["tasks"] == ["cb", "rte"] and table["seeds"] == [0, 1]
+    assert list(table["rows"]) == ["majority", "head-only", "dpt", "pt"]
+    dpt = table["rows"]["dpt"]
+    assert dpt["tasks"]["cb"]["accuracy"]["mean"] == pytest.approx(0.7)
+    assert dpt["tasks"]["cb"]["accuracy"]["std"] == pytest.approx(statistics.stdev([0.8, 0.6]))
+    assert dpt["tasks"]["cb"]["score"]["mean"] == pytest.approx(0.6)  # mean of acc and f1
+    # Avg per seed: seed 0 (0.7 + 0.5) / 2, seed 1 (0.5 + 0.7) / 2
+    assert dpt["avg"] == {"mean": pytest.approx(0.6), "std": pytest.approx(0.0), "n": 2}
+    assert dpt["trainable_params"] == [8680]
+    assert table["rows"]["pt"]["avg"] is None  # pt has no RTE run: no average
+    assert table["rows"]["majority"]["avg"]["mean"] == pytest.approx(((0.5 + 0.2) / 2 + 0.45) / 2)
+    assert table["rows"]["head-only"]["tasks"]["cb"]["accuracy"]["n"] == 2
+    assert "rte" not in table["rows"]["head-only"]["tasks"]
+    assert table["protocol"] == {"name": "heldout", "optimistic": False, "how": HOW}
+
+
+def test_markdown_table_names_methods_params_and_protocol(grid):
+    text = to_markdown(collect(grid, BASELINES))
+    lines = text.splitlines()
+    assert "| Method | #Params | CB (acc/f1) | RTE | Avg |" in lines
+    assert "| dpt | 8,680 | 70.0 ± 14.1 / 50.0 ± 14.1 | 60.0 ± 14.1 | 60.0 ± 0.0 |" in lines
+    assert "| pt | 76,800 | 50.0 / 30.0 | – | – |" in lines
+    assert "| majority | 0 | 50.0 / 20.0 | 45.0 | 40.0 |" in lines
+    assert any(line.startswith("Protocol: `heldout`") for line in lines)
+    assert "- RTE: official val halved" in lines
+
+
+def test_report_stage_writes_table_curves_and_checks(grid, tmp_path):
+    baselines = tmp_path / "baselines.json"
+    baselines.write_text(json.dumps(BASELINES))
+    evals = tmp_path / "eval.json"
+    evals.write_text(json.dumps({r.name: {"matches_run_metrics": True} for r in grid}))
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps({
+        "task": "cb", "prompt_length": 10,
+        "first": {"step": 1, "sigma_pos": 10, "sigma_neg": 0, "rank": 10},
+        "last": {"step": 9, "sigma_pos": 6, "sigma_neg": 4, "rank": 6},
+    }))  # fmt: skip
+    out = tmp_path / "reports"
+    result = report_stage(grid, out, baselines=baselines, evals=evals, probe=probe, track=False)
+    assert json.loads((out / "results.json").read_text()) == result["table"]
+    markdown = (out / "results.md").read_text()
+    assert markdown == result["markdown"]
+    assert "5 of 5 runs match" in markdown
+    assert "10 / 0 at step 1 -> 6 / 4 at step 9; rank of P 10 -> 6" in markdown
+    with (out / "curves" / "cb-dpt-s0.csv").open() as fh:
+        assert list(csv.DictReader(fh)) == [
+            {"step": "2", "epoch": "1", "dev_score": "0.5"},
+            {"step": "4", "epoch": "2", "dev_score": "0.75"},
+        ]
+    with (out / "loss" / "rte-dpt-s1.csv").open() as fh:
+        assert [row["train_loss"] for row in csv.DictReader(fh)] == ["2.0", "1.0"]
+
+
+def test_inconsistent_grids_are_refused(tmp_path):
+    first = _run(tmp_path / "a", "cb", "dpt", 0, {"accuracy": 0.5, "f1_macro": 0.5}, 1)
+    again = _run(tmp_path / "b", "cb", "dpt", 0, {"accuracy": 0.6, "f1_macro": 0.5}, 1)
+    with pytest.raises(DptuneError, match="two dpt runs for cb with seed 0"):
+        collect([first, again])
+    paper = _run(tmp_path / "c", "rte", "dpt", 0, {"accuracy": 0.5}, 1, protocol="paper")
+    with pytest.raises(DptuneError, match="runs mix protocols"):
+        collect([first, paper])
+    with pytest.raises(DptuneError, match=r"metrics\.json: no such file"):
+        collect([tmp_path / "missing"])
+    with pytest.raises(DptuneError, match="no runs"):
+        collect([])

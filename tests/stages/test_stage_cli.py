@@ -1,0 +1,61 @@
+"""`dptune stage ...` as the command line dvc.yaml runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from stage_helpers import REPO_ROOT, SUPERGLUE, profile
+
+
+def _dptune(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DPTUNE_CACHE": str(cwd / "cache")}
+    return subprocess.run(
+        [sys.executable, "-m", "dptune.cli.main", "stage", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def _write_profile(path: Path, **overrides) -> Path:
+    path.write_text(yaml.safe_dump(profile(**overrides).model_dump(mode="json")))
+    return path
+
+
+def test_tasks_lists_the_data_the_profile_needs(tmp_path):
+    done = _dptune("tasks", "--params", REPO_ROOT / "params.yaml", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "cb,rte"
+    params = _write_profile(tmp_path / "p.yaml", tasks=["rte", "wic"])  # probe task: cb
+    assert _dptune("tasks", "--params", params, cwd=tmp_path).stdout.strip() == "rte,wic,cb"
+
+
+def test_prepare_and_sample_read_the_profile(tmp_path):
+    params = _write_profile(tmp_path / "params.yaml", task_overrides={"cb": {"format": "paper"}})
+    done = _dptune("prepare", "--data-dir", SUPERGLUE, "--out", "prepared", "--stats",
+                   "stats.json", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "stats.json").read_text())["cb"]["format"] == "paper"
+    assert (tmp_path / "prepared" / "cb" / "dataset_dict.json").is_file()
+    done = _dptune("sample", "--params", params, "--data-dir", SUPERGLUE, "--out", "samples",
+                   cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"out": "samples", "samples": 1}
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**profile().model_dump(mode="json"), "tasks": ["mnli"]}))
+    done = _dptune("tasks", "--params", bad, cwd=tmp_path)
+    assert done.returncode == 2
+    valid = "boolq, cb, copa, multirc, record, rte, wic, wsc"
+    assert done.stderr.splitlines() == [f"error: {bad}: tasks: unknown task 'mnli'; valid: {valid}"]
+    params = _write_profile(tmp_path / "p.yaml")  # mlflow.track: false
+    done = _dptune("register", "--params", params, "--task", "cb", cwd=tmp_path)
+    assert done.returncode == 2 and "mlflow.track is false" in done.stderr
+    done = _dptune("train", "--params", params, "--task", "cb", "--method", "dpt", "--seed", "0",
+                   "--out", "run", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert "tiny:t5 is built by `dptune stage backbone`" in done.stderr

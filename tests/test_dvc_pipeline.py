@@ -1,0 +1,188 @@
+"""End to end: the project's dvc.yaml with the smoke profile, in a fresh git + DVC repository.
+
+Offline and on CPU: a tiny T5 is built by the pipeline itself, the data are the real CB files
+beside the repository. Checks the DVC outputs, metrics and plots, that finished stages are not
+redone, the MLflow runs, registered prompts and aliases, promotion and the pyfunc model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from helpers.mlflow_store import new_store
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SUPERGLUE = REPO_ROOT.parent / "shared" / "data" / "superglue"
+BIN = Path(sys.executable).parent
+PROJECT_FILES = (
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    "dvc.yaml",
+    "data.dvc",
+)
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (
+        f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
+    """A git + DVC repository holding the project's pipeline, after a complete `dvc repro`."""
+    repo = tmp_path_factory.mktemp("dvc-project")
+    for name in PROJECT_FILES:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / name, repo / name)
+    shutil.copy(REPO_ROOT / "profiles" / "smoke.yaml", repo / "params.yaml")
+    # dvc.yaml lists the package's source folders as dependencies of the stages
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO_ROOT / "src" / "dptune", repo / "src" / "dptune", ignore=ignore)
+    new_store(pytestconfig, repo)  # an empty, migrated mlflow.db where the stages look for it
+
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DPTUNE_CACHE": str(tmp_path_factory.getbasetemp() / "dptune-cache"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    _run(["git", "init", "-q"], repo, env)
+    _run(["dvc", "remote", "modify", "local", "url", str(remote)], repo, env)
+    tasks = _run(["dptune", "stage", "tasks"], repo, env).strip()
+    _run(["dptune", "data", "fetch", "--source", str(SUPERGLUE), "--out", "data/superglue",
+          "--tasks", tasks], repo, env)  # fmt: skip
+    # a run interrupted after its first grid cell, then the whole pipeline
+    first = _run(["dvc", "repro", "train@cb-dpt-0"], repo, env)
+    rest = _run(["dvc", "repro"], repo, env)
+    scratch = tmp_path_factory.mktemp("scratch")
+    return {"repo": repo, "env": env, "remote": remote, "scratch": scratch, "first": first,
+            "rest": rest}  # fmt: skip
+
+
+def test_every_stage_ran_once_and_finished_cells_were_not_redone(project):
+    first, rest = project["first"], project["rest"]
+    for stage in ("backbone", "prepare", "sample", "train@cb-dpt-0"):
+        assert f"Running stage '{stage}'" in first
+        assert f"Running stage '{stage}'" not in rest
+    for stage in ("train@cb-pt-0", "evaluate", "baseline", "probe", "report"):
+        assert f"Running stage '{stage}'" in rest
+    status = _run(["dvc", "status"], project["repo"], project["env"])
+    assert "up to date" in status
+    again = _run(["dvc", "repro"], project["repo"], project["env"])
+    assert "Running stage" not in again
+
+
+def test_outputs_and_the_data_version(project):
+    repo = project["repo"]
+    for run in ("cb-dpt-s0", "cb-pt-s0"):
+        for name in ("metrics.json", "prompt.safetensors", "predictions/test.jsonl"):
+            assert (repo / "runs" / run / name).is_file()
+    assert (repo / "probe" / "run" / "history.jsonl").is_file()
+    assert (repo / "data" / "prepared" / "cb" / "dataset_dict.json").is_file()
+    assert (repo / "data" / "samples" / "cb" / "k8-s0.json").is_file()
+    table = (repo / "reports" / "results.md").read_text()
+    assert "| dpt |" in table and "| pt |" in table and "| majority |" in table
+    # dvc repro recorded the fetched data (CB only) in data.dvc
+    recorded = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]
+    original = yaml.safe_load((REPO_ROOT / "data.dvc").read_text())["outs"][0]
+    assert recorded["path"] == "data/superglue" and recorded["nfiles"] == 4
+    assert recorded["md5"] != original["md5"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert {"train@cb-dpt-0", "train@cb-pt-0"} <= set(lock)
+
+
+def test_dvc_metrics_and_plots(project):
+    repo, env = project["repo"], project["env"]
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env))
+    metrics = shown[""]["data"]
+    results = metrics["reports/results.json"]["data"]
+    assert set(results["rows"]) == {"majority", "dpt", "pt"}
+    assert 0.0 <= results["rows"]["dpt"]["avg"]["mean"] <= 1.0
+    assert metrics["reports/eval.json"]["data"]["cb-pt-s0"]["matches_run_metrics"] is True
+    assert "last" in metrics["reports/probe/summary.json"]["data"]
+    out = project["scratch"] / "plots"
+    plots = json.loads(_run(["dvc", "plots", "show", "--json", "-o", str(out)], repo, env))
+    assert any("rank_probe.csv" in name for name in plots["data"])
+    assert any("curves" in name for name in plots["data"])
+
+
+def test_dvc_metrics_diff_against_the_last_commit(project):
+    repo, env = project["repo"], project["env"]
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    _run([*git, "add", "-A"], repo, env)
+    _run([*git, "commit", "-q", "-m", "smoke results"], repo, env)
+    assert json.loads(_run(["dvc", "metrics", "diff", "--json"], repo, env)) == {}
+    results = repo / "reports" / "results.json"
+    committed = results.read_text()
+    table = json.loads(committed)
+    table["rows"]["dpt"]["avg"]["mean"] += 0.25  # as if a new run scored better
+    results.write_text(json.dumps(table))
+    try:
+        diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], repo, env))
+        change = diff["reports/results.json"]["rows.dpt.avg.mean"]
+        assert change["diff"] == pytest.approx(0.25)
+    finally:
+        results.write_text(committed)
+
+
+def test_outputs_push_to_the_local_remote(project):
+    _run(["dvc", "push"], project["repo"], project["env"])
+    assert any(project["remote"].rglob("*"))
+
+
+def test_mlflow_runs_registry_promotion_and_pyfunc(project):
+    repo, env = project["repo"], project["env"]
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    experiment = client.get_experiment_by_name("dptune")
+    runs = client.search_runs([experiment.experiment_id], "tags.dvc_stage = 'train'")
+    assert sorted((r.data.tags["task"], r.data.tags["method"]) for r in runs) == [
+        ("cb", "dpt"), ("cb", "pt")
+    ]  # fmt: skip
+    for run in runs:
+        assert {"test_accuracy", "eval_test_accuracy", "train_loss"} <= set(run.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"prompt.safetensors", "config.yaml", "adapter"} <= artifacts
+    probe = client.search_runs([client.get_experiment_by_name("dptune-probe").experiment_id])
+    assert len(probe) == 1
+    assert "figures/rank_probe.png" in {
+        a.path for a in client.list_artifacts(probe[0].info.run_id, "figures")
+    }
+    assert client.search_runs([client.get_experiment_by_name("dptune-report").experiment_id])
+
+    name = "dptune-cb-tiny"
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert len(versions) == 2
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+
+    promoted = json.loads(_run(["dptune", "stage", "register", "--task", "cb",
+                                "--backbone", "models/backbone"], repo, env))  # fmt: skip
+    assert promoted["promoted"] is True and promoted["uri"] == f"models:/{name}@champion"
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == promoted["champion"]
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    records = [json.loads(line) for line in (SUPERGLUE / "CB" / "val.jsonl").open()][:3]
+    labels = model.predict(records)
+    assert len(labels) == 3 and set(labels) <= {"entailment", "contradiction", "neutral"}
