@@ -2,8 +2,11 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Base URL of the official per-task archives, or a local folder of <Task>/{train,val,test}.jsonl.
+# This project's machines have no internet: make run SUPERGLUE_SOURCE=../shared/data/superglue
+SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 
-.PHONY: install test lint clean
+.PHONY: install test lint run clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,12 +17,44 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+# The default DVC pipeline end to end: fetch data, dvc repro, print the results table.
+run: $(STAMP)
+	SUPERGLUE_SOURCE='$(SUPERGLUE_SOURCE)' VENV='$(VENV)' scripts/run_pipeline.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Kubeflow Pipelines (docs/kubeflow.md): compile, submit, run locally with kfp.local, build the image.
+KFP_PROFILE ?= paper
+KFP_PIPELINE ?= pipeline/dptune_pipeline.yaml
+KFP_HOST ?=
+KFP_EXPERIMENT ?= dptune
+KFP_IMAGE ?=
+KFP_LOCAL_PROFILE ?= smoke
+KFP_LOCAL_DATA ?= data/superglue
+TORCH_VARIANT ?= cu128
+KFP_IMAGE_FLAG = $(if $(KFP_IMAGE),--image $(KFP_IMAGE))
+
+.PHONY: pipeline-compile pipeline-submit pipeline-local pipeline-image
+
+pipeline-compile: $(STAMP)
+	$(BIN)/dptune pipeline compile --profile $(KFP_PROFILE) --out $(KFP_PIPELINE) $(KFP_IMAGE_FLAG)
+
+pipeline-submit: $(STAMP)
+	@test -n "$(KFP_HOST)" || { echo "error: set KFP_HOST=<Kubeflow Pipelines API URL>" >&2; exit 2; }
+	$(BIN)/dptune pipeline submit --host $(KFP_HOST) --profile $(KFP_PROFILE) \
+		--experiment $(KFP_EXPERIMENT) $(KFP_IMAGE_FLAG)
+
+pipeline-local: $(STAMP)
+	$(BIN)/dptune pipeline run-local --profile $(KFP_LOCAL_PROFILE) --data-dir $(KFP_LOCAL_DATA)
+
+pipeline-image:
+	@test -n "$(KFP_IMAGE)" || { echo "error: set KFP_IMAGE=<registry>/dptune:<tag>" >&2; exit 2; }
+	docker build --build-arg TORCH_VARIANT=$(TORCH_VARIANT) -t $(KFP_IMAGE) .
