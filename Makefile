@@ -46,6 +46,7 @@ KFP_IMAGE_FLAG = $(if $(KFP_IMAGE),--image $(KFP_IMAGE))
 
 pipeline-compile: $(STAMP)
 	$(BIN)/dptune pipeline compile --profile $(KFP_PROFILE) --out $(KFP_PIPELINE) $(KFP_IMAGE_FLAG)
+	$(BIN)/dptune pipeline components --out components
 
 pipeline-submit: $(STAMP)
 	@test -n "$(KFP_HOST)" || { echo "error: set KFP_HOST=<Kubeflow Pipelines API URL>" >&2; exit 2; }

@@ -156,6 +156,19 @@ def compile_command(
     typer.echo(f"wrote {path} (image {options.image})")
 
 
+@app.command("components")
+def components_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for <stage>/component.yaml")] = Path(
+        "components"
+    ),
+) -> None:
+    """Compile every stage's component to YAML, for reuse in other Kubeflow pipelines."""
+    from dptune.kfp.components import compile_components
+
+    for path in compile_components(str(out)):
+        typer.echo(f"wrote {path}")
+
+
 @app.command("submit")
 def submit_command(
     host: Annotated[str, typer.Option("--host", help="Kubeflow Pipelines API URL")],

@@ -143,3 +143,35 @@ def register(params: str, backbone: Input[Model], promotions: Output[Markdown]):
 
 
 ALL = (prepare, backbone, sample, grid, train, evaluate, baseline, probe, report, register)
+
+
+COMPONENTS = {
+    "prepare": prepare,
+    "backbone": backbone,
+    "sample": sample,
+    "grid": grid,
+    "train": train,
+    "evaluate": evaluate,
+    "baseline": baseline,
+    "probe": probe,
+    "report": report,
+    "register": register,
+}
+
+
+def compile_components(out_dir: str) -> list[str]:
+    """Write each component as `<out_dir>/<stage>/component.yaml`, reusable in any pipeline.
+
+    `kfp.components.load_component_from_file` loads them; they run the project image.
+    """
+    from pathlib import Path
+
+    from kfp import compiler
+
+    written = []
+    for name, component in COMPONENTS.items():
+        path = Path(out_dir) / name / "component.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        compiler.Compiler().compile(component, str(path))
+        written.append(str(path))
+    return written
