@@ -275,7 +275,7 @@ def report_command(
     params_file: ParamsOpt = DEFAULT_PARAMS,
     track: TrackOpt = None,
 ) -> None:
-    """Build the paper-style results table from the profile's grid and print it."""
+    """Build the paper-style results table (results.md, results.json) from the profile's grid."""
     from dptune.stages.report import report_stage
 
     params = load_params(params_file)
@@ -283,7 +283,8 @@ def report_command(
         _grid_runs(params, runs), out, baselines=baselines, evals=evals, probe=probe,
         track=_tracked(params, track),
     )  # fmt: skip
-    typer.echo(result["markdown"])
+    averages = {name: row["avg"] for name, row in result["table"]["rows"].items()}
+    _echo({"out": result["out"], "avg": averages})
 
 
 @app.command("register")

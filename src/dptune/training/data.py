@@ -79,36 +79,38 @@ class Collator:
         self.pad_id = pad_id
 
     def __call__(self, features: Sequence[Feature]) -> dict[str, torch.Tensor]:
+        # Filled in numpy, then wrapped without a copy: per-row torch.tensor calls cost more
+        # than the tiny-model step they feed.
         batch_size = len(features)
         src_len = max(len(f.input_ids) for f in features)
         tgt_len = max((len(f.target_ids) for f in features), default=0) or 1
         num_cands = max(len(f.cand_ids) for f in features) or 1
         cand_len = max((len(c) for f in features for c in f.cand_ids), default=1)
 
-        input_ids = torch.full((batch_size, src_len), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((batch_size, src_len), dtype=torch.long)
-        labels = torch.full((batch_size, tgt_len), -100, dtype=torch.long)
-        cand_ids = torch.full((batch_size, num_cands, cand_len), self.pad_id, dtype=torch.long)
-        cand_mask = torch.zeros((batch_size, num_cands, cand_len), dtype=torch.long)
-        cand_valid = torch.zeros((batch_size, num_cands), dtype=torch.bool)
+        input_ids = np.full((batch_size, src_len), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((batch_size, src_len), dtype=np.int64)
+        labels = np.full((batch_size, tgt_len), -100, dtype=np.int64)
+        cand_ids = np.full((batch_size, num_cands, cand_len), self.pad_id, dtype=np.int64)
+        cand_mask = np.zeros((batch_size, num_cands, cand_len), dtype=np.int64)
+        cand_valid = np.zeros((batch_size, num_cands), dtype=bool)
         for row, f in enumerate(features):
-            input_ids[row, : len(f.input_ids)] = torch.tensor(f.input_ids)
+            input_ids[row, : len(f.input_ids)] = f.input_ids
             attention_mask[row, : len(f.input_ids)] = 1
-            if f.target_ids:
-                labels[row, : len(f.target_ids)] = torch.tensor(f.target_ids)
+            labels[row, : len(f.target_ids)] = f.target_ids
             for k, ids in enumerate(f.cand_ids):
-                cand_ids[row, k, : len(ids)] = torch.tensor(ids)
+                cand_ids[row, k, : len(ids)] = ids
                 cand_mask[row, k, : len(ids)] = 1
-                cand_valid[row, k] = True
-        return {
+            cand_valid[row, : len(f.cand_ids)] = True
+        arrays = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
-            "label_index": torch.tensor([f.label_index for f in features], dtype=torch.long),
+            "label_index": np.array([f.label_index for f in features], dtype=np.int64),
             "cand_ids": cand_ids,
             "cand_mask": cand_mask,
             "cand_valid": cand_valid,
         }
+        return {name: torch.from_numpy(array) for name, array in arrays.items()}
 
 
 def epoch_batches(
