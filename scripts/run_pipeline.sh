@@ -24,13 +24,16 @@ dvc repro "$@"
 
 echo
 cat reports/results.md
+echo
+echo "== dvc metrics show"
+dvc metrics show
 elapsed=$((SECONDS - started))
 echo
 echo "Pipeline finished in $((elapsed / 60)) min $((elapsed % 60)) s."
-echo "Metrics: dvc metrics show | plots: dvc plots show (writes dvc_plots/index.html)"
+echo "Compare: dvc metrics diff | plots: dvc plots show (writes dvc_plots/index.html)"
 if [[ -n "${MLFLOW_TRACKING_URI:-}" ]]; then
   echo "MLflow runs are on $MLFLOW_TRACKING_URI"
 else
   echo "MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db  (http://127.0.0.1:5000)"
 fi
-echo "Promote a task's best prompt: dptune stage register --task cb --backbone models/backbone"
+echo "Promotions: reports/promotions.json (serve models:/<registered model>@champion)"

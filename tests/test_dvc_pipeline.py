@@ -83,7 +83,7 @@ def test_every_stage_ran_once_and_finished_cells_were_not_redone(project):
     for stage in ("backbone", "prepare", "sample", "train@cb-dpt-0"):
         assert f"Running stage '{stage}'" in first
         assert f"Running stage '{stage}'" not in rest
-    for stage in ("train@cb-pt-0", "evaluate", "baseline", "probe", "report"):
+    for stage in ("train@cb-pt-0", "evaluate", "baseline", "probe", "report", "register"):
         assert f"Running stage '{stage}'" in rest
     status = _run(["dvc", "status"], project["repo"], project["env"])
     assert "up to date" in status
@@ -176,11 +176,17 @@ def test_mlflow_runs_registry_promotion_and_pyfunc(project):
     assert len(versions) == 2
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
 
-    promoted = json.loads(_run(["dptune", "stage", "register", "--task", "cb",
-                                "--backbone", "models/backbone"], repo, env))  # fmt: skip
+    # the register stage promoted the better of the two versions
+    promoted = json.loads((repo / "reports" / "promotions.json").read_text())["cb"]
     assert promoted["promoted"] is True and promoted["uri"] == f"models:/{name}@champion"
     champion = client.get_model_version_by_alias(name, "champion")
     assert str(champion.version) == promoted["champion"]
+    best = max(versions, key=lambda v: (float(v.tags["test_accuracy"]), -int(v.version)))
+    assert str(best.version) == promoted["champion"]
+    # promoting again by hand keeps the champion
+    again = json.loads(_run(["dptune", "stage", "register", "--task", "cb",
+                             "--backbone", "models/backbone"], repo, env))["cb"]  # fmt: skip
+    assert again["promoted"] is False and again["champion"] == promoted["champion"]
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     records = [json.loads(line) for line in (SUPERGLUE / "CB" / "val.jsonl").open()][:3]

@@ -33,7 +33,11 @@ def test_tasks_lists_the_data_the_profile_needs(tmp_path):
 
 
 def test_prepare_and_sample_read_the_profile(tmp_path):
-    params = _write_profile(tmp_path / "params.yaml", task_overrides={"cb": {"format": "paper"}})
+    params = _write_profile(
+        tmp_path / "params.yaml",
+        task_overrides={"cb": {"format": "paper"}},
+        probe={"task": "cb", "seed": 3, "config": {}},  # the probe's seed gets samples too
+    )
     done = _dptune("prepare", "--data-dir", SUPERGLUE, "--out", "prepared", "--stats",
                    "stats.json", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -42,7 +46,8 @@ def test_prepare_and_sample_read_the_profile(tmp_path):
     done = _dptune("sample", "--params", params, "--data-dir", SUPERGLUE, "--out", "samples",
                    cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"out": "samples", "samples": 1}
+    assert json.loads(done.stdout) == {"out": "samples", "samples": 2}
+    assert (tmp_path / "samples" / "cb" / "k8-s3.json").is_file()
 
 
 def test_errors_are_one_line_with_exit_code_2(tmp_path):
@@ -54,8 +59,15 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path):
     assert done.stderr.splitlines() == [f"error: {bad}: tasks: unknown task 'mnli'; valid: {valid}"]
     params = _write_profile(tmp_path / "p.yaml")  # mlflow.track: false
     done = _dptune("register", "--params", params, "--task", "cb", cwd=tmp_path)
-    assert done.returncode == 2 and "mlflow.track is false" in done.stderr
+    assert done.returncode == 2 and "register_prompts is off; nothing to promote" in done.stderr
     done = _dptune("train", "--params", params, "--task", "cb", "--method", "dpt", "--seed", "0",
                    "--out", "run", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2
     assert "tiny:t5 is built by `dptune stage backbone`" in done.stderr
+
+
+def test_the_register_stage_of_an_untracked_profile_records_a_skip(tmp_path):
+    params = _write_profile(tmp_path / "p.yaml")  # mlflow.track: false
+    done = _dptune("register", "--params", params, "--out", "promotions.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "skipped" in json.loads((tmp_path / "promotions.json").read_text())

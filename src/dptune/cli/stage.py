@@ -125,7 +125,8 @@ def sample_command(
 
     _quiet_datasets()
     params = load_params(params_file)
-    result = sample_stage(data_dir, params.data_tasks(), params.few_shot.shots, params.seeds, out)
+    seeds = list(dict.fromkeys([*params.seeds, params.probe.seed]))
+    result = sample_stage(data_dir, params.data_tasks(), params.few_shot.shots, seeds, out)
     _echo({"out": result["out"], "samples": len(result["samples"])})
 
 
@@ -289,20 +290,39 @@ def report_command(
 
 @app.command("register")
 def register_command(
-    task: Annotated[str, typer.Option(help="Task whose registered prompts to promote")],
+    task: Annotated[
+        list[str] | None,
+        typer.Option(help="Task whose prompts to promote (repeatable) [default: the profile's]"),
+    ] = None,
     params_file: ParamsOpt = DEFAULT_PARAMS,
     backbone: BackboneOpt = None,
     metric: Annotated[
         str | None, typer.Option(help="Metric to compare [default: the task's primary]")
     ] = None,
-    version: Annotated[str | None, typer.Option(help="Promote this version")] = None,
+    version: Annotated[str | None, typer.Option(help="Promote this version (one task)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Promotions json to write")] = None,
 ) -> None:
-    """Promote the best (or a given) prompt version of a task to alias `champion`."""
+    """Promote each task's best (or a given) prompt version to alias `champion`."""
+    from dptune.fileio import write_json
     from dptune.stages.backbone import model_of
     from dptune.stages.register import register_stage
 
     params = load_params(params_file)
-    if params.mlflow.track is False:
-        raise DptuneError(f"{params_file}: mlflow.track is false; nothing was registered")
-    model = model_of(params.model, backbone)
-    _echo(register_stage(task, model, metric=metric, version=version))
+    registers = params.mlflow.track and params.mlflow.register_prompts
+    if version is not None and len(task or params.tasks) != 1:
+        raise DptuneError("--version: give exactly one --task with it")
+    if not registers and task:
+        raise DptuneError(
+            f"{params_file}: mlflow.track / register_prompts is off; nothing to promote"
+        )
+    if registers:
+        model = model_of(params.model, backbone)
+        outcomes: dict[str, Any] = {
+            name: register_stage(name, model, metric=metric, version=version)
+            for name in task or params.tasks
+        }
+    else:  # the pipeline's last stage, for a profile that registers nothing
+        outcomes = {"skipped": "the profile registers no prompts (mlflow.track, register_prompts)"}
+    if out is not None:
+        write_json(out, outcomes)
+    _echo(outcomes)
