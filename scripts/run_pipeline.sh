@@ -24,13 +24,10 @@ dvc repro "$@"
 
 echo
 cat reports/results.md
-echo
-echo "== dvc metrics show"
-dvc metrics show
 elapsed=$((SECONDS - started))
 echo
 echo "Pipeline finished in $((elapsed / 60)) min $((elapsed % 60)) s."
-echo "Compare: dvc metrics diff | plots: dvc plots show (writes dvc_plots/index.html)"
+echo "Metrics: dvc metrics show / dvc metrics diff | plots: dvc plots show (writes dvc_plots/index.html)"
 if [[ -n "${MLFLOW_TRACKING_URI:-}" ]]; then
   echo "MLflow runs are on $MLFLOW_TRACKING_URI"
 else

@@ -52,7 +52,10 @@ def test_forced_kind_must_match(tiny_t5_dir: Path, tiny_bert_dir: Path) -> None:
 
 
 LABEL_SETS = [
-    ("cb", "paper", 3), ("rte", "natural", 2), ("copa", "natural", 2), ("wsc", "natural", 2)
+    ("cb", "paper", 3),
+    ("rte", "natural", 2),
+    ("copa", "natural", 2),
+    ("wsc", "natural", 2),
 ]
 
 

@@ -58,7 +58,8 @@ def test_linear_head_counts_groups_and_gradients(tiny_bert_dir: Path, batch: dic
     assert counts["trainable_params"] == counts["prompt_params"] + counts["head_params"]
     groups = backbone.param_groups(0.3, 0.01, 1e-5)
     assert [(g["lr"], sum(p.numel() for p in g["params"])) for g in groups] == [
-        (0.3, counts["prompt_params"]), (0.01, counts["head_params"])
+        (0.3, counts["prompt_params"]),
+        (0.01, counts["head_params"]),
     ]
     backbone.loss(batch).backward()
     assert all(p.grad is None for p in backbone.model.parameters())
@@ -88,9 +89,7 @@ def test_pooling_ignores_padding(tiny_bert_dir: Path, batch: dict) -> None:
         together = backbone.pooled(batch)
         length = int(batch["attention_mask"][2].sum())
         assert length < batch["input_ids"].shape[1]  # the row is padded in the batch
-        alone = backbone.pooled(
-            {k: batch[k][2:, :length] for k in ("input_ids", "attention_mask")}
-        )
+        alone = backbone.pooled({k: batch[k][2:, :length] for k in ("input_ids", "attention_mask")})
     torch.testing.assert_close(together[2:], alone, atol=1e-5, rtol=1e-5)
 
 

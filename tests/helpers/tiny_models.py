@@ -60,7 +60,9 @@ def _train_unigram(vocab_size: int) -> list[tuple[str, float]]:
     )
     tokenizer.decoder = decoders.Metaspace(replacement="▁")
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
         show_progress=False,
     )
     tokenizer.train_from_iterator(local_text(), trainer=trainer)
@@ -73,7 +75,8 @@ def _train_wordpiece(vocab_size: int) -> dict[str, int]:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        vocab_size=vocab_size,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
         show_progress=False,
     )
     tokenizer.train_from_iterator(local_text(), trainer=trainer)
@@ -84,8 +87,16 @@ def build_tiny_t5(directory: Path, vocab_size: int = 1000, seed: int = 0) -> Pat
     """A 2-layer T5 (d_model 64, 2 heads, d_ff 128) and its tokenizer, saved in `directory`."""
     tokenizer = T5Tokenizer(vocab=_train_unigram(vocab_size), extra_ids=0)
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=64, d_kv=32, d_ff=128, num_layers=2,
-        num_decoder_layers=2, num_heads=2, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+        vocab_size=len(tokenizer),
+        d_model=64,
+        d_kv=32,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
         decoder_start_token_id=0,
     )
     torch.manual_seed(seed)
@@ -99,9 +110,15 @@ def build_tiny_bert(directory: Path, vocab_size: int = 1500, seed: int = 0) -> P
     """A 2-layer BERT (hidden 64, 2 heads, intermediate 128) and its WordPiece tokenizer."""
     tokenizer = BertTokenizer(vocab=_train_wordpiece(vocab_size))
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, max_position_embeddings=512, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
     model = BertModel(config)

@@ -91,9 +91,12 @@ def test_residual_is_layernormed_shared_mlp_plus_skip(embedding: nn.Embedding) -
     assert isinstance(act, nn.ReLU)
     assert (second.in_features, second.out_features) == (16, DIM)
     x = prompt.weight
-    expected = nn.functional.layer_norm(
-        second(torch.relu(first(x))), (DIM,), prompt.norm.weight, prompt.norm.bias
-    ) + x
+    expected = (
+        nn.functional.layer_norm(
+            second(torch.relu(first(x))), (DIM,), prompt.norm.weight, prompt.norm.bias
+        )
+        + x
+    )
     torch.testing.assert_close(prompt(), expected)
     # one MLP for all tokens: each output row depends only on its own input row
     with torch.no_grad():

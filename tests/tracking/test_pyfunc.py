@@ -47,7 +47,9 @@ def test_champion_loads_and_predicts_through_pyfunc(
     assert (loaded["device"], loaded["model"]) == ("cpu", None)
     assert model.metadata.metadata["backbone"] == unique_backbone
 
-    on_gpu = mlflow.pyfunc.load_model(f"models:/{name}@champion", model_config={"device": "cuda"})
+    on_gpu = mlflow.pyfunc.load_model(
+        f"models:/{name}@champion", model_config={"serving_device": "cuda"}
+    )
     assert on_gpu is not None and fake_predictor.loaded[-1]["device"] == "cuda"
 
 

@@ -133,8 +133,13 @@ def build_backbone(
     _check_positions(cfg, model.config)
     prompt = None if head_only else _prompt(cfg, model, tokenizer, generator)
     return EncoderBackbone(
-        model, tokenizer, prompt, head=cfg.head, num_classes=num_classes,
-        train_encoder=cfg.method == "finetune", generator=generator,
+        model,
+        tokenizer,
+        prompt,
+        head=cfg.head,
+        num_classes=num_classes,
+        train_encoder=cfg.method == "finetune",
+        generator=generator,
     )
 
 
@@ -158,8 +163,11 @@ def _prompt(
 ) -> PromptModule | None:
     embedding = model.get_input_embeddings()
     return build_prompt(
-        cfg, embedding, embedding.embedding_dim,
-        special_ids=special_token_ids(tokenizer), generator=generator,
+        cfg,
+        embedding,
+        embedding.embedding_dim,
+        special_ids=special_token_ids(tokenizer),
+        generator=generator,
     )
 
 

@@ -76,9 +76,7 @@ def initial_prompt(
     return sample_vocab_rows(embedding, num_tokens, special_ids, generator)
 
 
-def linear(
-    in_features: int, out_features: int, generator: torch.Generator | None
-) -> nn.Linear:
+def linear(in_features: int, out_features: int, generator: torch.Generator | None) -> nn.Linear:
     """nn.Linear with PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) init, but seeded."""
     layer = nn.Linear(in_features, out_features)
     bound = in_features**-0.5

@@ -37,6 +37,8 @@ NOT_FOR_SERVING: frozenset[str] = frozenset({"checkpoints", "predictions", "figu
 # dptune's own pins minus the pipeline tools serving never imports; read from the installed
 # metadata, so requirements are written without resolving anything over the network.
 NOT_NEEDED_FOR_SERVING: frozenset[str] = frozenset({"kfp", "kfp-kubernetes", "dvc"})
+# load_model(uri, model_config={SERVING_DEVICE: "cuda"}) serves from a GPU.
+SERVING_DEVICE = "serving_device"
 
 
 class PromptModel(PythonModel):
@@ -51,7 +53,7 @@ class PromptModel(PythonModel):
         if backbone:
             kwargs["model"] = backbone
         self.predictor = Predictor.from_run(
-            context.artifacts[RUN_ARTIFACT], device=config.get("device", "cpu"), **kwargs
+            context.artifacts[RUN_ARTIFACT], device=config.get(SERVING_DEVICE, "cpu"), **kwargs
         )
 
     # A DataFrame hint tells MLflow to pass the input through without schema validation.
@@ -168,5 +170,6 @@ def log_prompt_model(
                     "backbone": backbone,
                     "backbone_included": BACKBONE_ARTIFACT in artifacts,
                 },
-                model_config={"device": "cpu"},
+                # not "device": MLflow logs model_config as run params, and `device` is one
+                model_config={SERVING_DEVICE: "cpu"},
             )
