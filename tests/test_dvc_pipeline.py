@@ -194,3 +194,21 @@ def test_mlflow_runs_registry_promotion_and_pyfunc(project):
     records = [json.loads(line) for line in (SUPERGLUE / "CB" / "val.jsonl").open()][:3]
     labels = model.predict(records)
     assert len(labels) == 3 and set(labels) <= {"entailment", "contradiction", "neutral"}
+
+
+def test_an_experiment_reruns_only_what_its_parameter_changes(project):
+    """`dvc exp run -S` (README): the probe's epochs change; the trained grid cells are reused."""
+    repo, env = project["repo"], project["env"]
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    _run([*git, "add", "-A"], repo, env)
+    _run([*git, "commit", "-q", "--allow-empty", "-m", "before the experiment"], repo, env)
+    summary = repo / "reports" / "probe" / "summary.json"
+    steps_before = json.loads(summary.read_text())["steps"]
+
+    out = _run(["dvc", "exp", "run", "-S", "probe.config.epochs=1"], repo, env)
+    assert "Stage 'train@cb-dpt-0' didn't change" in out
+    assert "Running stage 'probe'" in out and "Running stage 'report'" in out
+    assert json.loads(summary.read_text())["steps"] == steps_before // 2
+    assert yaml.safe_load((repo / "params.yaml").read_text())["probe"]["config"]["epochs"] == 1
+    listed = _run(["dvc", "exp", "list", "--name-only"], repo, env).split()
+    assert len(listed) == 1
