@@ -304,24 +304,19 @@ def register_command(
 ) -> None:
     """Promote each task's best (or a given) prompt version to alias `champion`."""
     from dptune.fileio import write_json
-    from dptune.stages.backbone import model_of
-    from dptune.stages.register import register_stage
+    from dptune.stages.register import promote_profile
 
     params = load_params(params_file)
-    registers = params.mlflow.track and params.mlflow.register_prompts
     if version is not None and len(task or params.tasks) != 1:
         raise DptuneError("--version: give exactly one --task with it")
-    if not registers and task:
+    outcomes: dict[str, Any] | None = promote_profile(
+        params, backbone, tasks=task, metric=metric, version=version
+    )
+    if outcomes is None and task:
         raise DptuneError(
             f"{params_file}: mlflow.track / register_prompts is off; nothing to promote"
         )
-    if registers:
-        model = model_of(params.model, backbone)
-        outcomes: dict[str, Any] = {
-            name: register_stage(name, model, metric=metric, version=version)
-            for name in task or params.tasks
-        }
-    else:  # the pipeline's last stage, for a profile that registers nothing
+    if outcomes is None:  # the pipeline's last stage, for a profile that registers nothing
         outcomes = {"skipped": "the profile registers no prompts (mlflow.track, register_prompts)"}
     if out is not None:
         write_json(out, outcomes)

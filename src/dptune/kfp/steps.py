@@ -439,14 +439,13 @@ def register(
     params: str | Mapping[str, Any], backbone: ArtifactLike, promotions: ArtifactLike
 ) -> list[dict[str, Any]]:
     """Promote, per task, the best registered prompt version to alias `champion`."""
-    from dptune.stages.register import register_stage
+    from dptune.stages.register import promote_profile
 
-    profile = load_profile(params)
-    if not (profile.mlflow.track and profile.mlflow.register_prompts):
+    by_task = promote_profile(load_profile(params), backbone.path)
+    if by_task is None:
         write_text(promotions.path, "Nothing to promote: the profile registers no prompts.\n")
         return []
-    model = model_path(profile, backbone.path)
-    outcomes = [register_stage(task, model) for task in profile.tasks]
+    outcomes = list(by_task.values())
     lines = [
         "# Promotions",
         "",

@@ -9,9 +9,33 @@ a chosen version, only when it beats the current champion; the champion then loa
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from dptune.stages.backbone import model_of
 from dptune.stages.common import start_tracking
+
+if TYPE_CHECKING:
+    from dptune.stages.params import PipelineParams
+
+
+def promote_profile(
+    params: PipelineParams,
+    backbone_dir: str | Path | None,
+    *,
+    tasks: list[str] | None = None,
+    metric: str | None = None,
+    version: str | None = None,
+) -> dict[str, dict[str, Any]] | None:
+    """`register_stage` for each of `tasks` (default: the profile's), by task; None when the
+    profile registers no prompts (`mlflow.track` or `mlflow.register_prompts` off)."""
+    if not (params.mlflow.track and params.mlflow.register_prompts):
+        return None
+    model = model_of(params.model, backbone_dir)
+    return {
+        task: register_stage(task, model, metric=metric, version=version)
+        for task in tasks or params.tasks
+    }
 
 
 def register_stage(
