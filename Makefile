@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # This project's machines have no internet: make run SUPERGLUE_SOURCE=../shared/data/superglue
 SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 
-.PHONY: install test lint run clean
+.PHONY: install test test-fast test-slow lint run clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,9 +16,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Fast tests, then the slow end-to-end ones (DVC, kfp.local, sigkill, benchmark smoke) as a step
+# of their own; gpu tests only with `pytest -m gpu` on a GPU machine. pytest exits 5 when a
+# marker selects no tests, which is no failure here.
+PYTEST_FAST = $(BIN)/python -m pytest -q -m "not slow and not gpu" || test $$? -eq 5
+PYTEST_SLOW = $(BIN)/python -m pytest -q -m "slow and not gpu" || test $$? -eq 5
+
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(PYTEST_FAST)
+	$(PYTEST_SLOW)
+
+test-fast: $(STAMP)
+	$(PYTEST_FAST)
+
+test-slow: $(STAMP)
+	$(PYTEST_SLOW)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

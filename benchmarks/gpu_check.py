@@ -3,7 +3,7 @@
 Random weights (T5 v1.1 large shape by default: d_model 1024, 24 + 24 layers, d_ff 2816,
 gated-GELU, 16 heads, vocabulary 32128), random token ids, no download. The step is dptune's
 own: `Seq2SeqBackbone.loss` with a DPT prompt (c = 100, b = 10) prepended, under the trainer's
-bf16 autocast, gradient clipping and fused AdamW (`dptune.training.trainer.training_step`); the
+bf16 autocast, gradient clipping and fused AdamW (`dptune.training.loop.training_step`); the
 evaluation is `Seq2SeqBackbone.rank_scores` over K candidates. Prints one JSON line: steps/s,
 tokens/s (encoder tokens, prompt included, and source tokens), peak memory, and MFU, the model
 FLOPs achieved over the card's dense bf16 peak.
@@ -27,8 +27,10 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration, get_linear_schedule_with_warmup
 
 from dptune.backbones.seq2seq import Seq2SeqBackbone
-from dptune.prompts.dpt import DecomposedPrompt, DptConfig
-from dptune.training.trainer import autocast_for, training_step
+from dptune.prompts.dpt import DptConfig
+from dptune.prompts.dpt.model import DecomposedPrompt
+from dptune.training.device import autocast_for
+from dptune.training.loop import training_step
 
 # Dense bf16 peak FLOP/s by device-name fragment (NVIDIA datasheets); --peak-tflops overrides.
 PEAK_BF16_TFLOPS = {
@@ -94,7 +96,8 @@ def build_backbone(shape: Shape, args: argparse.Namespace, device: torch.device)
     )  # fmt: skip
     with torch.device(device):  # initialise on the card: a CPU init of 780M weights is slow
         model = T5ForConditionalGeneration(config)
-    prompt = DecomposedPrompt(DptConfig(args.prompt_length, shape.d_model, args.bottleneck))
+    prompt_config = DptConfig(bottleneck=args.bottleneck)
+    prompt = DecomposedPrompt(prompt_config, num_tokens=args.prompt_length, dim=shape.d_model)
     return Seq2SeqBackbone(model, tokenizer=None, prompt=prompt).to(device)
 
 

@@ -6,7 +6,7 @@ examples, and the official val set of 277, in the `paper` text format of
 epochs, learning rate 0.3, linear schedule with 10% warmup, weight decay, clipping and seed;
 both evaluate on the whole val set after every epoch and report the best epoch's accuracy.
 
-- dptune: `dptune.training.trainer.train(cfg)` with `protocol=paper` (dev = the val set) and
+- dptune: `dptune.training.run.train(cfg)` with `protocol=paper` (dev = the val set) and
   rank decoding (one encoder pass per example, the K label candidates scored together). It
   also writes its whole run folder (checkpoints, prompt, adapter, val predictions, metrics),
   which the other side does not do.
@@ -18,7 +18,7 @@ both evaluate on the whole val set after every epoch and report the best epoch's
   otherwise: random batches (no length grouping, unless `--peft-group-by-length`).
 
 The default backbone is a tiny T5 (2 layers, d_model 64) built offline by
-`dptune.stages.tiny_model` and then fine-tuned for `--pretrain-steps` on RTE examples outside
+`dptune.backbones.tiny` and then fine-tuned for `--pretrain-steps` on RTE examples outside
 the training subset, untimed: a random decoder cannot be steered by a prompt to emit the label
 words within a few epochs, so greedy generation would output invalid strings while rank
 decoding still picks labels, and the accuracies would not be comparable.
@@ -114,7 +114,7 @@ def prepare_model(args: argparse.Namespace, work: Path, data_dir: Path) -> str:
     """`--model`, or a tiny T5 built offline and taught the output format (see `pretrain`)."""
     if args.model:
         return args.model
-    from dptune.stages.tiny_model import build_tiny_model
+    from dptune.backbones.tiny import build_tiny_model
 
     # Its tokenizer learns the benchmark's own RTE text: seconds, where all of SuperGLUE takes long.
     folder = build_tiny_model("t5", work / "tiny-t5", data_dir, seed=args.seed)
@@ -369,7 +369,7 @@ def peak_memory_mb(device: str) -> float:
 
 def run_dptune(args: argparse.Namespace, device: str) -> tuple[float, str]:
     from dptune.config import make_config
-    from dptune.training.trainer import train
+    from dptune.training.run import train
 
     out = Path(args.work_dir) / "runs" / f"dptune-{args.run_method}-{time.time_ns()}"
     cfg = make_config(
@@ -381,8 +381,8 @@ def run_dptune(args: argparse.Namespace, device: str) -> tuple[float, str]:
             "data_dir": args.data_dir,
             "out": str(out),
             "prompt_length": args.prompt_length,
-            "bottleneck": args.bottleneck,
-            "pt_init": "vocab",
+            **({"bottleneck": args.bottleneck} if args.run_method == "dpt" else {}),
+            **({"pt_init": "vocab"} if args.run_method == "pt" else {}),
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "eval_batch_size": args.eval_batch_size,

@@ -15,11 +15,29 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from helpers.paths import SUPERGLUE_DIR, SUPERGLUE_SAMPLES_DIR  # noqa: E402
 from helpers.tiny_models import build_tiny_bert, build_tiny_t5  # noqa: E402
 
 # Tiny models are overhead-bound: intra-op threads only add synchronisation, and on a shared
 # 2-core machine they made a tiny T5 step about 20x slower.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def superglue_dir() -> Path:
+    """The real SuperGLUE files beside the repository (read-only); the test is skipped without
+    them."""
+    if not (SUPERGLUE_DIR / "CB" / "train.jsonl").is_file():
+        pytest.skip(f"shared SuperGLUE data not found at {SUPERGLUE_DIR}")
+    return SUPERGLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def superglue_samples_dir() -> Path:
+    """A few real ReCoRD and BoolQ training records in the same layout (read-only)."""
+    if not SUPERGLUE_SAMPLES_DIR.is_dir():
+        pytest.skip(f"shared SuperGLUE samples not found at {SUPERGLUE_SAMPLES_DIR}")
+    return SUPERGLUE_SAMPLES_DIR
 
 
 @pytest.fixture(scope="session")

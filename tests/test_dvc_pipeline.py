@@ -21,8 +21,9 @@ from mlflow import MlflowClient
 
 from helpers.mlflow_store import new_store
 
+pytestmark = pytest.mark.slow  # a whole `dvc repro` of the smoke profile: minutes
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SUPERGLUE = REPO_ROOT.parent / "shared" / "data" / "superglue"
 BIN = Path(sys.executable).parent
 PROJECT_FILES = (
     ".gitignore",
@@ -43,14 +44,16 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
+def project(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, superglue_dir):
     """A git + DVC repository holding the project's pipeline, after a complete `dvc repro`."""
     repo = tmp_path_factory.mktemp("dvc-project")
     for name in PROJECT_FILES:
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / name, repo / name)
     shutil.copy(REPO_ROOT / "profiles" / "smoke.yaml", repo / "params.yaml")
-    # dvc.yaml lists the package's source folders as dependencies of the stages
+    # dvc.yaml lists the package's source files as the stages' dependencies, as paths inside
+    # the project: the project holds a copy of src/, and PYTHONPATH makes the stages run that
+    # copy (ahead of the editable install), so its deps are the code that runs.
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO_ROOT / "src" / "dptune", repo / "src" / "dptune", ignore=ignore)
     new_store(pytestconfig, repo)  # an empty, migrated mlflow.db where the stages look for it
@@ -61,6 +64,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Confi
         "DPTUNE_CACHE": str(tmp_path_factory.getbasetemp() / "dptune-cache"),
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(repo / "src"),
     }
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(name, None)
@@ -68,7 +72,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Confi
     _run(["git", "init", "-q"], repo, env)
     _run(["dvc", "remote", "modify", "local", "url", str(remote)], repo, env)
     tasks = _run(["dptune", "stage", "tasks"], repo, env).strip()
-    _run(["dptune", "data", "fetch", "--source", str(SUPERGLUE), "--out", "data/superglue",
+    _run(["dptune", "data", "fetch", "--source", str(superglue_dir), "--out", "data/superglue",
           "--tasks", tasks], repo, env)  # fmt: skip
     # a run interrupted after its first grid cell, then the whole pipeline
     first = _run(["dvc", "repro", "train@cb-dpt-0"], repo, env)
@@ -97,7 +101,10 @@ def test_outputs_and_the_data_version(project):
         for name in ("metrics.json", "prompt.safetensors", "predictions/test.jsonl"):
             assert (repo / "runs" / run / name).is_file()
     assert (repo / "probe" / "run" / "history.jsonl").is_file()
-    assert (repo / "data" / "prepared" / "cb" / "dataset_dict.json").is_file()
+    # prepare validates: its one output is the report, nothing unused is written
+    stats = json.loads((repo / "reports" / "data_stats.json").read_text())
+    assert stats["cb"]["format"] == "natural" and stats["cb"]["train"]["examples"] == 250
+    assert not (repo / "data" / "prepared").exists()
     assert (repo / "data" / "samples" / "cb" / "k8-s0.json").is_file()
     table = (repo / "reports" / "results.md").read_text()
     assert "| dpt |" in table and "| pt |" in table and "| majority |" in table
@@ -151,7 +158,7 @@ def test_outputs_push_to_the_local_remote(project):
     assert any(project["remote"].rglob("*"))
 
 
-def test_mlflow_runs_registry_promotion_and_pyfunc(project):
+def test_mlflow_runs_registry_promotion_and_pyfunc(project, superglue_dir):
     repo, env = project["repo"], project["env"]
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -191,7 +198,7 @@ def test_mlflow_runs_registry_promotion_and_pyfunc(project):
     assert again["promoted"] is False and again["champion"] == promoted["champion"]
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    records = [json.loads(line) for line in (SUPERGLUE / "CB" / "val.jsonl").open()][:3]
+    records = [json.loads(line) for line in (superglue_dir / "CB" / "val.jsonl").open()][:3]
     labels = model.predict(records)
     assert len(labels) == 3 and set(labels) <= {"entailment", "contradiction", "neutral"}
 
@@ -212,3 +219,47 @@ def test_an_experiment_reruns_only_what_its_parameter_changes(project):
     assert yaml.safe_load((repo / "params.yaml").read_text())["probe"]["config"]["epochs"] == 1
     listed = _run(["dvc", "exp", "list", "--name-only"], repo, env).split()
     assert len(listed) == 1
+
+
+def test_the_stages_run_the_projects_copy_of_the_source(project):
+    """What makes the dependency test below real: `dptune` imports the project's src/."""
+    where = _run([str(BIN / "python"), "-c", "import dptune; print(dptune.__file__)"],
+                 project["repo"], project["env"])  # fmt: skip
+    assert Path(where.strip()).resolve() == (project["repo"] / "src/dptune/__init__.py").resolve()
+
+
+def test_a_changed_default_in_config_makes_the_train_stages_stale(project):
+    """Issue 13: after `dvc repro`, editing src/dptune/config.py (where every TrainConfig default
+    lives) makes `dvc status` list the train stages and the probe."""
+    repo, env = project["repo"], project["env"]
+    config = repo / "src" / "dptune" / "config.py"
+    original = config.read_bytes()
+    assert "up to date" in _run(["dvc", "status"], repo, env)
+    config.write_bytes(original + b"\n# a harmless change: dvc must notice it\n")
+    try:
+        stale = json.loads(_run(["dvc", "status", "--json"], repo, env))
+        for stage in ("train@cb-dpt-0", "train@cb-pt-0", "probe"):
+            assert stage in stale, f"{stage} not stale after a config.py change: {stale}"
+            assert {"changed deps": {"src/dptune/config.py": "modified"}} in stale[stage]
+    finally:
+        config.write_bytes(original)
+    assert "up to date" in _run(["dvc", "status"], repo, env)
+
+
+def test_few_shot_train_on_trains_a_cell_on_its_k_shot_sample(project):
+    """`few_shot.train_on` through DVC: the cell retrains on its 8-shot sample (one cell only,
+    to stay cheap: `dvc exp run` with the stage as target)."""
+    repo, env = project["repo"], project["env"]
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    _run([*git, "add", "-A"], repo, env)
+    _run([*git, "commit", "-q", "--allow-empty", "-m", "before few-shot"], repo, env)
+    run = repo / "runs" / "cb-dpt-s0"
+    assert json.loads((run / "metrics.json").read_text())["train_examples"] > 8  # full data
+
+    out = _run(["dvc", "exp", "run", "-S", "few_shot.train_on=8", "train@cb-dpt-0"], repo, env)
+    assert "Running stage 'train@cb-dpt-0'" in out
+    assert "Running stage 'sample'" not in out  # the samples were already drawn
+    assert yaml.safe_load((repo / "params.yaml").read_text())["few_shot"]["train_on"] == 8
+    assert json.loads((run / "metrics.json").read_text())["train_examples"] == 8
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert Path(config["sample"]).as_posix().endswith("data/samples/cb/k8-s0.json")

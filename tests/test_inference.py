@@ -7,19 +7,16 @@ import pytest
 from dptune.config import make_config
 from dptune.errors import DptuneError
 from dptune.inference import Predictor
-from dptune.training.trainer import train
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SUPERGLUE = REPO_ROOT.parent / "shared" / "data" / "superglue"
+from dptune.training.run import train
 
 
 @pytest.fixture(scope="module")
-def cb_run(tiny_t5_dir, tmp_path_factory) -> Path:
+def cb_run(tiny_t5_dir, tmp_path_factory, superglue_dir) -> Path:
     out = tmp_path_factory.mktemp("cb-run") / "run"
     values = {
         "task": "cb",
         "model": str(tiny_t5_dir),
-        "data_dir": str(SUPERGLUE),
+        "data_dir": str(superglue_dir),
         "out": str(out),
         "prompt_length": 4,
         "bottleneck": 2,
@@ -32,9 +29,9 @@ def cb_run(tiny_t5_dir, tmp_path_factory) -> Path:
     return out
 
 
-def test_predictor_reproduces_the_run_predictions(cb_run):
+def test_predictor_reproduces_the_run_predictions(cb_run, superglue_dir):
     predictor = Predictor.from_run(cb_run)
-    val = predictor.task.read(str(SUPERGLUE), "val")
+    val = predictor.task.read(str(superglue_dir), "val")
     labels = predictor.predict([dict(ex.data) for ex in val])
     written = [json.loads(line)["label"] for line in (cb_run / "predictions/val.jsonl").open()]
     assert labels == written
@@ -53,5 +50,5 @@ def test_predict_cli_writes_an_official_file(cb_run, tmp_path, monkeypatch, caps
 
 
 def test_predictor_rejects_a_folder_that_is_not_a_run(tmp_path):
-    with pytest.raises(DptuneError, match="no config.yaml"):
+    with pytest.raises(DptuneError, match=r"config\.yaml: missing; not a dptune run folder"):
         Predictor.from_run(tmp_path)

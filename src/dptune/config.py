@@ -1,6 +1,11 @@
 """The one configuration model behind CLI flags, YAML files, params.yaml and Kubeflow parameters.
 
-Every default lives here. `TrainConfig.model_fields` is the single source from which the CLI
+Every default lives here, except a prompt method's own hyperparameters (`bottleneck`, `init`,
+`init_std`, `pt_init`, `residual_hidden`): their defaults and checks live in the method's config
+(`dptune/prompts/<method>/config.py`, found through `dptune.prompts.registry`). TrainConfig keeps
+them as flat fields (so the CLI has `--bottleneck`), None meaning "not given"; a field given for a
+method that does not own it is refused, and `TrainConfig.method_config` is the method's config
+with the defaults filled in. `TrainConfig.model_fields` is the single source from which the CLI
 builds its options and the pipeline its parameters.
 """
 
@@ -13,10 +18,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dptune.errors import DptuneError
+from dptune.prompts.registry import (
+    MethodConfig,
+    get_method,
+    method_field_help,
+    method_fields,
+    method_names,
+)
 
-Method = Literal["dpt", "pt", "residual", "probe", "finetune"]
-PROMPT_METHODS: tuple[str, ...] = ("dpt", "pt", "residual", "probe")
-METHODS: tuple[str, ...] = (*PROMPT_METHODS, "finetune")
+METHODS: tuple[str, ...] = method_names()  # every registered method, in paper order
+# TrainConfig fields that belong to a method's config, each with the methods that own it.
+METHOD_FIELDS: dict[str, tuple[str, ...]] = method_fields()
 TASKS: tuple[str, ...] = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
 
 
@@ -27,7 +39,7 @@ class TrainConfig(BaseModel):
 
     # what to train
     task: str = Field(description="SuperGLUE task: " + ", ".join(TASKS))
-    method: Method = Field("dpt", description="dpt | pt | residual | probe | finetune")
+    method: str = Field("dpt", description="Method: " + " | ".join(METHODS))
     model: str = Field(description="Backbone: hub name or local folder (T5 family or BERT family)")
     backbone: Literal["auto", "seq2seq", "encoder"] = Field(
         "auto", description="Backbone kind; auto reads the model config"
@@ -37,13 +49,12 @@ class TrainConfig(BaseModel):
 
     # the prompt
     prompt_length: int = Field(100, gt=0, description="Prompt tokens c")
-    bottleneck: int = Field(10, gt=0, description="DPT bottleneck b")
-    init: Literal["uniform", "normal"] = Field("uniform", description="DPT factor init")
-    init_std: float = Field(0.5, gt=0, description="Std of the normal DPT init")
-    pt_init: Literal["vocab", "random"] = Field(
-        "vocab", description="pt init: rows of the vocabulary embedding (first 5,000 ids) or random"
-    )
-    residual_hidden: int = Field(400, gt=0, description="Residual prompt MLP hidden size")
+    # the methods' own hyperparameters: None = not given; defaults and checks in their configs
+    bottleneck: int | None = Field(None, description=method_field_help("bottleneck"))
+    init: str | None = Field(None, description=method_field_help("init"))
+    init_std: float | None = Field(None, description=method_field_help("init_std"))
+    pt_init: str | None = Field(None, description=method_field_help("pt_init"))
+    residual_hidden: int | None = Field(None, description=method_field_help("residual_hidden"))
     head: Literal["linear", "similarity"] = Field(
         "linear", description="Encoder-only: linear head, or head-free label-word similarity"
     )
@@ -89,35 +100,79 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown task {value!r}; valid: {', '.join(TASKS)}")
         return value
 
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        get_method(value)  # an unknown name: ValueError listing the valid ones
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.shots is not None and self.sample is not None:
             raise ValueError("give --shots or --sample, not both")
-        if self.method == "probe" and self.prompt_length <= 0:
-            raise ValueError("probe needs a positive prompt length")
+        for name in self.method_values():
+            if self.method not in METHOD_FIELDS[name]:
+                raise ValueError(f"{name}: {applies_to(name)} (method is {self.method})")
+        try:  # the method's config checks its own hyperparameters
+            get_method(self.method).config(**self.method_values())
+        except ValidationError as err:
+            raise ValueError(first_error(err)) from None
         return self
+
+    def method_values(self) -> dict[str, Any]:
+        """The method-specific fields that were given (not None)."""
+        return {n: v for n in METHOD_FIELDS if (v := getattr(self, n)) is not None}
+
+    @property
+    def method_config(self) -> MethodConfig:
+        """The method's config: the given method fields, the method's defaults for the rest."""
+        return get_method(self.method).config(**self.method_values())
 
     @property
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 1e-4 if self.method == "finetune" else 0.3
+        return 0.3 if get_method(self.method).has_prompt else 1e-4
 
     def resolved(self) -> dict[str, Any]:
+        """Every field with its effective value: `lr` filled in, the method's own fields with
+        their values (defaults included), the other methods' fields left out."""
         data = self.model_dump(mode="json")
         data["lr"] = self.learning_rate
+        own = self.method_config.model_dump(mode="json")
+        for name in METHOD_FIELDS:
+            if name in own:
+                data[name] = own[name]
+            else:
+                del data[name]
         return data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False)
 
 
-def format_validation_error(err: ValidationError, source: str = "config") -> str:
+_unchecked = set(METHOD_FIELDS) - set(TrainConfig.model_fields)
+if _unchecked:  # a method folder added a hyperparameter: give it a flat field above
+    raise RuntimeError(f"method fields missing from TrainConfig: {', '.join(sorted(_unchecked))}")
+
+
+def applies_to(field: str) -> str:
+    """E.g. `applies to method dpt only`, `applies to methods pt, residual, probe only`."""
+    owners = METHOD_FIELDS[field]
+    return f"applies to method{'s' if len(owners) > 1 else ''} {', '.join(owners)} only"
+
+
+def first_error(err: ValidationError) -> str:
+    """`field: message` of the first error (`message` alone for a model-level one)."""
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
+    where = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {where}: {msg}{extra}"
+    return f"{where}: {msg}{extra}" if where else f"{msg}{extra}"
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    return f"{source}: {first_error(err)}"
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -141,3 +196,12 @@ def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
         return TrainConfig(**values)
     except ValidationError as err:
         raise DptuneError(format_validation_error(err, source)) from None
+
+
+def make_stored_config(values: dict[str, Any], source: str = "config.yaml") -> TrainConfig:
+    """A run folder's stored config as a TrainConfig. Folders written before the method
+    registry stored every method's fields; those the run's method does not own are dropped."""
+    method = str(values.get("method", TrainConfig.model_fields["method"].default))
+    owned = get_method(method).fields if method in METHODS else ()  # else make_config says so
+    kept = {k: v for k, v in values.items() if k not in METHOD_FIELDS or k in owned}
+    return make_config(kept, source)

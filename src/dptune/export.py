@@ -1,37 +1,28 @@
 """Write a finished run folder: prompt, trainable state, PEFT adapter, predictions, metrics.
 
-Every file is written atomically and `metrics.json` comes last, so a folder with
-`metrics.json` is complete and safe to upload.
+`export_run` takes what a finished training produced as explicit values, so any
+training loop can export. Every file is written atomically and `metrics.json` comes last, so a
+folder with `metrics.json` is complete and safe to upload.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-from safetensors.torch import save_file
-
-from dptune.fileio import atomic_dir, atomic_path, write_json, write_text
+from dptune.backbones.base import Backbone
+from dptune.config import TrainConfig
+from dptune.data.run_data import RunData
+from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example, Task
-from dptune.tasks.submission import write_predictions
+from dptune.training.checkpoint import TrainState
 
-if TYPE_CHECKING:
-    from dptune.training.trainer import Trainer
-
-PROMPT_FILE = "prompt.safetensors"
-TRAINABLE_FILE = "trainable.safetensors"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.jsonl"
+# (examples, desc) -> predicted labels by Example.key, None marking an invalid generation
+PredictFn = Callable[[Sequence[Example], str], dict[Any, Any]]
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-
-
-def submittable(task: Task, examples: list[Example], predictions: dict[Any, Any]) -> dict:
+def submittable(task: Task, examples: Sequence[Example], predictions: dict[Any, Any]) -> dict:
     """Replace invalid generations (None) by the first candidate's label, so files validate."""
     fixed = dict(predictions)
     for ex in examples:
@@ -40,39 +31,47 @@ def submittable(task: Task, examples: list[Example], predictions: dict[Any, Any]
     return fixed
 
 
-def export_run(trainer: Trainer, wall_s: float) -> dict[str, Any]:
-    cfg, data, backbone, run_dir = trainer.cfg, trainer.data, trainer.backbone, trainer.run_dir
+def export_run(
+    folder: RunFolder | str | Path,
+    *,
+    cfg: TrainConfig,
+    data: RunData,
+    backbone: Backbone,
+    state: TrainState,
+    predict: PredictFn,
+    wall_s: float,
+) -> dict[str, Any]:
+    """Write the run's weights, submission files, history and (last) metrics.json; the metrics.
+
+    `backbone` holds the weights to export (the best epoch's); `predict(examples, desc)` labels
+    examples with them; `state` gives the step count, the best epoch and its dev metrics.
+    Invalid generations count as wrong in metrics.json; the submission files hold the first
+    candidate instead, so they validate.
+    """
+    folder = RunFolder(folder)
     task = data.task
 
     prompt = backbone.prompt_matrix()
     if prompt is not None:
-        save_tensors(run_dir / PROMPT_FILE, {"prompt": prompt})
-        save_tensors(run_dir / TRAINABLE_FILE, backbone.trainable_state_dict())
-        with atomic_dir(run_dir / "adapter") as tmp:
+        folder.write_prompt(prompt)
+        folder.write_trainable(backbone.trainable_state_dict())
+        with folder.writing_adapter() as tmp:
             backbone.save_adapter(tmp)
     else:
-        with atomic_dir(run_dir / "model") as tmp:
+        with folder.writing_model() as tmp:
             backbone.save_pretrained(tmp)
 
-    val_pred = trainer.predict(data.val, desc="val")
+    val_pred = predict(data.val, "val")
     test_keys = {ex.key for ex in data.splits.test}
     test_metrics = task.score(
         data.splits.test, {k: v for k, v in val_pred.items() if k in test_keys}
     )
-    write_predictions(
-        task, data.val, submittable(task, data.val, val_pred), run_dir / "predictions" / "val.jsonl"
-    )
+    folder.write_predictions(task, data.val, submittable(task, data.val, val_pred), "val")
     if data.test:
-        test_pred = trainer.predict(data.test, desc="test")
-        write_predictions(
-            task,
-            data.test,
-            submittable(task, data.test, test_pred),
-            run_dir / "predictions" / "test.jsonl",
-        )
+        test_pred = predict(data.test, "test")
+        folder.write_predictions(task, data.test, submittable(task, data.test, test_pred), "test")
 
-    state = trainer.state
-    write_text(run_dir / HISTORY_FILE, "".join(json.dumps(r) + "\n" for r in state.history))
+    folder.write_history(state.history)
     metrics = {
         "task": task.name,
         "method": cfg.method,
@@ -94,5 +93,5 @@ def export_run(trainer: Trainer, wall_s: float) -> dict[str, Any]:
         "test": test_metrics,
         "wall_s": round(wall_s, 2),
     }
-    write_json(run_dir / METRICS_FILE, metrics)
+    folder.write_metrics(metrics)
     return metrics

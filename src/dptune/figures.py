@@ -6,7 +6,6 @@ and notebooks share one drawing of each figure.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,27 +19,9 @@ from matplotlib import pyplot as plt  # noqa: E402  (the backend must be chosen 
 
 from dptune.errors import DptuneError  # noqa: E402
 from dptune.fileio import atomic_path  # noqa: E402
+from dptune.run_folder import read_history_file as read_history  # noqa: E402, F401  (re-exported)
 
 PROBE_KEYS: tuple[str, ...] = ("sigma_pos", "sigma_neg", "rank")
-
-
-def read_history(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a `history.jsonl`, in file order; a bad line is reported as path:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DptuneError(f"{path}: history file not found")
-    rows: list[dict[str, Any]] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise DptuneError(f"{path}:{lineno}: invalid JSON") from None
-        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
-            raise DptuneError(f"{path}:{lineno}: expected an object with an integer 'step'")
-        rows.append(row)
-    return rows
 
 
 def has_probe_stats(history: Sequence[dict[str, Any]]) -> bool:

@@ -1,4 +1,5 @@
-"""Atomic file writes: readers never see a half-written file."""
+"""Atomic file writes (readers never see a half-written file), and a JSON reader that fails in
+one line."""
 
 from __future__ import annotations
 
@@ -69,3 +70,18 @@ def write_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> None:
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for record in records:
             fh.write(json.dumps(record) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], missing: str = "no such file") -> Any:
+    """The JSON in `path`; a missing, unreadable or invalid file is one DptuneError line."""
+    from dptune.errors import DptuneError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DptuneError(f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DptuneError(f"{path}:{err.lineno}: invalid JSON") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DptuneError(f"{path}: unreadable ({err.__class__.__name__})") from None

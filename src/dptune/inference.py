@@ -5,18 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
-
 from dptune.backbones.base import Backbone
 from dptune.backbones.loader import build_backbone
-from dptune.config import TrainConfig, load_yaml, make_config
-from dptune.errors import DptuneError
-from dptune.export import TRAINABLE_FILE
+from dptune.config import TrainConfig
+from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example, Task
 from dptune.tasks.registry import get_task
-from dptune.training.data import build_eval_features
-from dptune.training.evaluate import predict
-from dptune.training.trainer import autocast_for, resolve_device
+from dptune.training.device import resolve_device
+from dptune.training.evaluate import predict_examples
 
 
 class Predictor:
@@ -29,26 +25,19 @@ class Predictor:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, device: str = "cpu", model: str | None = None
+        cls, run_dir: str | Path | RunFolder, device: str = "cpu", model: str | None = None
     ) -> Predictor:
         """Load a run; `model` replaces the backbone named in its config (e.g. a shipped copy)."""
-        run_dir = Path(run_dir)
-        config_path = run_dir / "config.yaml"
-        if not config_path.is_file():
-            raise DptuneError(f"run: {run_dir} has no config.yaml (not a finished dptune run)")
-        values = load_yaml(config_path)
-        values["resume"] = False
-        if values.get("method") == "finetune":
-            values["model"] = str(run_dir / "model")
+        folder = RunFolder(run_dir)
+        overrides: dict[str, Any] = {"resume": False}
+        if folder.read_config().get("method") == "finetune":
+            overrides["model"] = str(folder.model_dir)
         elif model is not None:
-            values["model"] = model
-        cfg = make_config(values, source=str(config_path))
+            overrides["model"] = model
+        cfg = folder.read_train_config(**overrides)
         backbone = build_backbone(cfg)
         if cfg.method != "finetune":
-            state_path = run_dir / TRAINABLE_FILE
-            if not state_path.is_file():
-                raise DptuneError(f"run: {state_path} is missing (training did not finish)")
-            backbone.load_trainable_state_dict(load_file(str(state_path)))
+            backbone.load_trainable_state_dict(folder.read_trainable())
         return cls(cfg, backbone, get_task(cfg.task, cfg.format), device)
 
     @property
@@ -56,25 +45,9 @@ class Predictor:
         return self.task.name
 
     def predict_examples(self, examples: list[Example]) -> dict[Any, Any]:
-        cfg = self.cfg
-        features = build_eval_features(
-            self.task,
-            examples,
-            self.backbone.tokenizer,
-            cfg.max_source_length,
-            cfg.max_target_length,
-        )
-        return predict(
-            self.backbone,
-            self.task,
-            examples,
-            features,
-            decode=cfg.decode,
-            batch_size=cfg.eval_batch_size,
-            max_new_tokens=cfg.max_target_length,
-            device=self.device,
-            autocast=autocast_for(self.device),
-            desc="predict",
+        """Labels by Example.key, through the same prediction path as training."""
+        return predict_examples(
+            self.backbone, self.task, examples, self.cfg, self.device, desc="predict"
         )
 
     def predict(self, records: list[dict[str, Any]]) -> list[Any]:

@@ -99,7 +99,10 @@ def test_similarity_head_is_head_free(tiny_bert_dir: Path, batch: dict) -> None:
     with torch.no_grad():
         scores = backbone.rank_scores(batch)
         labels = backbone.candidate_embeddings(batch)
-        direct = backbone._encode(batch["cand_ids"][0], batch["cand_mask"][0], with_prompt=False)
+        # the label words encoded by the plain BERT, without the prompt
+        ids, mask = batch["cand_ids"][0], batch["cand_mask"][0]
+        states = backbone.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        direct = mean_pool(states, mask)
     assert scores.shape == (3, 3) and scores.abs().max() <= SIMILARITY_TEMPERATURE + 1e-4
     torch.testing.assert_close(labels[1], direct)
     losses = train_steps(backbone, batch, steps=6)

@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 
 from dptune.cli.main import main
+from helpers.paths import SUPERGLUE_DIR as SUPERGLUE
+from helpers.paths import SUPERGLUE_SAMPLES_DIR as SAMPLES
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
-SUPERGLUE = SHARED_DATA / "superglue"
-SAMPLES = SHARED_DATA / "superglue-samples"
 needs_shared = pytest.mark.skipif(not SUPERGLUE.is_dir(), reason="shared SuperGLUE data not found")
 pytestmark = needs_shared
 

@@ -17,9 +17,8 @@ from dptune.data.fetch import (
     sha256_file,
 )
 from dptune.errors import DptuneError
+from helpers.paths import SUPERGLUE_DIR as SHARED
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data" / "superglue"
 SPLITS = ("train", "val", "test")
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")

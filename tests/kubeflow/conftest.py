@@ -11,9 +11,9 @@ from kfp_helpers import SMOKE_PROFILE
 @pytest.fixture(scope="session")
 def smoke() -> dict[str, Any]:
     """The smoke profile, validated, as the plain values the pipeline carries."""
-    from dptune.stages.params import load_params
+    from dptune.stages.params import load_profile
 
-    return load_params(SMOKE_PROFILE).model_dump(mode="json")
+    return load_profile(SMOKE_PROFILE).model_dump(mode="json")
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ from typing import TypeVar
 from kfp import dsl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SUPERGLUE = REPO_ROOT.parent / "shared" / "data" / "superglue"
 SMOKE_PROFILE = REPO_ROOT / "profiles" / "smoke.yaml"
 
 A = TypeVar("A", bound=dsl.Artifact)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
-from kfp_helpers import SUPERGLUE, artifact
+from kfp_helpers import artifact
 from mlflow import MlflowClient
 
 from dptune.errors import DptuneError
@@ -46,20 +46,21 @@ def params(values: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def inputs(params: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """superglue, prepared, stats, backbone and samples artifacts, as prepare, backbone and
-    sample leave them."""
+def inputs(
+    params: str, tmp_path_factory: pytest.TempPathFactory, superglue_dir: Path
+) -> dict[str, Any]:
+    """superglue, stats, backbone and samples artifacts, as prepare, backbone and sample leave
+    them."""
     folder = tmp_path_factory.mktemp("inputs")
     made = {
         "superglue": artifact(Dataset, folder, "superglue"),
-        "prepared": artifact(Dataset, folder, "prepared"),
         "stats": artifact(Metrics, folder, "stats"),
         "backbone": artifact(Model, folder, "backbone"),
         "samples": artifact(Dataset, folder, "samples"),
     }
     components.prepare.python_func(
-        params=params, data_source=str(SUPERGLUE), superglue=made["superglue"],
-        prepared=made["prepared"], stats=made["stats"],
+        params=params, data_source=str(superglue_dir), superglue=made["superglue"],
+        stats=made["stats"],
     )  # fmt: skip
     components.backbone.python_func(
         params=params, superglue=made["superglue"], backbone=made["backbone"]
@@ -112,29 +113,26 @@ def test_a_bad_profile_fails_in_one_line_naming_the_field(values):
         components.grid.python_func(params="{tasks: [cb]")
 
 
-def test_prepare_copies_checked_data_and_writes_datasets_and_stats(inputs):
+def test_prepare_copies_checked_data_and_records_its_validation(inputs):
     superglue = Path(inputs["superglue"].path)
     assert sorted(p.name for p in (superglue / "CB").iterdir()) == [
         "test.jsonl", "train.jsonl", "val.jsonl",
     ]  # fmt: skip
     assert (superglue / "MANIFEST.sha256").is_file()
     assert len(inputs["superglue"].metadata["manifest_sha256"]) == 64
-    prepared = Path(inputs["prepared"].path)
-    assert (prepared / "cb" / "dataset_dict.json").is_file()
-    stats = json.loads((prepared / "stats.json").read_text())
-    assert stats["cb"]["train"]["examples"] == 250
+    stats = inputs["superglue"].metadata["stats"]
+    assert stats["cb"]["train"]["examples"] == 250 and stats["cb"]["format"] == "natural"
     assert inputs["stats"].metadata["cb_val_examples"] == 56.0
 
 
-def test_prepare_names_a_missing_file(values, tmp_path):
+def test_prepare_names_a_missing_file(values, tmp_path, superglue_dir):
     params = json.dumps(
         {**values, "tasks": ["boolq"], "probe": {**values["probe"], "task": "boolq"}}
     )
     with pytest.raises(DptuneError, match=r"^data_source: .*BoolQ/train\.jsonl: missing"):
         components.prepare.python_func(
-            params=params, data_source=str(SUPERGLUE),
+            params=params, data_source=str(superglue_dir),
             superglue=artifact(Dataset, tmp_path, "superglue"),
-            prepared=artifact(Dataset, tmp_path, "prepared"),
             stats=artifact(Metrics, tmp_path, "stats"),
         )  # fmt: skip
 
@@ -247,3 +245,11 @@ def test_probe_report_and_register(trained, params, inputs, tmp_path, store):
     champion = store.get_model_version_by_alias(model, "champion")
     assert str(champion.version) == promotions.metadata["champions"][model]
     assert f"| {model} |" in Path(promotions.path).read_text()
+
+
+def test_few_shot_train_on_trains_each_cell_on_its_sample(values, inputs, tmp_path, store):
+    few_shot = json.dumps({**values, "few_shot": {"shots": [8], "train_on": 8}})
+    run, _ = train_cell(few_shot, inputs, tmp_path, "dpt", "")
+    config = yaml.safe_load((Path(run.path) / "config.yaml").read_text())
+    assert config["sample"] == str(Path(inputs["samples"].path) / "cb" / "k8-s0.json")
+    assert json.loads((Path(run.path) / "metrics.json").read_text())["train_examples"] == 8

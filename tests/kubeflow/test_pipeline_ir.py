@@ -67,7 +67,9 @@ def test_every_component_runs_the_project_image_without_installing_kfp(ir):
         assert container["image"] == IMAGE
         script = " ".join(container["command"])
         assert "pip install" not in script and "kfp.dsl.executor_main" in script
-        assert "from dptune.kfp import steps" in " ".join(container["args"] + container["command"])
+        assert "from dptune.kfp import adapter" in " ".join(
+            container["args"] + container["command"]
+        )
 
 
 def test_the_image_is_swapped_everywhere(smoke, tmp_path):
@@ -218,9 +220,9 @@ def test_local_options_need_no_cluster():
 def test_the_committed_example_is_the_paper_profile_compiled_now(tmp_path):
     """pipeline/dptune_pipeline.yaml is what `make pipeline-compile` writes; recompile it (with
     that target) when the components, the pipeline or profiles/paper.yaml change."""
-    from dptune.stages.params import load_params
+    from dptune.stages.params import load_profile
 
-    paper = load_params(REPO_ROOT / "profiles" / "paper.yaml").model_dump(mode="json")
+    paper = load_profile(REPO_ROOT / "profiles" / "paper.yaml").model_dump(mode="json")
     fresh = compile_pipeline(tmp_path / "p.yaml", paper).read_text(encoding="utf-8")
     committed = (REPO_ROOT / "pipeline" / "dptune_pipeline.yaml").read_text(encoding="utf-8")
     assert fresh == committed, "stale pipeline/dptune_pipeline.yaml: run `make pipeline-compile`"

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kfp_helpers import REPO_ROOT, SUPERGLUE
+from kfp_helpers import REPO_ROOT
 from mlflow import MlflowClient
 
 from helpers.mlflow_store import new_store
+
+pytestmark = pytest.mark.slow  # the whole pipeline under kfp.local: minutes
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +24,7 @@ def local_run(
     smoke: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
     pytestconfig: pytest.Config,
+    superglue_dir: Path,
 ) -> dict[str, Any]:
     """Run the pipeline once; return its output folder, stdout and the MLflow client."""
     from dptune.cli.main import main
@@ -35,7 +38,7 @@ def local_run(
     profile_file.write_text(yaml.safe_dump(profile), encoding="utf-8")
     argv = [
         "dptune", "pipeline", "run-local", "--profile", str(profile_file),
-        "--data-dir", str(SUPERGLUE), "--out", str(tmp / "outputs"),
+        "--data-dir", str(superglue_dir), "--out", str(tmp / "outputs"),
     ]  # fmt: skip
     out_file = tmp / "stdout.txt"
     with pytest.MonkeyPatch.context() as patch, out_file.open("w") as sink:

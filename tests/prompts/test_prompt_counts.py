@@ -8,7 +8,7 @@ from transformers import AutoModelForSeq2SeqLM, T5Config
 
 from dptune.backbones.seq2seq import Seq2SeqBackbone
 from dptune.config import TrainConfig
-from dptune.prompts import build_prompt
+from dptune.prompts.build import build_prompt
 
 # T5-small / base / large shapes; built on the meta device, so no weights are allocated.
 T5_SHAPES = {

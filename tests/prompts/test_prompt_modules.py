@@ -7,14 +7,12 @@ import torch
 from torch import nn
 
 from dptune.config import TrainConfig
-from dptune.prompts import (
-    DecomposedPrompt,
-    FreePrompt,
-    ResidualPrompt,
-    SvdProbePrompt,
-    build_prompt,
-)
+from dptune.prompts.build import build_prompt
+from dptune.prompts.dpt.model import DecomposedPrompt
 from dptune.prompts.init import VOCAB_INIT_RANGE
+from dptune.prompts.probe.model import SvdProbePrompt
+from dptune.prompts.pt.model import FreePrompt
+from dptune.prompts.residual.model import ResidualPrompt
 
 DIM = 48
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stage_helpers import SUPERGLUE
 
 
 @pytest.fixture
-def superglue() -> Path:
-    """The real SuperGLUE files beside the repository (read-only)."""
-    assert (SUPERGLUE / "CB" / "train.jsonl").is_file(), f"missing {SUPERGLUE}"
-    return SUPERGLUE
+def superglue(superglue_dir: Path) -> Path:
+    """The real SuperGLUE files beside the repository (read-only): `superglue_dir`."""
+    return superglue_dir
 
 
 @pytest.fixture(autouse=True)

@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stage_helpers import REPO_ROOT, profile
+from stage_helpers import REPO_ROOT, cell_config, profile
 
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
-from dptune.stages.params import cell_config, load_params, parse_params, run_name, sample_path
+from dptune.stages.params import load_profile, parse_profile, run_name, sample_path
 
 PROFILES = sorted((REPO_ROOT / "profiles").glob("*.yaml"))
 
@@ -25,7 +25,7 @@ def test_profiles_exist_and_validate():
     names = {path.stem for path in PROFILES}
     assert {"default", "paper", "smoke"} <= names
     for path in [REPO_ROOT / "params.yaml", *PROFILES]:
-        params = load_params(path)
+        params = load_profile(path)
         assert params.tasks and params.methods and params.seeds
 
 
@@ -43,7 +43,7 @@ def test_default_profile_is_params_yaml():
 
 
 def test_paper_profile_follows_the_paper():
-    params = load_params(REPO_ROOT / "profiles" / "paper.yaml")
+    params = load_profile(REPO_ROOT / "profiles" / "paper.yaml")
     assert len(params.tasks) == 8 and params.methods == ["dpt", "pt", "residual"]
     assert len(params.seeds) == 3
     cfg = cell_config(params, task="cb", method="dpt", seed=0, model=params.model, data_dir="d",
@@ -80,7 +80,32 @@ def test_few_shot_training_points_at_the_sample_file():
         ({"train": {"epoch": 3}}, "train: 'epoch' is not a TrainConfig field"),
         ({"tasks": ["cb", "mnli"]}, "tasks: unknown task 'mnli'"),
         ({"task_overrides": {"mnli": {}}}, "task_overrides: unknown task 'mnli'"),
-        ({"methods": ["lora"]}, "methods.0"),
+        ({"methods": ["lora"]}, "methods.0: unknown method 'lora'; valid: dpt, pt, residual, fine"),
+        ({"methods": ["dpt", "probe"]}, "methods.1: probe runs in the probe stage"),
+        (
+            {"train": {"epochs": 1, "bottleneck": 2}},
+            "test profile: train.bottleneck: applies to dpt only; put it under train.dpt",
+        ),
+        (
+            {"train": {"pt_init": "random"}},
+            "train.pt_init: applies to pt, residual, probe only; put it under train.pt or "
+            "train.residual",
+        ),
+        (
+            {"task_overrides": {"rte": {"residual_hidden": 8}}},
+            "task_overrides.rte.residual_hidden: applies to residual only; "
+            "put it under task_overrides.rte.residual",
+        ),
+        ({"train": {"pt": {"bottleneck": 2}}}, "train.pt.bottleneck: applies to method dpt only"),
+        ({"train": {"dpt": {"epochs": 2}}}, "train.dpt.epochs: not a field of dpt; fields of"),
+        ({"train": {"dpt": {"rank": 2}}}, "train.dpt.rank: not a field of dpt (its fields: bottle"),
+        ({"train": {"finetune": {"pt_init": "vocab"}}}, "train.finetune.pt_init: applies to"),
+        ({"train": {"dpt": 2}}, "train.dpt: expected a mapping"),
+        ({"train": {"probe": {"pt_init": "random"}}}, "train.probe: probe runs in the probe stage"),
+        (
+            {"probe": {"task": "cb", "seed": 0, "config": {"bottleneck": 2}}},
+            "probe.config: bottleneck: applies to method dpt only, not probe",
+        ),
         ({"few_shot": {"shots": [8], "train_on": 16}}, "train_on: 16 is not in few_shot.shots"),
         ({"seeds": []}, "seeds: must not be empty"),
         ({"methods": ["dpt", "dpt"]}, "methods: repeats a value"),
@@ -94,6 +119,56 @@ def test_bad_profiles_fail_in_one_line_naming_the_field(override, needle):
     assert "\n" not in str(err.value)
 
 
+def test_a_method_block_reaches_only_its_method_cells():
+    params = profile(
+        train={"epochs": 1, "dpt": {"bottleneck": 2}, "residual": {"residual_hidden": 8}},
+        task_overrides={"rte": {"epochs": 3, "dpt": {"bottleneck": 5, "init": "normal"}}},
+        tasks=["cb", "rte"],
+        methods=["dpt", "pt", "residual"],
+    )
+    assert params.fields_for("cb", "dpt") == {"epochs": 1, "bottleneck": 2}
+    assert params.fields_for("RTE", "dpt") == {"epochs": 3, "bottleneck": 5, "init": "normal"}
+    assert params.fields_for("rte", "pt") == {"epochs": 3}
+    assert params.fields_for("cb", "residual") == {"epochs": 1, "residual_hidden": 8}
+    assert params.fields_for("cb", "probe") == {"epochs": 1}  # the probe takes probe.config
+
+    def cell(task: str, method: str) -> TrainConfig:
+        return cell_config(params, task=task, method=method, seed=0, model="m", data_dir="d",
+                           out="o")  # fmt: skip
+
+    assert cell("cb", "dpt").method_config.model_dump() == {
+        "bottleneck": 2, "init": "uniform", "init_std": 0.5,
+    }  # fmt: skip
+    assert cell("rte", "dpt").method_config.bottleneck == 5
+    assert cell("cb", "pt").method_config.model_dump() == {"pt_init": "vocab"}
+    assert cell("cb", "residual").method_config.residual_hidden == 8
+    assert cell("cb", "finetune").method_config.model_dump() == {}
+    assert params.task_formats() == {"cb": "paper", "rte": "paper"}
+
+
+def test_probe_config_may_set_the_probe_s_own_fields():
+    params = profile(probe={"task": "cb", "seed": 0, "config": {"epochs": 2, "pt_init": "random"}})
+    cfg = cell_config(params, task="cb", method="probe", seed=0, model="m", data_dir="d", out="o",
+                      extra=params.probe.config)  # fmt: skip
+    assert cfg.method_config.pt_init == "random" and cfg.epochs == 2
+
+
+def test_the_profiles_keep_their_effective_values():
+    """Moving bottleneck and residual_hidden into method blocks changed no cell's values."""
+    smoke = load_profile(REPO_ROOT / "profiles" / "smoke.yaml")
+    assert smoke.fields_for("cb", "dpt")["bottleneck"] == 2
+    assert smoke.fields_for("cb", "residual")["residual_hidden"] == 8
+    assert "bottleneck" not in smoke.fields_for("cb", "pt")
+    paper = load_profile(REPO_ROOT / "profiles" / "paper.yaml")
+    for task in paper.tasks:
+        assert paper.fields_for(task, "dpt")["bottleneck"] == 10
+
+
+def test_an_unknown_cell_method_lists_the_valid_ones():
+    with pytest.raises(DptuneError, match=r"method: unknown method 'lora'; valid: dpt, pt"):
+        cell_config(profile(), task="cb", method="lora", seed=0, model="m", data_dir="d", out="o")
+
+
 def test_a_bad_cell_value_names_the_profile_and_cell():
     params = profile(task_overrides={"cb": {"prompt_length": 0}})
     with pytest.raises(DptuneError, match=r"test profile \(cb-dpt-s0\): prompt_length"):
@@ -103,7 +178,7 @@ def test_a_bad_cell_value_names_the_profile_and_cell():
 
 def test_a_missing_key_is_reported():
     with pytest.raises(DptuneError, match="mlflow"):
-        parse_params({k: v for k, v in profile().model_dump().items() if k != "mlflow"})
+        parse_profile({k: v for k, v in profile().model_dump().items() if k != "mlflow"})
 
 
 def test_run_names():

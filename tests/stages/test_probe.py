@@ -2,14 +2,14 @@ import csv
 import json
 
 import pytest
-from stage_helpers import SUPERGLUE, profile, tiny_config
+from stage_helpers import profile, tiny_config
 
 from dptune.errors import DptuneError
 from dptune.stages.probe import probe_stage
 
 
-def test_probe_trains_and_draws_the_rank_figure(tiny_t5_dir, tmp_path):
-    cfg = tiny_config(profile(), tiny_t5_dir, SUPERGLUE, tmp_path / "run", method="probe")
+def test_probe_trains_and_draws_the_rank_figure(tiny_t5_dir, tmp_path, superglue_dir):
+    cfg = tiny_config(profile(), tiny_t5_dir, superglue_dir, tmp_path / "run", method="probe")
     summary = probe_stage(cfg, tmp_path / "report", track=False)
     report = tmp_path / "report"
     assert (report / "rank_probe.png").read_bytes()[:4] == b"\x89PNG"
@@ -24,7 +24,7 @@ def test_probe_trains_and_draws_the_rank_figure(tiny_t5_dir, tmp_path):
     assert summary["task"] == "cb" and "accuracy" in summary["test"]
 
 
-def test_probe_needs_the_probe_method(tiny_t5_dir, tmp_path):
-    cfg = tiny_config(profile(), tiny_t5_dir, SUPERGLUE, tmp_path / "run", method="dpt")
+def test_probe_needs_the_probe_method(tiny_t5_dir, tmp_path, superglue_dir):
+    cfg = tiny_config(profile(), tiny_t5_dir, superglue_dir, tmp_path / "run", method="dpt")
     with pytest.raises(DptuneError, match="trains method 'probe', not 'dpt'"):
         probe_stage(cfg, tmp_path / "report", track=False)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from stage_helpers import REPO_ROOT, SUPERGLUE, profile
+from stage_helpers import REPO_ROOT, profile
 
 
 def _dptune(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -32,18 +32,17 @@ def test_tasks_lists_the_data_the_profile_needs(tmp_path):
     assert _dptune("tasks", "--params", params, cwd=tmp_path).stdout.strip() == "rte,wic,cb"
 
 
-def test_prepare_and_sample_read_the_profile(tmp_path):
+def test_prepare_and_sample_read_the_profile(tmp_path, superglue_dir):
     params = _write_profile(
         tmp_path / "params.yaml",
         task_overrides={"cb": {"format": "paper"}},
         probe={"task": "cb", "seed": 3, "config": {}},  # the probe's seed gets samples too
     )
-    done = _dptune("prepare", "--data-dir", SUPERGLUE, "--out", "prepared", "--stats",
-                   "stats.json", cwd=tmp_path)  # fmt: skip
+    done = _dptune("prepare", "--data-dir", superglue_dir, "--stats", "stats.json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "stats.json").read_text())["cb"]["format"] == "paper"
-    assert (tmp_path / "prepared" / "cb" / "dataset_dict.json").is_file()
-    done = _dptune("sample", "--params", params, "--data-dir", SUPERGLUE, "--out", "samples",
+    assert not (tmp_path / "prepared").exists()  # a validation stage: no unused datasets
+    done = _dptune("sample", "--params", params, "--data-dir", superglue_dir, "--out", "samples",
                    cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"out": "samples", "samples": 2}

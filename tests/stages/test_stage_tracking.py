@@ -5,7 +5,7 @@ import json
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from stage_helpers import SUPERGLUE, profile, tiny_config
+from stage_helpers import profile, tiny_config
 
 from dptune.stages.evaluate import evaluate_stage
 from dptune.stages.register import register_stage
@@ -23,9 +23,9 @@ def store(tmp_path, pytestconfig, monkeypatch):
     return folder
 
 
-def test_train_logs_registers_and_promotes(store, tiny_t5_dir, tmp_path):
+def test_train_logs_registers_and_promotes(store, tiny_t5_dir, tmp_path, superglue_dir):
     run_dir = tmp_path / "cb-dpt-s0"
-    cfg = tiny_config(profile(), tiny_t5_dir, SUPERGLUE, run_dir)
+    cfg = tiny_config(profile(), tiny_t5_dir, superglue_dir, run_dir)
     summary = train_stage(cfg, track=True, register=True, tags={"data_md5": "abc.dir"})
     logged = summary["mlflow"]
     assert logged["version"] == "1" and logged["alias"] == "challenger"
@@ -46,7 +46,7 @@ def test_train_logs_registers_and_promotes(store, tiny_t5_dir, tmp_path):
     experiment = client.get_experiment_by_name("dptune")
     assert len(client.search_runs([experiment.experiment_id])) == 1
 
-    evaluate_stage([run_dir], SUPERGLUE, tmp_path / "eval.json", track=True)
+    evaluate_stage([run_dir], superglue_dir, tmp_path / "eval.json", track=True)
     metrics = client.get_run(logged["run_id"]).data.metrics
     assert metrics["eval_test_accuracy"] == pytest.approx(summary["test"]["accuracy"])
 
@@ -59,5 +59,5 @@ def test_train_logs_registers_and_promotes(store, tiny_t5_dir, tmp_path):
     assert outcome["promoted"] and outcome["champion"] == "1"
     assert outcome["uri"] == f"models:/{name}@champion"
     model = mlflow.pyfunc.load_model(outcome["uri"])
-    records = [json.loads(line) for line in (SUPERGLUE / "CB" / "val.jsonl").open()][:2]
+    records = [json.loads(line) for line in (superglue_dir / "CB" / "val.jsonl").open()][:2]
     assert set(model.predict(records)) <= {"entailment", "contradiction", "neutral"}

@@ -1,4 +1,4 @@
-"""Fixtures for the task layer: the shared SuperGLUE files and a private datasets cache."""
+"""Fixtures for the task layer: a private datasets cache (SuperGLUE paths: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,19 +20,3 @@ def dptune_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("DPTUNE_CACHE", None)
     else:
         os.environ["DPTUNE_CACHE"] = old
-
-
-@pytest.fixture(scope="session")
-def superglue_dir() -> Path:
-    path = SHARED_DATA / "superglue"
-    if not path.is_dir():
-        pytest.skip(f"shared SuperGLUE data not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="session")
-def samples_dir() -> Path:
-    path = SHARED_DATA / "superglue-samples"
-    if not path.is_dir():
-        pytest.skip(f"shared SuperGLUE samples not found at {path}")
-    return path

@@ -24,8 +24,8 @@ def test_formats_on_a_real_record(superglue_dir: Path, fmt: str, target: str) ->
     assert task.to_label(target, ex) is True
 
 
-def test_train_samples_read(samples_dir: Path) -> None:
-    examples = get_task("boolq").read(str(samples_dir), "train")
+def test_train_samples_read(superglue_samples_dir: Path) -> None:
+    examples = get_task("boolq").read(str(superglue_samples_dir), "train")
     assert [ex.idx for ex in examples] == [0, 1, 2]
     assert all(isinstance(ex.label, bool) for ex in examples)
     assert get_task("boolq", "natural").candidates(examples[0]) == ["no", "yes"]

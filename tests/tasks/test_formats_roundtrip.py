@@ -59,10 +59,10 @@ def test_candidates_decode_to_valid_labels(
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_record_round_trip(samples_dir: Path, fmt: str) -> None:
+def test_record_round_trip(superglue_samples_dir: Path, fmt: str) -> None:
     task = get_task("record", fmt)
     for split in ("train", "val"):
-        for ex in task.read(str(samples_dir), split):
+        for ex in task.read(str(superglue_samples_dir), split):
             pairs = task.train_pairs(ex)
             assert [p.target for p in pairs] == ex.label
             for pair in pairs:

@@ -13,17 +13,17 @@ import pytest
 from dptune.errors import DptuneError
 from dptune.tasks.base import Example
 from dptune.tasks.protocols import HELDOUT_DEV_SIZE, split_for_protocol, training_pool
+from helpers.paths import SUPERGLUE_DIR
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data" / "superglue"
-SAMPLES = REPO.parent / "shared" / "data" / "superglue-samples"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared SuperGLUE data not found")
+needs_shared = pytest.mark.skipif(
+    not SUPERGLUE_DIR.is_dir(), reason="shared SuperGLUE data not found"
+)
 
 
 def _read(task: str, split: str) -> list[Example]:
     from dptune.tasks.registry import get_task
 
-    return get_task(task).read(str(SHARED), split)
+    return get_task(task).read(str(SUPERGLUE_DIR), split)
 
 
 def _keys(examples: list[Example]) -> list:
@@ -108,11 +108,12 @@ def test_record_groups_by_passage_text_when_no_passage_idx_is_kept() -> None:
     assert len(splits.dev) == HELDOUT_DEV_SIZE
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared SuperGLUE samples not found")
-def test_record_reader_keeps_the_passage_idx_the_split_groups_by() -> None:
+def test_record_reader_keeps_the_passage_idx_the_split_groups_by(
+    superglue_samples_dir: Path,
+) -> None:
     from dptune.tasks.registry import get_task
 
-    examples = get_task("record").read(str(SAMPLES), "train")
+    examples = get_task("record").read(str(superglue_samples_dir), "train")
     assert [ex.data["passage_idx"] for ex in examples] == [0, 1, 1, 1, 1, 1, 1, 2, 2]
 
 

@@ -12,26 +12,28 @@ from dptune.tasks.record import join_highlights
 from dptune.tasks.registry import get_task
 
 
-def _raw(samples_dir: Path, split: str) -> list[dict]:
-    lines = (samples_dir / "ReCoRD" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+def _raw(samples: Path, split: str) -> list[dict]:
+    lines = (samples / "ReCoRD" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def test_one_example_per_query(samples_dir: Path) -> None:
+def test_one_example_per_query(superglue_samples_dir: Path) -> None:
     task = get_task("record")
-    train = task.read(str(samples_dir), "train")
-    val = task.read(str(samples_dir), "val")
+    train = task.read(str(superglue_samples_dir), "train")
+    val = task.read(str(superglue_samples_dir), "val")
     assert (len(train), len(val)) == (9, 2)
-    raw_queries = [qa["idx"] for record in _raw(samples_dir, "train") for qa in record["qas"]]
+    raw_queries = [
+        qa["idx"] for record in _raw(superglue_samples_dir, "train") for qa in record["qas"]
+    ]
     assert [ex.idx for ex in train] == raw_queries
     assert train[0].label == ["Nuria"]
     assert train[0].data["passage_idx"] == 0
 
 
-def test_entities_are_inclusive_spans_deduplicated_and_sorted(samples_dir: Path) -> None:
-    record = _raw(samples_dir, "val")[0]
+def test_entities_are_inclusive_spans_deduplicated_and_sorted(superglue_samples_dir: Path) -> None:
+    record = _raw(superglue_samples_dir, "val")[0]
     text = record["passage"]["text"]
-    ex = get_task("record").read(str(samples_dir), "val")[0]
+    ex = get_task("record").read(str(superglue_samples_dir), "val")[0]
     expected = sorted({text[e["start"] : e["end"] + 1] for e in record["passage"]["entities"]})
     assert ex.data["entities"] == expected
     assert "Tracy Morgan" in ex.data["entities"]  # end is inclusive
@@ -40,9 +42,9 @@ def test_entities_are_inclusive_spans_deduplicated_and_sorted(samples_dir: Path)
     assert ex.data["query"] == record["qas"][0]["query"]
 
 
-def test_paper_source_and_one_pair_per_gold_answer(samples_dir: Path) -> None:
+def test_paper_source_and_one_pair_per_gold_answer(superglue_samples_dir: Path) -> None:
     task = get_task("record", "paper")
-    ex = task.read(str(samples_dir), "val")[0]
+    ex = task.read(str(superglue_samples_dir), "val")[0]
     assert ex.label == ["Morgan", "Tracy Morgan"]  # 5 gold spans, 2 distinct texts
     source = (
         f"superglue-record record query: {ex.data['query']} "

@@ -21,9 +21,6 @@ from dptune.tasks.sampling import (
     write_sample,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data" / "superglue"
-
 
 def _flat(n: int, start: int = 0) -> list[Example]:
     return [Example(idx=i, data={"text": f"t{i}"}, label=i % 3) for i in range(start, start + n)]
@@ -194,11 +191,10 @@ def test_draw_is_identical_under_different_hash_seeds() -> None:
     assert len(outputs) == 1
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared SuperGLUE data not found")
-def test_real_cb_training_set_sample() -> None:
+def test_real_cb_training_set_sample(superglue_dir: Path) -> None:
     from dptune.tasks.registry import get_task
 
-    train = get_task("cb").read(str(SHARED), "train")
+    train = get_task("cb").read(str(superglue_dir), "train")
     picked = sample_idx("cb", train, 32, seed=0)
     assert len(set(picked)) == 32
     assert [ex.idx for ex in apply_sample(train, Sample("cb", 32, 0, picked))] == picked

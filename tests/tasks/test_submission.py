@@ -48,10 +48,10 @@ def test_perfect_predictions_score_one(superglue_dir: Path, tmp_path: Path, task
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_perfect_record_predictions_score_one(
-    samples_dir: Path, tmp_path: Path, split: str
+    superglue_samples_dir: Path, tmp_path: Path, split: str
 ) -> None:
     task = get_task("record")
-    gold = samples_dir / "ReCoRD" / f"{split}.jsonl"
+    gold = superglue_samples_dir / "ReCoRD" / f"{split}.jsonl"
     examples = task.read_file(gold)
     out = tmp_path / "record.jsonl"
     write_predictions(task, examples, {ex.key: ex.label[-1] for ex in examples}, out)

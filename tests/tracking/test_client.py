@@ -99,3 +99,20 @@ def test_configure_again_follows_the_new_root_unless_the_user_chose(tmp_path, mo
     assert configure(second) == f"sqlite:///{first}/mlflow.db"
     assert configure(second) == f"sqlite:///{first}/mlflow.db"
     assert mlflow.get_registry_uri() == f"sqlite:///{tmp_path}/registry.db"
+
+
+def test_initialise_store_creates_the_tables_before_any_run(tmp_path, monkeypatch):
+    """What `dptune pipeline run-local` calls before its parallel tasks could race to do it."""
+    import sqlite3
+
+    from dptune.tracking import initialise_store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    db = tmp_path.resolve() / "mlflow.db"
+    assert initialise_store(tmp_path) == f"sqlite:///{db}"
+    with sqlite3.connect(db) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"experiments", "runs", "registered_models", "model_versions"} <= tables
+    with pytest.raises(DptuneError, match="does not exist"):
+        initialise_store(tmp_path / "missing")

@@ -78,38 +78,12 @@ def test_local_backbone_can_travel_with_the_model(tracking, make_run, tmp_path, 
         log_prompt_model(hub_run, include_backbone=True)
 
 
-def _small_cb_copy(folder: Path, lines: int = 12) -> Path:
-    """The first lines of the real CB files: enough to train, dev-select and predict in seconds."""
-    from helpers.tiny_models import SUPERGLUE_DIR
-
-    (folder / "CB").mkdir(parents=True)
-    for split in ("train", "val", "test"):
-        with (SUPERGLUE_DIR / "CB" / f"{split}.jsonl").open(encoding="utf-8") as fh:
-            head = [next(fh) for _ in range(lines)]
-        (folder / "CB" / f"{split}.jsonl").write_text("".join(head), encoding="utf-8")
-    return folder
-
-
 def test_real_predictor_serves_a_trained_tiny_run(tracking, tmp_path, tiny_t5_dir):
     """Train a tiny T5 prompt for two steps, then serve it from the registry."""
-    from dptune.config import make_config
-    from dptune.training.trainer import train
+    from dptune.training.run import train
+    from helpers.small_data import small_run_config, small_task_copy
 
-    config = make_config(
-        {
-            "task": "cb",
-            "method": "dpt",
-            "model": str(tiny_t5_dir),
-            "data_dir": str(_small_cb_copy(tmp_path / "data")),
-            "out": str(tmp_path / "run"),
-            "prompt_length": 4,
-            "bottleneck": 2,
-            "epochs": 1,
-            "max_steps": 2,
-            "batch_size": 4,
-            "device": "cpu",
-        }
-    )
+    config = small_run_config(tiny_t5_dir, small_task_copy(tmp_path / "data"), tmp_path / "run")
     train(config, progress=False)
     run_id = log_run_folder(tmp_path / "run", stage="train")
     version = register_run_folder(run_id, tmp_path / "run")

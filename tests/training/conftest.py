@@ -2,23 +2,15 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SUPERGLUE = REPO_ROOT.parent / "shared" / "data" / "superglue"
-
-
-@pytest.fixture(scope="session")
-def superglue_dir() -> Path:
-    return SUPERGLUE
-
 
 @pytest.fixture
-def base_config(tiny_t5_dir: Path, tmp_path: Path) -> dict:
+def base_config(tiny_t5_dir: Path, tmp_path: Path, superglue_dir: Path) -> dict:
     """A seconds-long CB run on the tiny T5."""
     return {
         "task": "cb",
         "method": "dpt",
         "model": str(tiny_t5_dir),
-        "data_dir": str(SUPERGLUE),
+        "data_dir": str(superglue_dir),
         "out": str(tmp_path / "run"),
         "prompt_length": 8,
         "bottleneck": 2,

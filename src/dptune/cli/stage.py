@@ -1,23 +1,22 @@
-"""`dptune stage ...`: the pipeline stages, as `dvc.yaml` runs them.
+"""`dptune stage ...`: the pipeline stages as `dvc.yaml` runs them (the CLI adapter).
 
-Every command reads its settings from a profile (`--params`, default `params.yaml`) and takes
-only paths and the grid cell as options, so `dvc repro`, a shell and a Kubeflow component run
-the same call. The stage functions themselves live in `dptune.stages`.
+Every command reads a profile (`--params`, default `params.yaml`) and takes only folders and
+the grid cell as options. `dptune.stages.plan` turns those into each stage's inputs, the same
+way the Kubeflow adapter (`dptune.kfp.adapter`) does; the stage functions live in
+`dptune.stages`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from dptune.errors import DptuneError
-from dptune.stages.params import PipelineParams, cell_config, load_params, run_name
-
-if TYPE_CHECKING:
-    from dptune.config import TrainConfig
+from dptune.stages.plan import Cell, Plan, StageInputs
+from dptune.tasks.jsonl import quiet_progress
 
 app = typer.Typer(
     help="Pipeline stages (as run by dvc.yaml): backbone, prepare, sample, train, evaluate, "
@@ -52,12 +51,6 @@ def _echo(result: dict[str, Any]) -> None:
     typer.echo(json.dumps(result, default=str))
 
 
-def _quiet_datasets() -> None:
-    from datasets.utils.logging import disable_progress_bar
-
-    disable_progress_bar()
-
-
 def _data_tags(data_dvc: Path = Path("data.dvc")) -> dict[str, str]:
     """Provenance for MLflow: the DVC hash of the raw data, when data.dvc is present."""
     import yaml
@@ -72,7 +65,7 @@ def _data_tags(data_dvc: Path = Path("data.dvc")) -> dict[str, str]:
 @app.command("tasks")
 def tasks_command(params_file: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Print the comma-separated tasks a profile needs data for (for `dptune data fetch`)."""
-    typer.echo(",".join(load_params(params_file).data_tasks()))
+    typer.echo(",".join(Plan.from_file(params_file).data_tasks()))
 
 
 @app.command("tiny-model")
@@ -82,7 +75,7 @@ def tiny_model_command(
     data_dir: DataOpt = DEFAULT_DATA,
 ) -> None:
     """Build a tiny random T5 or BERT with a tokenizer trained on local SuperGLUE text."""
-    from dptune.stages.tiny_model import build_tiny_model
+    from dptune.backbones.tiny import build_tiny_model
 
     typer.echo(str(build_tiny_model(kind, out, data_dir)))
 
@@ -96,22 +89,21 @@ def backbone_command(
     """Resolve the profile's model reference (building tiny:t5 / tiny:bert)."""
     from dptune.stages.backbone import backbone_stage
 
-    _echo(backbone_stage(load_params(params_file).model, out, data_dir))
+    _echo(backbone_stage(Plan.from_file(params_file).params.model, out, data_dir))
 
 
 @app.command("prepare")
 def prepare_command(
-    out: Annotated[Path, typer.Option(help="Folder for the prepared datasets, one per task")],
-    stats: Annotated[Path, typer.Option(help="Data statistics json to write")],
+    stats: Annotated[Path, typer.Option(help="Validation report (data statistics) to write")],
     params_file: ParamsOpt = DEFAULT_PARAMS,
     data_dir: DataOpt = DEFAULT_DATA,
 ) -> None:
-    """Validate the raw jsonl and write text-to-text datasets plus data statistics."""
+    """Validate the raw jsonl of the profile's tasks in their formats; write data statistics."""
     from dptune.stages.prepare import prepare_stage
 
-    _quiet_datasets()
-    formats = load_params(params_file).task_formats()
-    _echo(prepare_stage(data_dir, list(formats), formats, out, stats))
+    quiet_progress()
+    plan = Plan.from_file(params_file)
+    _echo(prepare_stage(data_dir, plan.data_tasks(), plan.task_formats(), stats))
 
 
 @app.command("sample")
@@ -123,40 +115,11 @@ def sample_command(
     """Draw the few-shot samples for the profile's tasks x few_shot.shots x seeds."""
     from dptune.stages.sample import sample_stage
 
-    _quiet_datasets()
-    params = load_params(params_file)
-    seeds = list(dict.fromkeys([*params.seeds, params.probe.seed]))
-    result = sample_stage(data_dir, params.data_tasks(), params.few_shot.shots, seeds, out)
+    quiet_progress()
+    plan = Plan.from_file(params_file)
+    shots = plan.params.few_shot.shots
+    result = sample_stage(data_dir, plan.data_tasks(), shots, plan.sample_seeds(), out)
     _echo({"out": result["out"], "samples": len(result["samples"])})
-
-
-def _cell(
-    params: PipelineParams,
-    params_file: Path,
-    task: str,
-    method: str,
-    seed: int,
-    data_dir: Path,
-    backbone: Path | None,
-    samples: Path | None,
-    out: Path,
-    extra: dict[str, Any] | None = None,
-) -> TrainConfig:
-    """The TrainConfig of one grid cell of the profile `params` (read from `params_file`)."""
-    from dptune.stages.backbone import model_of
-
-    return cell_config(
-        params,
-        task=task,
-        method=method,
-        seed=seed,
-        model=model_of(params.model, backbone),
-        data_dir=data_dir,
-        out=out,
-        samples_dir=samples,
-        extra=extra,
-        source=str(params_file),
-    )
 
 
 @app.command("train")
@@ -174,31 +137,15 @@ def train_command(
     """Train one grid cell, then log it to MLflow and register its prompt (challenger)."""
     from dptune.stages.train import train_stage
 
-    params = load_params(params_file)
-    cfg = _cell(params, params_file, task, method, seed, data_dir, backbone, samples, out)
-    _quiet_datasets()
+    plan = Plan.from_file(params_file)
+    inputs = StageInputs(data_dir, backbone, samples)
+    cfg = plan.cell_config(Cell(task.lower(), method, seed), inputs, out)
+    quiet_progress()
     summary = train_stage(
-        cfg,
-        track=_tracked(params, track),
-        register=params.mlflow.register_prompts,
-        tags=_data_tags(),
+        cfg, track=plan.track(track), register=plan.register_prompts, tags=_data_tags(),
         progress=True,
-    )
+    )  # fmt: skip
     _echo(summary)
-
-
-def _tracked(params: PipelineParams, track: bool | None) -> bool:
-    return params.mlflow.track if track is None else track
-
-
-def _grid_runs(params: PipelineParams, runs: Path) -> list[Path]:
-    """The run folders of the profile's grid (tasks x methods x seeds), in table order."""
-    return [
-        runs / run_name(task, method, seed)
-        for task in params.tasks
-        for method in params.methods
-        for seed in params.seeds
-    ]
 
 
 @app.command("evaluate")
@@ -212,10 +159,9 @@ def evaluate_command(
     """Re-score every run's submission files against the gold labels and check them."""
     from dptune.stages.evaluate import evaluate_stage
 
-    _quiet_datasets()
-    params = load_params(params_file)
-    runs_of_grid = _grid_runs(params, runs)
-    records = evaluate_stage(runs_of_grid, data_dir, out, track=_tracked(params, track))
+    quiet_progress()
+    plan = Plan.from_file(params_file)
+    records = evaluate_stage(plan.grid_runs(runs), data_dir, out, track=plan.track(track))
     _echo({name: record["test"] for name, record in records.items()})
 
 
@@ -230,17 +176,10 @@ def baseline_command(
     """Majority-class and (encoder-only backbones) head-only rows for every task."""
     from dptune.stages.baseline import baseline_stage
 
-    _quiet_datasets()
-    params = load_params(params_file)
-    method = params.methods[0]  # any: a baseline uses only the data and optimisation fields
-    configs = {
-        task: [
-            _cell(params, params_file, task, method, seed, data_dir, backbone, samples, out)
-            for seed in params.seeds
-        ]
-        for task in params.tasks
-    }
-    _echo(baseline_stage(configs, out, params.report.baselines))
+    quiet_progress()
+    plan = Plan.from_file(params_file)
+    configs = plan.baseline_configs(StageInputs(data_dir, backbone, samples), out.parent)
+    _echo(baseline_stage(configs, out, plan.params.report.baselines))
 
 
 @app.command("probe")
@@ -256,14 +195,11 @@ def probe_command(
     """Train the rank probe on the profile's probe task and draw the Sigma-sign / rank figure."""
     from dptune.stages.probe import probe_stage
 
-    _quiet_datasets()
-    params = load_params(params_file)
-    probe = params.probe
-    cfg = _cell(
-        params, params_file, probe.task, "probe", probe.seed, data_dir, backbone, samples, out,
-        extra=probe.config,
-    )  # fmt: skip
-    _echo(probe_stage(cfg, report, track=_tracked(params, track), progress=True))
+    quiet_progress()
+    plan = Plan.from_file(params_file)
+    cfg = plan.probe_config(StageInputs(data_dir, backbone, samples), out)
+    _echo(probe_stage(cfg, report, title=plan.probe_title(cfg), track=plan.track(track),
+                      progress=True))  # fmt: skip
 
 
 @app.command("report")
@@ -279,10 +215,10 @@ def report_command(
     """Build the paper-style results table (results.md, results.json) from the profile's grid."""
     from dptune.stages.report import report_stage
 
-    params = load_params(params_file)
+    plan = Plan.from_file(params_file)
     result = report_stage(
-        _grid_runs(params, runs), out, baselines=baselines, evals=evals, probe=probe,
-        track=_tracked(params, track),
+        plan.grid_runs(runs), out, baselines=baselines, evals=evals, probe=probe,
+        track=plan.track(track),
     )  # fmt: skip
     averages = {name: row["avg"] for name, row in result["table"]["rows"].items()}
     _echo({"out": result["out"], "avg": averages})
@@ -306,12 +242,11 @@ def register_command(
     from dptune.fileio import write_json
     from dptune.stages.register import promote_profile
 
-    params = load_params(params_file)
-    if version is not None and len(task or params.tasks) != 1:
+    plan = Plan.from_file(params_file)
+    if version is not None and len(task or plan.params.tasks) != 1:
         raise DptuneError("--version: give exactly one --task with it")
-    outcomes: dict[str, Any] | None = promote_profile(
-        params, backbone, tasks=task, metric=metric, version=version
-    )
+    inputs = StageInputs(backbone_dir=backbone)
+    outcomes = promote_profile(plan, inputs, tasks=task, metric=metric, version=version)
     if outcomes is None and task:
         raise DptuneError(
             f"{params_file}: mlflow.track / register_prompts is off; nothing to promote"

@@ -15,7 +15,7 @@ from dptune.errors import DptuneError
 
 def _train(cfg: TrainConfig) -> None:
     """Train a prompt (or fine-tune) on one SuperGLUE task and export the run folder."""
-    from dptune.training.trainer import train as run_training
+    from dptune.training.run import train as run_training
 
     metrics = run_training(cfg)
     summary = {k: metrics[k] for k in ("task", "method", "trainable_params", "best_epoch")}

@@ -20,37 +20,36 @@ def prepare(
     params: str,
     data_source: str,
     superglue: Output[Dataset],
-    prepared: Output[Dataset],
     stats: Output[Metrics],
 ):
-    """Fetch and check the raw SuperGLUE jsonl, then write text-to-text datasets and stats."""
-    from dptune.kfp import steps
+    """Fetch the raw SuperGLUE jsonl and validate it in the profile's formats, with stats."""
+    from dptune.kfp import adapter
 
-    steps.prepare(params, data_source, superglue, prepared, stats)
+    adapter.prepare(params, data_source, superglue, stats)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def backbone(params: str, superglue: Input[Dataset], backbone: Output[Model]):
     """Resolve the profile's model reference (building tiny:t5 / tiny:bert)."""
-    from dptune.kfp import steps
+    from dptune.kfp import adapter
 
-    steps.backbone(params, superglue, backbone)
+    adapter.backbone(params, superglue, backbone)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def sample(params: str, superglue: Input[Dataset], samples: Output[Dataset]):
     """Draw the few-shot samples (tasks x K x seeds), a versioned artifact."""
-    from dptune.kfp import steps
+    from dptune.kfp import adapter
 
-    steps.sample(params, superglue, samples)
+    adapter.sample(params, superglue, samples)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def grid(params: str) -> list:
     """Validate the profile and list its grid cells (task x method x seed)."""
-    from dptune.kfp import steps
+    from dptune.kfp import adapter
 
-    return steps.grid(params)
+    return adapter.grid(params)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -66,9 +65,9 @@ def train(
     metrics: Output[Metrics],
 ):
     """Train one grid cell, resuming from its checkpoint after a retry; log and register it."""
-    from dptune.kfp import steps
+    from dptune.kfp import adapter
 
-    steps.train(params, cell, superglue, backbone, samples, workspace, pipeline_run, run, metrics)
+    adapter.train(params, cell, superglue, backbone, samples, workspace, pipeline_run, run, metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -80,9 +79,9 @@ def evaluate(
     metrics: Output[Metrics],
 ):
     """Re-score a run's submission files on the test split and the official val set."""
-    from dptune.kfp import steps
+    from dptune.kfp import adapter
 
-    steps.evaluate(params, run, superglue, evaluation, metrics)
+    adapter.evaluate(params, run, superglue, evaluation, metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -94,9 +93,9 @@ def baseline(
     baselines: Output[Dataset],
 ):
     """The baseline rows of the results table (majority; head-only for encoders)."""
-    from dptune.kfp import steps
+    from dptune.kfp import adapter
 
-    steps.baseline(params, superglue, backbone, samples, baselines)
+    adapter.baseline(params, superglue, backbone, samples, baselines)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -112,9 +111,11 @@ def probe(
     metrics: Output[Metrics],
 ):
     """Train the rank probe and draw the Sigma-sign / rank figure (paper Fig. 3)."""
-    from dptune.kfp import steps
+    from dptune.kfp import adapter
 
-    steps.probe(params, superglue, backbone, samples, workspace, run, probe_report, figure, metrics)
+    adapter.probe(
+        params, superglue, backbone, samples, workspace, run, probe_report, figure, metrics
+    )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -129,17 +130,17 @@ def report(
     metrics: Output[Metrics],
 ):
     """The paper-style results table (mean +- std over seeds) of every grid run."""
-    from dptune.kfp import steps
+    from dptune.kfp import adapter
 
-    steps.report(params, runs, evaluations, baselines, probe_report, table, results, metrics)
+    adapter.report(params, runs, evaluations, baselines, probe_report, table, results, metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def register(params: str, backbone: Input[Model], promotions: Output[Markdown]):
     """Promote each task's best registered prompt version to alias `champion`."""
-    from dptune.kfp import steps
+    from dptune.kfp import adapter
 
-    steps.register(params, backbone, promotions)
+    adapter.register(params, backbone, promotions)
 
 
 ALL = (prepare, backbone, sample, grid, train, evaluate, baseline, probe, report, register)

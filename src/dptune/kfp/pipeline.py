@@ -75,7 +75,7 @@ def _sized(task: dsl.PipelineTask, resources: Resources) -> None:
     task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
 
 
-def _tracked(task: dsl.PipelineTask, options: PipelineOptions) -> None:
+def _with_mlflow(task: dsl.PipelineTask, options: PipelineOptions) -> None:
     """MLflow credentials from the Kubernetes secret; no caching, since a cached task would
     skip what it records in MLflow (runs, registered versions, aliases)."""
     task.set_caching_options(False)
@@ -124,15 +124,15 @@ def build_pipeline(
                 pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **inputs,
             )  # fmt: skip
             _on_gpu(train, options)
-            _tracked(train, options)
+            _with_mlflow(train, options)
             evaluate = components.evaluate(
                 params=params, run=train.outputs["run"], superglue=superglue
             )
-            _tracked(evaluate, options)
+            _with_mlflow(evaluate, options)
 
         probe = components.probe(params=params, workspace=workspace, **inputs)
         _on_gpu(probe, options)
-        _tracked(probe, options)
+        _with_mlflow(probe, options)
         baseline = components.baseline(params=params, **inputs)
         _sized(baseline, options.train_resources)
         report = components.report(
@@ -142,14 +142,14 @@ def build_pipeline(
             baselines=baseline.outputs["baselines"],
             probe_report=probe.outputs["probe_report"],
         )
-        _tracked(report, options)
+        _with_mlflow(report, options)
         register = components.register(params=params, backbone=inputs["backbone"]).after(report)
-        _tracked(register, options)
-        steps = (prepare, backbone, sample, grid, evaluate, report, register)
-        for task in steps:
+        _with_mlflow(register, options)
+        small_tasks = (prepare, backbone, sample, grid, evaluate, report, register)
+        for task in small_tasks:
             _sized(task, options.step_resources)
         if options.image != components.IMAGE:  # the components' own base image otherwise
-            for task in (*steps, train, probe, baseline):
+            for task in (*small_tasks, train, probe, baseline):
                 task.set_container_image(options.image)
 
     return dptune_pipeline
@@ -254,10 +254,6 @@ def run_local(
 
 def _initialise_tracking() -> None:
     """Create the MLflow store's tables before parallel tasks race to create them."""
-    from mlflow import MlflowClient
-
     from dptune import tracking
 
-    uri = tracking.configure()
-    tracking.check_tracking_server(uri)
-    MlflowClient().search_experiments(max_results=1)
+    tracking.initialise_store()

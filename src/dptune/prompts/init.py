@@ -8,15 +8,17 @@ have seeded with `torch.manual_seed`.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Literal
 
 import torch
 from torch import nn
 
+from dptune.prompts.pt.config import PromptInit
+
+__all__ = ["VOCAB_INIT_RANGE", "PromptInit", "initial_prompt", "linear", "normal", "uniform"]
+
 # Lester et al. (2021) initialise prompt tokens from the 5,000 most common vocabulary entries;
 # SentencePiece and WordPiece vocabularies are roughly frequency-ordered, so the first ids are.
 VOCAB_INIT_RANGE = 5000
-PromptInit = Literal["vocab", "random"]
 
 
 def uniform(

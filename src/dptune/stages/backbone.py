@@ -34,7 +34,7 @@ def model_kind(model: str) -> str:
 def backbone_stage(reference: str, out: str | Path, data_dir: str | Path) -> dict[str, Any]:
     """Resolve (or, for `tiny:`, build) the backbone and write `<out>/backbone.json`."""
     from dptune.backbones.loader import resolve_model
-    from dptune.stages.tiny_model import build_tiny_model
+    from dptune.backbones.tiny import build_tiny_model
 
     out = Path(out)
     if reference.startswith(TINY_PREFIX):

@@ -64,12 +64,18 @@ def _scores(
 
 
 def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
-    """Train the linear head alone (no prompt) for `cfg`'s task, data and seed."""
-    from transformers import get_linear_schedule_with_warmup
+    """Train the linear head alone (no prompt) for `cfg`'s task, data and seed.
 
+    Built from the trainer's pieces (`dptune.training.loop`): the same step plan, AdamW groups
+    and warmup schedule, clipped `training_step` and best-epoch `record_dev`; only the forward
+    pass differs (the head on cached pooled features).
+    """
     from dptune.backbones.loader import build_backbone
+    from dptune.data.run_data import load_run_data
+    from dptune.training.checkpoint import TrainState
     from dptune.training.data import build_eval_features, build_train_features, epoch_batches
-    from dptune.training.trainer import load_run_data, seed_everything
+    from dptune.training.device import autocast_for, seed_everything
+    from dptune.training.loop import build_optimizer, plan_steps, record_dev, training_step
 
     seed_everything(cfg.seed)
     data = load_run_data(cfg)
@@ -89,36 +95,36 @@ def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
 
     head = backbone.head
     head.train()
-    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(train_features) // cfg.batch_size)
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    best: dict[str, Any] = {"dev": None}
-    step, epoch = 0, 0
-    while step < total:
-        for batch in epoch_batches([1] * len(train_features), cfg.batch_size, cfg.seed, epoch):
-            if step >= total:
+    cpu = torch.device("cpu")  # the pooled features live on the CPU
+    plan = plan_steps(cfg, len(train_features))
+    groups = backbone.param_groups(cfg.learning_rate, cfg.head_lr, cfg.weight_decay)
+    optimizer, scheduler = build_optimizer(groups, cfg, plan.total_steps, cpu)
+    params = [p for group in groups for p in group["params"]]
+
+    def forward(batch: list[int]) -> torch.Tensor:
+        return F.cross_entropy(head(train_x[batch]), train_y[batch])
+
+    state, best_test = TrainState(), None
+    while state.step < plan.total_steps:
+        batches = epoch_batches([1] * len(train_features), cfg.batch_size, cfg.seed, state.epoch)
+        for batch in batches:
+            if state.step >= plan.total_steps:
                 break
-            loss = F.cross_entropy(head(train_x[batch]), train_y[batch])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-        epoch += 1
-        dev_metrics = _scores(task, head, dev_x, dev)
-        primary = dev_metrics[task.primary_metric]
-        if best["dev"] is None or primary > best["dev"][task.primary_metric]:
-            best = {"dev": dev_metrics, "epoch": epoch, "test": _scores(task, head, test_x, test)}
+            training_step(
+                forward, batch, optimizer, scheduler, params, cfg.max_grad_norm, autocast_for(cpu)
+            )
+            state.step += 1
+        state.epoch += 1
+        if record_dev(state, _scores(task, head, dev_x, dev), task.primary_metric):
+            best_test = _scores(task, head, test_x, test)
     return {
         "seed": cfg.seed,
         "trainable_params": sum(p.numel() for p in head.parameters()),
         "train_examples": len(data.train),
-        "steps": step,
-        "best_epoch": best["epoch"],
-        "dev": best["dev"],
-        "test": best["test"],
+        "steps": state.step,
+        "best_epoch": state.best_epoch,
+        "dev": state.best_dev,
+        "test": best_test,
     }
 
 

@@ -1,25 +1,11 @@
-"""Small helpers the stages share: reading run folders and switching MLflow on."""
+"""Small helpers the stages share: reading JSON outputs and switching MLflow on (run folders are
+read through `dptune.run_folder.RunFolder`)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from dptune.fileio import read_json
 
-from dptune.errors import DptuneError
-from dptune.fileio import write_json
-
-TRACKING_FILE = "tracking.json"  # written into a run folder once it is logged to MLflow
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise DptuneError(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DptuneError(f"{path}:{err.lineno}: invalid JSON") from None
+__all__ = ["read_json", "start_tracking"]
 
 
 def start_tracking() -> str:
@@ -28,16 +14,3 @@ def start_tracking() -> str:
 
     uri = tracking.configure()
     return tracking.check_tracking_server(uri)
-
-
-def read_tracking(run_dir: str | Path, uri: str) -> dict[str, Any] | None:
-    """What an earlier call logged for `run_dir` to the store at `uri`, if anything."""
-    path = Path(run_dir) / TRACKING_FILE
-    if not path.is_file():
-        return None
-    record = read_json(path)
-    return record if isinstance(record, dict) and record.get("tracking_uri") == uri else None
-
-
-def write_tracking(run_dir: str | Path, record: dict[str, Any]) -> None:
-    write_json(Path(run_dir) / TRACKING_FILE, record)

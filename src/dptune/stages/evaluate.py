@@ -18,24 +18,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dptune.config import load_yaml
 from dptune.errors import DptuneError
 from dptune.fileio import write_json
-from dptune.stages.common import read_json, read_tracking, start_tracking
+from dptune.run_folder import RunFolder
+from dptune.stages.common import start_tracking
 from dptune.tasks.base import Example
 from dptune.tasks.common import SuperGlueTask
 from dptune.tasks.protocols import split_for_protocol
 from dptune.tasks.registry import get_task
-from dptune.tasks.submission import read_predictions
 
 TOLERANCE = 1e-9
 
 
-def _read_submission(task: SuperGlueTask, path: Path, examples: list[Example]) -> dict[Any, Any]:
-    """Predictions of `path`, which must label exactly the examples given."""
-    if not path.is_file():
-        raise DptuneError(f"{path}: missing; the run did not finish")
-    predicted = read_predictions(task, path)
+def _read_submission(
+    task: SuperGlueTask, folder: RunFolder, split: str, examples: list[Example]
+) -> dict[Any, Any]:
+    """Predictions of the run's `split` submission file, which must label exactly `examples`."""
+    path = folder.predictions_path(split)
+    predicted = folder.read_predictions(task, split)
     wanted = {ex.key for ex in examples}
     missing = [ex for ex in examples if ex.key not in predicted]
     if missing:
@@ -57,17 +57,17 @@ def _agrees(ours: dict[str, float], theirs: dict[str, Any] | None) -> bool:
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path) -> dict[str, Any]:
     """The eval record of one finished run folder."""
-    run_dir = Path(run_dir)
-    config = load_yaml(run_dir / "config.yaml")
-    metrics = read_json(run_dir / "metrics.json")
+    folder = RunFolder(run_dir)
+    config = folder.read_config()
+    metrics = folder.read_metrics()
     task = get_task(config["task"], config["format"])
     val = task.read(str(data_dir), "val")
     train = task.read(str(data_dir), "train")
     splits = split_for_protocol(task.name, train, val, config["protocol"])
-    predicted = _read_submission(task, run_dir / "predictions" / "val.jsonl", val)
+    predicted = _read_submission(task, folder, "val", val)
     test_metrics = task.score(splits.test, predicted)
     record: dict[str, Any] = {
-        "run": run_dir.name,
+        "run": folder.path.name,
         "task": task.name,
         "method": config["method"],
         "seed": config["seed"],
@@ -80,8 +80,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path) -> dict[str, Any]:
     }
     test_file = Path(data_dir) / task.dirname / "test.jsonl"
     if test_file.is_file():
-        submission = run_dir / "predictions" / "test.jsonl"
-        labelled = _read_submission(task, submission, task.read(str(data_dir), "test"))
+        labelled = _read_submission(task, folder, "test", task.read(str(data_dir), "test"))
+        submission = folder.predictions_path("test")
         record["submission"] = {"file": str(submission), "predictions": len(labelled)}
     return record
 
@@ -103,10 +103,9 @@ def evaluate_stage(
 
 
 def _log_eval(run_dir: str | Path, record: dict[str, Any]) -> str:
-    from dptune.stages.mlflow_log import log_stage_results
-    from dptune.tracking import tracking_uri
+    from dptune.tracking import log_stage_results, tracking_uri
 
-    logged = read_tracking(run_dir, tracking_uri())
+    logged = RunFolder(run_dir).read_tracking(tracking_uri())
     metrics = {
         f"eval_{split}_{name}": value
         for split in ("test", "val")

@@ -1,39 +1,93 @@
 """The pipeline's parameters: `params.yaml` (the default profile) and `profiles/*.yaml`.
 
 A profile names the grid (tasks x methods x seeds), the backbone and the TrainConfig fields the
-runs share; every field it leaves out keeps its default from `dptune.config.TrainConfig`, the one
-place defaults live. `cell_config` turns a profile and one grid cell into a validated TrainConfig.
+runs share; every field it leaves out keeps its default from `dptune.config.TrainConfig` (or, for
+a method's own hyperparameters, from the method's config). `train` and each
+`task_overrides.<task>` hold fields shared by every method plus one block per method for the
+fields only that method owns, e.g. `train: {epochs: 4, dpt: {bottleneck: 2}}`; `fields_for`
+merges them for one cell; `dptune.stages.plan` turns a profile and one grid cell into a validated
+TrainConfig.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dptune.config import (
-    METHODS,
+    METHOD_FIELDS,
     TASKS,
     TrainConfig,
+    applies_to,
     format_validation_error,
     load_yaml,
-    make_config,
 )
 from dptune.errors import DptuneError
+from dptune.prompts.registry import get_method, method_names, methods
 
 # TrainConfig fields the pipeline sets for each cell; a profile may not fix them.
 CELL_FIELDS: tuple[str, ...] = ("task", "method", "seed", "model", "data_dir", "out", "sample")
 Baseline = Literal["majority", "head-only"]
 
 
-def _check_config_fields(values: dict[str, Any]) -> dict[str, Any]:
+def _check_config_fields(values: dict[str, Any], blocks: bool = False) -> dict[str, Any]:
+    """Common TrainConfig fields (with `blocks`, method blocks pass: `_check_layer` reads them)."""
     for name in values:
+        if blocks and name in method_names():
+            continue
         if name in CELL_FIELDS:
             raise ValueError(f"{name!r} is set by the pipeline for each run")
         if name not in TrainConfig.model_fields:
             raise ValueError(f"{name!r} is not a TrainConfig field")
     return values
+
+
+def _grid_method(name: str) -> str:
+    spec = get_method(name) if name in method_names() else None
+    if spec is None:
+        valid = ", ".join(s.name for s in methods() if s.grid)
+        raise ValueError(f"unknown method {name!r}; valid: {valid}")
+    if not spec.grid:
+        raise ValueError(f"{name} runs in the {name} stage")
+    return name
+
+
+def _check_layer(values: dict[str, Any], where: str) -> None:
+    """`train` or `task_overrides.<task>`: a method's own field belongs in that method's block,
+    and a block holds only its method's fields."""
+    for name, value in values.items():
+        if name in METHOD_FIELDS:
+            blocks = [f"{where}.{m}" for m in METHOD_FIELDS[name] if get_method(m).grid]
+            put = " or ".join(blocks) if blocks else "probe.config"
+            owners = ", ".join(METHOD_FIELDS[name])
+            raise ValueError(f"{where}.{name}: applies to {owners} only; put it under {put}")
+        if name not in method_names():
+            continue
+        spec = get_method(name)
+        if not spec.grid:
+            raise ValueError(f"{where}.{name}: {name} runs in the {name} stage; use probe.config")
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}.{name}: expected a mapping of {name}'s own fields")
+        for field in value:
+            if field in spec.fields:
+                continue
+            if field in METHOD_FIELDS:
+                why = f"{applies_to(field)}, not {name}"
+            elif field in TrainConfig.model_fields:
+                why = f"not a field of {name}; fields of every method go directly under {where}"
+            else:
+                why = f"not a field of {name} (its fields: {', '.join(spec.fields) or 'none'})"
+            raise ValueError(f"{where}.{name}.{field}: {why}")
 
 
 def _check_tasks(values: list[str]) -> list[str]:
@@ -75,7 +129,11 @@ class ProbeParams(_Strict):
     @field_validator("config")
     @classmethod
     def _config_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return _check_config_fields(values)
+        _check_config_fields(values)
+        for name in values:
+            if name in METHOD_FIELDS and "probe" not in METHOD_FIELDS[name]:
+                raise ValueError(f"{name}: {applies_to(name)}, not probe")
+        return values
 
 
 class ReportParams(_Strict):
@@ -95,10 +153,15 @@ class PipelineParams(_Strict):
         "MiniLM-L6) or tiny:t5 / tiny:bert (built offline for smoke runs)"
     )
     tasks: list[str]
-    methods: list[Literal["dpt", "pt", "residual", "finetune"]]
+    methods: list[Annotated[str, AfterValidator(_grid_method)]]
     seeds: list[int]
-    train: dict[str, Any] = Field(description="TrainConfig fields shared by every run")
-    task_overrides: dict[str, dict[str, Any]] = Field(description="TrainConfig fields per task")
+    train: dict[str, Any] = Field(
+        description="TrainConfig fields shared by every run, and per-method blocks of a "
+        "method's own fields (e.g. dpt: {bottleneck: 2})"
+    )
+    task_overrides: dict[str, dict[str, Any]] = Field(
+        description="TrainConfig fields per task, with per-method blocks as in train"
+    )
     few_shot: FewShotParams
     probe: ProbeParams
     report: ReportParams
@@ -112,15 +175,32 @@ class PipelineParams(_Strict):
     @field_validator("train")
     @classmethod
     def _train_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return _check_config_fields(values)
+        return _check_config_fields(values, blocks=True)
 
     @field_validator("task_overrides")
     @classmethod
     def _overrides(cls, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         _check_tasks(list(values))
         for fields in values.values():
-            _check_config_fields(fields)
+            _check_config_fields(fields, blocks=True)
         return {k.lower(): v for k, v in values.items()}
+
+    @model_validator(mode="after")
+    def _method_blocks(self) -> PipelineParams:
+        _check_layer(self.train, "train")
+        for task, fields in self.task_overrides.items():
+            _check_layer(fields, f"task_overrides.{task}")
+        return self
+
+    def fields_for(self, task: str, method: str) -> dict[str, Any]:
+        """The profile's TrainConfig fields for one cell, later layers winning: `train`'s shared
+        fields, `train.<method>`, `task_overrides.<task>`'s shared fields, then
+        `task_overrides.<task>.<method>`."""
+        values: dict[str, Any] = {}
+        for layer in (self.train, self.task_overrides.get(task.lower(), {})):
+            values.update({k: v for k, v in layer.items() if k not in method_names()})
+            values.update(layer.get(method, {}))
+        return values
 
     def data_tasks(self) -> list[str]:
         """Every task the profile needs data for: the grid's, then the probe's."""
@@ -146,7 +226,7 @@ class PipelineParams(_Strict):
             raise DptuneError(f"{source}: few_shot.train_on: {train_on} is not in few_shot.shots")
 
 
-def parse_params(values: dict[str, Any], source: str = "params.yaml") -> PipelineParams:
+def parse_profile(values: dict[str, Any], source: str = "params.yaml") -> PipelineParams:
     try:
         params = PipelineParams(**values)
     except ValidationError as err:
@@ -155,9 +235,9 @@ def parse_params(values: dict[str, Any], source: str = "params.yaml") -> Pipelin
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> PipelineParams:
+def load_profile(path: str | Path = "params.yaml") -> PipelineParams:
     """Read and validate a profile; errors name the file and the field."""
-    return parse_params(load_yaml(path), source=str(path))
+    return parse_profile(load_yaml(path), source=str(path))
 
 
 def run_name(task: str, method: str, seed: int) -> str:
@@ -167,32 +247,3 @@ def run_name(task: str, method: str, seed: int) -> str:
 
 def sample_path(samples_dir: str | Path, task: str, shots: int, seed: int) -> Path:
     return Path(samples_dir) / task / f"k{shots}-s{seed}.json"
-
-
-def cell_config(
-    params: PipelineParams,
-    *,
-    task: str,
-    method: str,
-    seed: int,
-    model: str,
-    data_dir: str | Path,
-    out: str | Path,
-    samples_dir: str | Path | None = None,
-    extra: dict[str, Any] | None = None,
-    source: str = "params.yaml",
-) -> TrainConfig:
-    """The TrainConfig of one cell: shared fields, then the task's overrides, then `extra`."""
-    task = task.lower()
-    if method not in METHODS:
-        raise DptuneError(f"{source}: method: unknown {method!r}; valid: {', '.join(METHODS)}")
-    values: dict[str, Any] = {**params.train, **params.task_overrides.get(task, {})}
-    values.update(extra or {})
-    values.update(
-        task=task, method=method, seed=seed, model=model, data_dir=str(data_dir), out=str(out)
-    )
-    if params.few_shot.train_on is not None:
-        if samples_dir is None:
-            raise DptuneError(f"{source}: few_shot.train_on is set but no samples folder given")
-        values["sample"] = str(sample_path(samples_dir, task, params.few_shot.train_on, seed))
-    return make_config(values, source=f"{source} ({run_name(task, method, seed)})")

@@ -1,13 +1,15 @@
-"""Stage `prepare`: validate the raw SuperGLUE jsonl and turn it into text-to-text datasets.
+"""Stage `prepare`: validate the raw SuperGLUE jsonl of the profile's tasks.
 
-For each task and split it writes a Hugging Face dataset (`save_to_disk`) with one row per
-training pair (train) or per example (val, test):
+For every task and split it checks that the file parses (errors name file:line, from the task
+readers), that train and val are fully labelled, that no idx repeats, and that every example
+turns into text-to-text pairs in the task's format (so a format that cannot render the data
+fails here, before any training). Every file's sha256 is compared with the official one; a
+different file is reported in the statistics, not rejected, so local variants stay usable.
 
-    idx (JSON text), source, target ("" when unlabelled), label (JSON text), candidates
-
-Validation: every file parses (errors name file:line, from the task readers), train and val are
-fully labelled, no idx repeats, and every file's sha256 is compared with the official one
-(a different file is reported in the stats, not rejected, so local variants stay usable).
+Its only output is the validation report, the data statistics (`reports/data_stats.json` in
+dvc.yaml): the stages that read the raw data (`sample`, and through the samples `train`,
+`baseline` and `probe`) run after it, so invalid data stop the pipeline before them. The
+training code tokenises the raw files itself (with its own cache); nothing is written for it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from typing import Any
 
 from dptune.data.fetch import expected_hashes, sha256_file
 from dptune.errors import DptuneError
-from dptune.fileio import atomic_dir, write_json
-from dptune.tasks.base import Example
+from dptune.fileio import write_json
+from dptune.tasks.base import Example, TextPair
 from dptune.tasks.common import SuperGlueTask, describe_idx
 from dptune.tasks.registry import get_task
 
@@ -29,7 +31,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 LABELLED_SPLITS: tuple[str, ...] = ("train", "val")
 
 
-def _check_examples(task: SuperGlueTask, split: str, path: Path, examples: list[Example]) -> None:
+def _check_examples(split: str, path: Path, examples: list[Example]) -> None:
     if not examples:
         raise DptuneError(f"{path}: no examples")
     seen: set[Any] = set()
@@ -41,21 +43,19 @@ def _check_examples(task: SuperGlueTask, split: str, path: Path, examples: list[
             raise DptuneError(f"{path}: idx {describe_idx(ex.idx)}: {split} example has no label")
 
 
-def _rows(task: SuperGlueTask, split: str, examples: Sequence[Example]) -> list[dict[str, Any]]:
-    rows = []
+def _sources(task: SuperGlueTask, split: str, examples: Sequence[Example]) -> list[str]:
+    """The model inputs of `split` in the task's format: one per training pair (train), one per
+    example (val, test). Building them, and each labelled example's target, proves the format
+    renders every example."""
+    sources: list[str] = []
     for ex in examples:
-        pairs = task.train_pairs(ex) if ex.label is not None else []
-        common = {
-            "idx": json.dumps(ex.idx),
-            "label": json.dumps(ex.label),
-            "candidates": task.candidates(ex),
-        }
+        pairs: list[TextPair] = task.train_pairs(ex) if ex.label is not None else []
+        task.candidates(ex)
         if split == "train":
-            rows.extend({**common, "source": p.source, "target": p.target} for p in pairs)
+            sources.extend(pair.source for pair in pairs)
         else:
-            target = pairs[0].target if pairs else ""
-            rows.append({**common, "source": task.source(ex), "target": target})
-    return rows
+            sources.append(task.source(ex))
+    return sources
 
 
 def label_text(label: Any) -> str:
@@ -69,12 +69,12 @@ def _label_counts(examples: Sequence[Example]) -> dict[str, int]:
 
 
 def _split_stats(
-    examples: Sequence[Example], rows: Sequence[dict[str, Any]], path: Path, official: str | None
+    examples: Sequence[Example], sources: Sequence[str], path: Path, official: str | None
 ) -> dict[str, Any]:
-    lengths = [len(r["source"].split()) for r in rows]
+    lengths = [len(source.split()) for source in sources]
     return {
         "examples": len(examples),
-        "rows": len(rows),
+        "pairs": len(sources),
         "labels": _label_counts(examples),
         "source_words_mean": round(sum(lengths) / len(lengths), 1) if lengths else 0.0,
         "source_words_max": max(lengths, default=0),
@@ -82,43 +82,36 @@ def _split_stats(
     }
 
 
-def prepare_task(data_dir: str | Path, task_name: str, fmt: str, out: str | Path) -> dict[str, Any]:
-    """Validate one task's raw files and write its text-to-text DatasetDict to `out`."""
-    from datasets import Dataset, DatasetDict
-
+def prepare_task(data_dir: str | Path, task_name: str, fmt: str) -> dict[str, Any]:
+    """Validate one task's raw files in format `fmt`; return its statistics per split."""
     task = get_task(task_name, fmt)
     hashes = expected_hashes()
     stats: dict[str, Any] = {"format": fmt}
-    datasets: dict[str, Dataset] = {}
     for split in SPLITS:
         path = Path(data_dir) / task.dirname / f"{split}.jsonl"
         if split == "test" and not path.is_file():
             continue  # unlabelled test files are optional; train and val are not
         examples = task.read(str(data_dir), split)
-        _check_examples(task, split, path, examples)
-        rows = _rows(task, split, examples)
-        if not rows:
-            raise DptuneError(f"{path}: no usable {split} rows in format {fmt}")
-        datasets[split] = Dataset.from_list(rows)
+        _check_examples(split, path, examples)
+        sources = _sources(task, split, examples)
+        if not sources:
+            raise DptuneError(f"{path}: no usable {split} examples in format {fmt}")
         official = hashes.get(f"{task.dirname}/{split}.jsonl")
-        stats[split] = _split_stats(examples, rows, path, official)
-    with atomic_dir(out) as tmp:
-        DatasetDict(datasets).save_to_disk(str(tmp))
+        stats[split] = _split_stats(examples, sources, path, official)
     return stats
 
 
 def prepare_stage(
     data_dir: str | Path,
     tasks: Sequence[str],
-    fmt: str | Mapping[str, str],
-    out: str | Path,
+    formats: str | Mapping[str, str],
     stats_out: str | Path,
 ) -> dict[str, Any]:
-    """Prepare every task (in `fmt`, one format or one per task) into `out/<task>/` and write
-    the data statistics to `stats_out`."""
+    """Validate every task (in `formats`: one format, or one per task) and write the data
+    statistics to `stats_out` (atomically, and only when every task is valid)."""
     if not Path(data_dir).is_dir():
         raise DptuneError(f"data_dir: {data_dir}: no such folder (run `dptune data fetch`)")
-    formats = {name: fmt if isinstance(fmt, str) else fmt[name] for name in tasks}
-    stats = {name: prepare_task(data_dir, name, formats[name], Path(out) / name) for name in tasks}
+    by_task = {name: formats if isinstance(formats, str) else formats[name] for name in tasks}
+    stats = {name: prepare_task(data_dir, name, by_task[name]) for name in tasks}
     write_json(stats_out, stats)
-    return {"tasks": list(stats), "out": str(out), "stats": str(stats_out)}
+    return {"tasks": list(stats), "stats": str(stats_out)}

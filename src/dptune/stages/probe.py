@@ -16,6 +16,7 @@ from dptune import figures
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_path, write_json
+from dptune.run_folder import RunFolder
 from dptune.stages.common import start_tracking
 from dptune.stages.train import log_run, run_or_reuse
 
@@ -30,21 +31,27 @@ def _write_series(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def probe_stage(
-    cfg: TrainConfig, report_dir: str | Path, *, track: bool = True, progress: bool = False
+    cfg: TrainConfig,
+    report_dir: str | Path,
+    *,
+    title: str | None = None,
+    track: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train `cfg` (method `probe`) into `cfg.out`, then write the figure, series and summary."""
     if cfg.method != "probe":
         raise DptuneError(f"method: the probe stage trains method 'probe', not {cfg.method!r}")
     uri = start_tracking() if track else None
     metrics = run_or_reuse(cfg, progress=progress)
-    history = figures.read_history(Path(cfg.out) / "history.jsonl")
+    folder = RunFolder(cfg.out)
+    history = folder.read_history()
     # Epoch-end rows repeat the step of the last logging row; keep one row per step.
     by_step = {row["step"]: row for row in history if all(k in row for k in figures.PROBE_KEYS)}
     rows = [by_step[step] for step in sorted(by_step)]
     if not rows:
-        raise DptuneError(f"{cfg.out}/history.jsonl: no rank-probe statistics were logged")
+        raise DptuneError(f"{folder.history_path}: no rank-probe statistics were logged")
     report_dir = Path(report_dir)
-    title = f"Rank probe on {cfg.task} (c = {cfg.prompt_length}, seed {cfg.seed})"
+    title = title or f"Rank probe on {cfg.task}"
     figures.plot_rank_probe(rows, report_dir / "rank_probe.png", title=title)
     _write_series(rows, report_dir / "rank_probe.csv")
     first, last = rows[0], rows[-1]

@@ -9,19 +9,17 @@ a chosen version, only when it beats the current champion; the champion then loa
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dptune.stages.backbone import model_of
 from dptune.stages.common import start_tracking
 
 if TYPE_CHECKING:
-    from dptune.stages.params import PipelineParams
+    from dptune.stages.plan import Plan, StageInputs
 
 
 def promote_profile(
-    params: PipelineParams,
-    backbone_dir: str | Path | None,
+    plan: Plan,
+    inputs: StageInputs,
     *,
     tasks: list[str] | None = None,
     metric: str | None = None,
@@ -29,12 +27,12 @@ def promote_profile(
 ) -> dict[str, dict[str, Any]] | None:
     """`register_stage` for each of `tasks` (default: the profile's), by task; None when the
     profile registers no prompts (`mlflow.track` or `mlflow.register_prompts` off)."""
-    if not (params.mlflow.track and params.mlflow.register_prompts):
+    if not (plan.track() and plan.register_prompts):
         return None
-    model = model_of(params.model, backbone_dir)
+    model = plan.model(inputs)
     return {
         task: register_stage(task, model, metric=metric, version=version)
-        for task in tasks or params.tasks
+        for task in tasks or plan.params.tasks
     }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from dptune.config import METHODS, TASKS
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir, atomic_path, write_json, write_text
+from dptune.run_folder import RunFolder
 from dptune.stages.common import read_json, start_tracking
 
 BASELINE_ROWS: tuple[str, ...] = ("majority", "head-only")
@@ -78,7 +79,7 @@ class _Row:
 def _read_runs(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
     runs = []
     for run_dir in run_dirs:
-        metrics = read_json(Path(run_dir) / "metrics.json")
+        metrics = RunFolder(run_dir).read_metrics()
         runs.append({"dir": Path(run_dir), **metrics})
     if not runs:
         raise DptuneError("report: no runs to report")
@@ -193,11 +194,9 @@ def to_markdown(table: dict[str, Any]) -> str:
 
 
 def _write_curves(runs: Sequence[dict[str, Any]], out: Path) -> None:
-    from dptune.figures import read_history
-
     with atomic_dir(out / "curves") as curves, atomic_dir(out / "loss") as loss:
         for run in runs:
-            history = read_history(run["dir"] / "history.jsonl")
+            history = RunFolder(run["dir"]).read_history()
             dev_key = f"dev_{run['primary_metric']}"
             dev_rows = [
                 {"step": r["step"], "epoch": r.get("epoch"), "dev_score": r[dev_key]}
@@ -265,7 +264,7 @@ def report_stage(
 
 
 def _log_report(table: dict[str, Any], out: Path) -> str:
-    from dptune.stages.mlflow_log import log_stage_results
+    from dptune.tracking import log_stage_results
 
     start_tracking()
     metrics: dict[str, float] = {}

@@ -12,20 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dptune.config import TrainConfig, load_yaml
+from dptune.config import TrainConfig
 from dptune.errors import DptuneError
-from dptune.export import METRICS_FILE
-from dptune.stages.common import read_json, read_tracking, start_tracking, write_tracking
-from dptune.training.checkpoint import CHECKPOINT
+from dptune.run_folder import RunFolder
+from dptune.stages.common import start_tracking
 
-CONFIG_FILE = "config.yaml"
 # Fields that may differ between the run in a folder and a call that continues or reuses it.
 _RUNTIME_FIELDS = frozenset({"resume", "device", "compile", "log_every", "checkpoint_every"})
 
 
-def _config_difference(run_dir: Path, cfg: TrainConfig) -> str | None:
-    """The first field whose value differs from the config stored in `run_dir`, if any."""
-    stored = load_yaml(run_dir / CONFIG_FILE)
+def _config_difference(folder: RunFolder, cfg: TrainConfig) -> str | None:
+    """The first field whose value differs from the config stored in `folder`, if any."""
+    stored = folder.read_config()
     wanted = cfg.resolved()
     for name, value in wanted.items():
         if name not in _RUNTIME_FIELDS and stored.get(name) != value:
@@ -33,25 +31,25 @@ def _config_difference(run_dir: Path, cfg: TrainConfig) -> str | None:
     return None
 
 
-def _check_same_run(run_dir: Path, cfg: TrainConfig, what: str) -> None:
-    difference = _config_difference(run_dir, cfg)
+def _check_same_run(folder: RunFolder, cfg: TrainConfig, what: str) -> None:
+    difference = _config_difference(folder, cfg)
     if difference is not None:
         raise DptuneError(
-            f"out: {run_dir} holds {what} of another config ({difference}); "
+            f"out: {folder.path} holds {what} of another config ({difference}); "
             "choose another out folder or delete it"
         )
 
 
 def run_or_reuse(cfg: TrainConfig, progress: bool = False) -> dict[str, Any]:
     """metrics.json of the run in `cfg.out`: reused if finished, resumed if checkpointed."""
-    from dptune.training.trainer import train
+    from dptune.training.run import train
 
-    run_dir = Path(cfg.out)
-    if (run_dir / METRICS_FILE).is_file():
-        _check_same_run(run_dir, cfg, "a finished run")
-        return read_json(run_dir / METRICS_FILE)
-    if (run_dir / CHECKPOINT).is_file():
-        _check_same_run(run_dir, cfg, "an interrupted run")
+    folder = RunFolder(cfg.out)
+    if folder.is_complete():
+        _check_same_run(folder, cfg, "a finished run")
+        return folder.read_metrics()
+    if folder.has_checkpoint():
+        _check_same_run(folder, cfg, "an interrupted run")
         cfg = cfg.model_copy(update={"resume": True})
     return train(cfg, progress=progress)
 
@@ -62,18 +60,19 @@ def log_run(
     """Log a complete run folder (once per tracking store) and optionally register its prompt."""
     from dptune import tracking
 
-    record = read_tracking(run_dir, uri)
+    folder = RunFolder(run_dir)
+    record = folder.read_tracking(uri)
     if record is not None and (record.get("version") or not register):
         return record
     if record is None:
         run_id = tracking.log_run_folder(run_dir, stage=stage, tags=tags)
         record = {"tracking_uri": uri, "run_id": run_id}
     if register:
-        config = load_yaml(Path(run_dir) / CONFIG_FILE)
+        config = folder.read_config()
         record["registered_model"] = tracking.registered_model_name(config["task"], config["model"])
         record["version"] = tracking.register_run_folder(record["run_id"], run_dir)
         record["alias"] = tracking.CHALLENGER
-    write_tracking(run_dir, record)
+    folder.write_tracking(record)
     return record
 
 

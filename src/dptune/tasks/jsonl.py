@@ -93,6 +93,13 @@ def _fingerprint(file: Path, task_name: str, flatten: Flatten) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 
+def quiet_progress() -> None:
+    """No `datasets` progress bars while the readers fill their cache (stages print one line)."""
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+
+
 def load_examples(path: str | os.PathLike[str], task_name: str, flatten: Flatten) -> list[Example]:
     """Read one official jsonl file into Examples, through the HF datasets Arrow cache."""
     import datasets

@@ -13,6 +13,7 @@ from dptune.tracking.client import (
     configure,
     ensure_experiment,
     experiment_name,
+    initialise_store,
     tracking_uri,
 )
 from dptune.tracking.pyfunc import PromptModel, log_prompt_model
@@ -27,6 +28,7 @@ from dptune.tracking.registry import (
     short_backbone_name,
 )
 from dptune.tracking.runs import log_run_folder
+from dptune.tracking.stage_results import log_stage_results
 
 __all__ = [
     "CHALLENGER",
@@ -37,8 +39,10 @@ __all__ = [
     "configure",
     "ensure_experiment",
     "experiment_name",
+    "initialise_store",
     "log_prompt_model",
     "log_run_folder",
+    "log_stage_results",
     "promote",
     "register_prompt",
     "register_run_folder",

@@ -69,6 +69,17 @@ def configure(root: str | Path | None = None) -> str:
     return uri
 
 
+def initialise_store(root: str | Path | None = None) -> str:
+    """Configure tracking, check the store is reachable and create its tables (a sqlite
+    database is migrated on first use); return the URI.
+
+    Call it once before parallel processes (kfp.local's tasks) would race to create the tables.
+    """
+    uri = check_tracking_server(configure(root))
+    MlflowClient().search_experiments(max_results=1)
+    return uri
+
+
 def _sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None

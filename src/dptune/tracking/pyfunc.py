@@ -22,18 +22,21 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-import yaml
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 import dptune
+from dptune import run_folder
 from dptune.errors import DptuneError
+from dptune.run_folder import RunFolder
 
 MODEL_NAME = "model"
 RUN_ARTIFACT = "run"
 BACKBONE_ARTIFACT = "backbone"
 # Run-folder entries serving never needs: resumable state, outputs, figures.
-NOT_FOR_SERVING: frozenset[str] = frozenset({"checkpoints", "predictions", "figures"})
+NOT_FOR_SERVING: frozenset[str] = frozenset(
+    {run_folder.CHECKPOINTS_DIR, run_folder.PREDICTIONS_DIR, run_folder.FIGURES_DIR}
+)
 # dptune's own pins minus the pipeline tools serving never imports; read from the installed
 # metadata, so requirements are written without resolving anything over the network.
 NOT_NEEDED_FOR_SERVING: frozenset[str] = frozenset({"kfp", "kfp-kubernetes", "dvc"})
@@ -81,14 +84,9 @@ def to_records(model_input: Any) -> list[dict[str, Any]]:
     ]
 
 
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise DptuneError(f"{path}: missing; not a dptune run folder")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise DptuneError(f"{path}: expected a mapping of config fields")
-    return data
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """config.yaml of `run_dir` as a mapping (see `RunFolder.read_config`)."""
+    return RunFolder(run_dir).read_config()
 
 
 def serving_requirements() -> list[str]:
@@ -145,15 +143,16 @@ def log_prompt_model(
     folder (self-contained serving); a hub name is always just referenced. A fine-tuned run
     already holds its whole model.
     """
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    folder = RunFolder(run_dir)
+    run_dir = folder.path
+    config = folder.read_config()
     backbone = str(config.get("model", ""))
     with tempfile.TemporaryDirectory(prefix="dptune-pyfunc-") as tmp:
         artifacts = {RUN_ARTIFACT: str(_stage_run_folder(run_dir, Path(tmp)))}
         if include_backbone and config.get("method") != "finetune":
             if not Path(backbone).is_dir():
                 raise DptuneError(
-                    f"{run_dir / 'config.yaml'}: model: {backbone!r} is not a local folder; "
+                    f"{folder.config_path}: model: {backbone!r} is not a local folder; "
                     "include_backbone needs one"
                 )
             artifacts[BACKBONE_ARTIFACT] = str(Path(backbone).resolve())

@@ -8,7 +8,6 @@ metric name (`primary_metric`), so promotion compares versions without reading r
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from dptune.errors import DptuneError
-from dptune.tracking.pyfunc import MODEL_NAME, read_run_config
+from dptune.run_folder import RunFolder
+from dptune.tracking.pyfunc import MODEL_NAME
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -119,13 +119,9 @@ def logged_model_id(client: MlflowClient, run_id: str, name: str = MODEL_NAME) -
 
 def register_run_folder(run_id: str, run_dir: str | Path) -> str:
     """`register_prompt` with task, backbone, method and metrics read from the run folder."""
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DptuneError(f"{metrics_path}: unreadable ({err.__class__.__name__})") from None
+    folder = RunFolder(run_dir)
+    config = folder.read_config()
+    metrics = folder.read_metrics()
     return register_prompt(
         run_id,
         task=str(config["task"]),

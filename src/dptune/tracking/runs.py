@@ -7,7 +7,6 @@ leaves a half-logged run, and logging can be repeated (or done later) from the f
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 import time
@@ -18,20 +17,25 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from dptune import figures
+from dptune import figures, run_folder
 from dptune.errors import DptuneError
+from dptune.run_folder import RunFolder
 from dptune.tracking.client import active_run, experiment_name, injected_run_id
-from dptune.tracking.pyfunc import log_prompt_model, read_run_config
+from dptune.tracking.pyfunc import log_prompt_model
 from dptune.tracking.registry import short_backbone_name
 
 ARTIFACT_FILES: tuple[str, ...] = (
-    "config.yaml",
-    "metrics.json",
-    "history.jsonl",
-    "prompt.safetensors",
-    "trainable.safetensors",
+    run_folder.CONFIG_FILE,
+    run_folder.METRICS_FILE,
+    run_folder.HISTORY_FILE,
+    run_folder.PROMPT_FILE,
+    run_folder.TRAINABLE_FILE,
 )
-ARTIFACT_DIRS: tuple[str, ...] = ("adapter", "predictions", "figures")
+ARTIFACT_DIRS: tuple[str, ...] = (
+    run_folder.ADAPTER_DIR,
+    run_folder.PREDICTIONS_DIR,
+    run_folder.FIGURES_DIR,
+)
 FINAL_COUNTS: tuple[str, ...] = (
     "trainable_params",
     "prompt_params",
@@ -60,17 +64,9 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        raise DptuneError(f"{path}: missing; the run did not finish")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DptuneError(f"{path}:{err.lineno}: invalid JSON") from None
-    if not isinstance(data, dict):
-        raise DptuneError(f"{path}: expected a JSON object")
-    return data
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """metrics.json of `run_dir` (see `RunFolder.read_metrics`)."""
+    return RunFolder(run_dir).read_metrics()
 
 
 def run_tags(
@@ -176,13 +172,13 @@ def log_run_folder(
     model `model`, ready for `register_prompt`. Logs into the run named by `MLFLOW_RUN_ID` when
     set (`experiment` is then ignored).
     """
-    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
+    run_dir = folder.path
     if not run_dir.is_dir():
         raise DptuneError(f"{run_dir}: run folder not found")
-    config = read_run_config(run_dir)
-    metrics = read_metrics(run_dir)
-    history_path = run_dir / "history.jsonl"
-    history = figures.read_history(history_path) if history_path.is_file() else []
+    config = folder.read_config()
+    metrics = folder.read_metrics()
+    history = folder.read_history(missing_ok=True)
 
     params = {key: str(value) for key, value in {**config, **(extra_params or {})}.items()}
     all_tags = run_tags(config, metrics, stage, tags)

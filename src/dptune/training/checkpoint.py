@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from dptune.fileio import atomic_path
-
-CHECKPOINT = "checkpoints/last.pt"
+from dptune.run_folder import RunFolder
 
 
 @dataclass
@@ -48,7 +47,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path,
+    run_dir: Path | RunFolder,
     state: TrainState,
     trainable: dict[str, torch.Tensor],
     best_trainable: dict[str, torch.Tensor] | None,
@@ -63,12 +62,12 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "rng": rng_state(),
     }
-    with atomic_path(run_dir / CHECKPOINT) as tmp:
+    with atomic_path(RunFolder(run_dir).checkpoint_path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / CHECKPOINT
+def load_checkpoint(run_dir: Path | RunFolder) -> dict[str, Any] | None:
+    path = RunFolder(run_dir).checkpoint_path
     if not path.is_file():
         return None
     payload = torch.load(path, map_location="cpu", weights_only=False)

@@ -1,4 +1,8 @@
-"""Prediction with rank or generate decoding, and scoring against the task's metrics."""
+"""Prediction with rank or generate decoding, and scoring against the task's metrics.
+
+`predict_examples` is the one prediction path: training (dev selection, the exported
+submission files) and `dptune.inference.Predictor` (`dptune predict`, the MLflow pyfunc) call it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import torch
 from tqdm.auto import tqdm
 
 from dptune.backbones.base import Backbone
+from dptune.config import TrainConfig
 from dptune.tasks.base import Example, Task
-from dptune.training.data import Collator, Feature, eval_batches
+from dptune.training.data import Collator, Feature, build_eval_features, eval_batches
+from dptune.training.device import autocast_for
 
 
 @torch.no_grad()
@@ -48,6 +54,38 @@ def predict(
             ex = examples[f.example]
             predictions[ex.key] = task.to_label(text, ex)
     return predictions
+
+
+def predict_examples(
+    backbone: Backbone,
+    task: Task,
+    examples: Sequence[Example],
+    cfg: TrainConfig,
+    device: torch.device,
+    features: Sequence[Feature] | None = None,
+    desc: str = "eval",
+) -> dict[Any, Any]:
+    """Labels of `examples` by Example.key with `cfg`'s decoding, lengths and batch size.
+
+    `features` (default: built from `examples`) may cover only some of them: each Feature's
+    `example` indexes `examples`, and only the examples it covers are predicted.
+    """
+    if features is None:
+        features = build_eval_features(
+            task, examples, backbone.tokenizer, cfg.max_source_length, cfg.max_target_length
+        )
+    return predict(
+        backbone,
+        task,
+        examples,
+        features,
+        decode=cfg.decode,
+        batch_size=cfg.eval_batch_size,
+        max_new_tokens=cfg.max_target_length,
+        device=device,
+        autocast=autocast_for(device),
+        desc=desc,
+    )
 
 
 def score(task: Task, examples: Sequence[Example], predictions: dict[Any, Any]) -> dict[str, float]:

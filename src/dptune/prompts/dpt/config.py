@@ -1,19 +1,17 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-from dptune.config import TrainConfig
+from pydantic import Field
+
+from dptune.prompts.registry import MethodConfig
 
 
-@dataclass(frozen=True)
-class DptConfig:
-    num_tokens: int  # c
-    dim: int  # e
-    bottleneck: int = 10  # b
-    init: Literal["uniform", "normal"] = "uniform"
-    init_std: float = 0.5
+class DptConfig(MethodConfig):
+    """Decomposed prompt tuning: P = A (c x b) @ B (b x e)."""
 
-    @classmethod
-    def from_train_config(cls, cfg: TrainConfig, dim: int) -> DptConfig:
-        return cls(cfg.prompt_length, dim, cfg.bottleneck, cfg.init, cfg.init_std)
+    bottleneck: int = Field(10, gt=0, description="DPT bottleneck b (the rank of the prompt)")
+    init: Literal["uniform", "normal"] = Field(
+        "uniform", description="DPT factor init: Uniform(-0.5, 0.5) or Normal(0, init-std)"
+    )
+    init_std: float = Field(0.5, gt=0, description="Std of the normal DPT init")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import nn
 
@@ -15,12 +17,21 @@ class DecomposedPrompt(PromptModule):
     Normal(0, init_std), as the paper's text says.
     """
 
-    def __init__(self, config: DptConfig, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        config: DptConfig,
+        *,
+        num_tokens: int,
+        dim: int,
+        embedding: nn.Embedding | None = None,  # unused: the factors are drawn, not copied
+        special_ids: Collection[int] = (),
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
-        self.num_tokens, self.dim = config.num_tokens, config.dim
-        shape_a = (config.num_tokens, config.bottleneck)
-        shape_b = (config.bottleneck, config.dim)
+        self.num_tokens, self.dim = num_tokens, dim
+        shape_a = (num_tokens, config.bottleneck)
+        shape_b = (config.bottleneck, dim)
         if config.init == "uniform":
             self.A = nn.Parameter(uniform(shape_a, -0.5, 0.5, generator))
             self.B = nn.Parameter(uniform(shape_b, -0.5, 0.5, generator))

@@ -1,21 +1,10 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from dptune.config import TrainConfig
-from dptune.prompts.init import PromptInit
+from dptune.prompts.pt.config import PromptInit, pt_init_field
+from dptune.prompts.registry import MethodConfig
 
 
-@dataclass(frozen=True)
-class ProbeConfig:
-    num_tokens: int  # c
-    dim: int  # e
-    init: PromptInit = "vocab"  # the prompt whose SVD gives the starting U, Sigma, V
+class ProbeConfig(MethodConfig):
+    """The rank probe: P^T = U ReLU(Sigma) V, started from the SVD of a `pt` prompt."""
 
-    @property
-    def rank_bound(self) -> int:
-        return min(self.num_tokens, self.dim)
-
-    @classmethod
-    def from_train_config(cls, cfg: TrainConfig, dim: int) -> ProbeConfig:
-        return cls(cfg.prompt_length, dim, cfg.pt_init)
+    pt_init: PromptInit = pt_init_field()  # the prompt whose SVD gives the starting U, Sigma, V

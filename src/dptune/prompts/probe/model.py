@@ -25,21 +25,28 @@ class SvdProbePrompt(PromptModule):
     def __init__(
         self,
         config: ProbeConfig,
+        *,
+        num_tokens: int,
+        dim: int,
         embedding: nn.Embedding | None = None,
         special_ids: Collection[int] = (),
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.config = config
-        self.num_tokens, self.dim = config.num_tokens, config.dim
+        self.num_tokens, self.dim = num_tokens, dim
         start, self.init_token_ids = initial_prompt(
-            config.init, config.num_tokens, config.dim, embedding, special_ids, generator
+            config.pt_init, num_tokens, dim, embedding, special_ids, generator
         )
-        self.init_source = config.init
+        self.init_source = config.pt_init
         u, s, vh = torch.linalg.svd(start.T.double(), full_matrices=True)  # [e,e], [k], [c,c]
         self.U = nn.Parameter(u.float())
         self.sigma = nn.Parameter(s.float().clamp_min(MIN_INITIAL_SIGMA))
         self.V = nn.Parameter(vh.float())
+
+    @property
+    def rank_bound(self) -> int:
+        return min(self.num_tokens, self.dim)
 
     def forward(self) -> torch.Tensor:
         k = self.sigma.numel()

@@ -1,17 +1,23 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any, Literal
 
-from dptune.config import TrainConfig
-from dptune.prompts.init import PromptInit
+from pydantic import Field
+
+from dptune.prompts.registry import MethodConfig
+
+PromptInit = Literal["vocab", "random"]
 
 
-@dataclass(frozen=True)
-class PtConfig:
-    num_tokens: int  # c
-    dim: int  # e
-    init: PromptInit = "vocab"
+def pt_init_field() -> Any:
+    """The free prompt's init, shared by pt, residual and probe (they start from pt's prompt)."""
+    return Field(
+        "vocab",
+        description="Prompt init: rows of the vocabulary embedding (first 5,000 ids) or random",
+    )
 
-    @classmethod
-    def from_train_config(cls, cfg: TrainConfig, dim: int) -> PtConfig:
-        return cls(cfg.prompt_length, dim, cfg.pt_init)
+
+class PtConfig(MethodConfig):
+    """Prompt tuning: a free c x e prompt."""
+
+    pt_init: PromptInit = pt_init_field()

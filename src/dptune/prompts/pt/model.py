@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -8,6 +9,9 @@ from torch import nn
 from dptune.prompts.base import PromptModule
 from dptune.prompts.init import initial_prompt
 from dptune.prompts.pt.config import PtConfig
+
+if TYPE_CHECKING:
+    from dptune.prompts.residual.config import ResidualConfig
 
 
 class FreePrompt(PromptModule):
@@ -19,18 +23,21 @@ class FreePrompt(PromptModule):
 
     def __init__(
         self,
-        config: PtConfig,
+        config: PtConfig | ResidualConfig,
+        *,
+        num_tokens: int,
+        dim: int,
         embedding: nn.Embedding | None = None,
         special_ids: Collection[int] = (),
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.config = config
-        self.num_tokens, self.dim = config.num_tokens, config.dim
+        self.num_tokens, self.dim = num_tokens, dim
         rows, self.init_token_ids = initial_prompt(
-            config.init, config.num_tokens, config.dim, embedding, special_ids, generator
+            config.pt_init, num_tokens, dim, embedding, special_ids, generator
         )
-        self.init_source = config.init
+        self.init_source = config.pt_init
         self.weight = nn.Parameter(rows)
 
     def forward(self) -> torch.Tensor:

@@ -1,18 +1,13 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import Field
 
-from dptune.config import TrainConfig
-from dptune.prompts.init import PromptInit
+from dptune.prompts.pt.config import PromptInit, pt_init_field
+from dptune.prompts.registry import MethodConfig
 
 
-@dataclass(frozen=True)
-class ResidualConfig:
-    num_tokens: int  # c
-    dim: int  # e
-    hidden: int = 400  # h
-    init: PromptInit = "vocab"  # of the free prompt x, as for `pt`
+class ResidualConfig(MethodConfig):
+    """Residual prompt tuning: a shared MLP with a skip connection over a free prompt."""
 
-    @classmethod
-    def from_train_config(cls, cfg: TrainConfig, dim: int) -> ResidualConfig:
-        return cls(cfg.prompt_length, dim, cfg.residual_hidden, cfg.pt_init)
+    residual_hidden: int = Field(400, gt=0, description="Residual prompt MLP hidden size h")
+    pt_init: PromptInit = pt_init_field()  # of the free prompt x, as for `pt`

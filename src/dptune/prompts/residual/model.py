@@ -19,17 +19,28 @@ class ResidualPrompt(FreePrompt):
     def __init__(
         self,
         config: ResidualConfig,
+        *,
+        num_tokens: int,
+        dim: int,
         embedding: nn.Embedding | None = None,
         special_ids: Collection[int] = (),
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(config, embedding, special_ids, generator)  # the free prompt x
-        self.mlp = nn.Sequential(
-            linear(config.dim, config.hidden, generator),
-            nn.ReLU(),
-            linear(config.hidden, config.dim, generator),
+        super().__init__(  # the free prompt x
+            config,
+            num_tokens=num_tokens,
+            dim=dim,
+            embedding=embedding,
+            special_ids=special_ids,
+            generator=generator,
         )
-        self.norm = nn.LayerNorm(config.dim)
+        hidden = config.residual_hidden
+        self.mlp = nn.Sequential(
+            linear(dim, hidden, generator),
+            nn.ReLU(),
+            linear(hidden, dim, generator),
+        )
+        self.norm = nn.LayerNorm(dim)
 
     def forward(self) -> torch.Tensor:
         return self.norm(self.mlp(self.weight)) + self.weight

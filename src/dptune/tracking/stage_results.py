@@ -1,9 +1,8 @@
-"""Log a stage's summary (metrics, params, tags, files) to MLflow.
+"""Log a stage's own small results (metrics, params, tags, files) to MLflow.
 
-`dptune.tracking.log_run_folder` covers run folders; the evaluate, probe and report stages also
-log small results of their own, either into an existing run (the evaluated training run) or into
-a new run of the stage's experiment. (Candidate for `dptune.tracking`; kept here until it has
-an equivalent.)
+`log_run_folder` covers run folders; the evaluate and report stages also log results of their
+own, either into an existing run (the evaluated training run) or into a new run of the stage's
+experiment.
 """
 
 from __future__ import annotations

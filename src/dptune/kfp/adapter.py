@@ -1,16 +1,17 @@
-"""What each Kubeflow component does, between KFP artifacts and the pipeline stages.
+"""The Kubeflow adapter: what each component does between KFP artifacts and the stages.
 
 A `@dsl.component` is shipped to the cluster as source code and runs in the project image, so
-its body holds only an import and one call to a function here. These functions turn the
-component's parameters and artifact folders into the plain arguments of `dptune.stages` (the
-same calls `dptune stage ...` and dvc.yaml make) and record results on the output artifacts:
-metadata, metrics, Markdown and HTML.
+its body holds only an import and one call to a function here. These functions map the
+component's parameters and artifact folders onto `dptune.stages.plan` (the same profile-to-stage
+layer `dptune stage ...` and dvc.yaml use), call the stage functions, and record results on the
+output artifacts: metadata, metrics, Markdown and HTML.
 
 Every component receives the profile as the pipeline parameter `params`, JSON text (a KFP
 dict parameter could hold no null, and would turn every number into a float); the grid cells
-do pass through protobuf, so `integral` restores their integers. A finished run folder is always
-an output artifact; while a run trains it lives under the KFP workspace (a PVC that outlives a
-pod), so a retried train task resumes from the last checkpoint instead of starting over.
+do pass through protobuf, so `Cell.from_item` restores their integer seed. A finished run folder
+is always an output artifact; while a run trains it lives under the KFP workspace (a PVC that
+outlives a pod), so a retried train task resumes from the last checkpoint instead of starting
+over.
 """
 
 from __future__ import annotations
@@ -25,23 +26,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dptune.config import TrainConfig, load_yaml
 from dptune.errors import DptuneError
-from dptune.fileio import write_json, write_text
-from dptune.stages.params import PipelineParams, cell_config, parse_params, run_name
+from dptune.fileio import read_json, write_json, write_text
+from dptune.run_folder import CHECKPOINTS_DIR, PREDICTIONS_DIR, RunFolder
+from dptune.stages.params import parse_profile, run_name
+from dptune.stages.plan import Cell, Plan, StageInputs
+from dptune.tasks.jsonl import quiet_progress
 
 PARAMS_SOURCE = "pipeline parameter params"
-PREPARED_STATS = "stats.json"
 EVAL_FILE = "eval.json"
 BASELINES_FILE = "baselines.json"
 PROBE_SUMMARY = "summary.json"
-PREDICTIONS_DIR = "predictions"
-CHECKPOINTS_DIR = "checkpoints"
 WORKSPACE_RUNS = "runs"
 
 
 class ArtifactLike(Protocol):
-    """What a step needs of a KFP artifact (`dsl.Dataset`, `dsl.Model`, ...)."""
+    """What a component needs of a KFP artifact (`dsl.Dataset`, `dsl.Model`, ...)."""
 
     path: str
     metadata: dict[str, Any]
@@ -52,19 +52,8 @@ class MetricsLike(ArtifactLike, Protocol):
 
 
 # ---- parameters ------------------------------------------------------------------------------
-def integral(value: Any) -> Any:
-    """`value` with every integral float (as protobuf returns ints) turned back into an int."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, Mapping):
-        return {key: integral(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [integral(item) for item in value]
-    return value
-
-
-def load_profile(params: str | Mapping[str, Any]) -> PipelineParams:
-    """The profile from the pipeline parameter: JSON text, or a mapping (in tests)."""
+def plan_of(params: str | Mapping[str, Any]) -> Plan:
+    """The plan of the pipeline parameter `params`: JSON text, or a mapping (in tests)."""
     if isinstance(params, str):
         try:
             params = json.loads(params)
@@ -72,66 +61,19 @@ def load_profile(params: str | Mapping[str, Any]) -> PipelineParams:
             raise DptuneError(f"{PARAMS_SOURCE}: invalid JSON ({err.msg}, char {err.pos})") from err
     if not isinstance(params, Mapping):
         raise DptuneError(f"{PARAMS_SOURCE}: expected a JSON object of profile fields")
-    return parse_params(dict(params), source=PARAMS_SOURCE)
+    return Plan(parse_profile(dict(params), source=PARAMS_SOURCE), PARAMS_SOURCE)
 
 
-# data_tasks and task_formats mirror `dptune stage` (cli/stage.py) until they move into
-# dptune.stages.params, where both callers can share them.
-def data_tasks(profile: PipelineParams) -> list[str]:
-    """Every task the pipeline needs data for: the grid's and the probe's."""
-    return list(dict.fromkeys([*profile.tasks, profile.probe.task]))
-
-
-def task_formats(profile: PipelineParams) -> dict[str, str]:
-    """The text format of each data task, as its runs will be configured."""
-    default = TrainConfig.model_fields["format"].default
-    return {
-        task: {**profile.train, **profile.task_overrides.get(task, {})}.get("format", default)
-        for task in data_tasks(profile)
-    }
-
-
-def grid_cells(profile: PipelineParams) -> list[dict[str, Any]]:
-    """The grid, tasks x methods x seeds, as the items of the pipeline's ParallelFor."""
-    return [
-        {"task": task, "method": method, "seed": seed, "name": run_name(task, method, seed)}
-        for task in profile.tasks
-        for method in profile.methods
-        for seed in profile.seeds
-    ]
-
-
-def model_path(profile: PipelineParams, backbone_dir: str | Path) -> str:
-    """The model runs load, as the backbone stage resolved it (a tiny model is found inside
-    the backbone artifact, wherever the pod sees it)."""
-    from dptune.stages.backbone import model_of
-
-    return model_of(profile.model, backbone_dir)
-
-
-def cell_cfg(
-    profile: PipelineParams,
-    *,
-    task: str,
-    method: str,
-    seed: int,
-    superglue: str | Path,
-    backbone: str | Path,
-    samples: str | Path,
-    out: str | Path,
-    extra: dict[str, Any] | None = None,
-) -> TrainConfig:
-    return cell_config(
-        profile,
-        task=task,
-        method=method,
-        seed=seed,
-        model=model_path(profile, backbone),
-        data_dir=superglue,
-        out=out,
-        samples_dir=samples,
-        extra=extra,
-        source=PARAMS_SOURCE,
+def stage_inputs(
+    superglue: ArtifactLike,
+    backbone: ArtifactLike | None = None,
+    samples: ArtifactLike | None = None,
+) -> StageInputs:
+    """Where the stages find the earlier artifacts, wherever the pod mounted them."""
+    return StageInputs(
+        Path(superglue.path),
+        Path(backbone.path) if backbone is not None else None,
+        Path(samples.path) if samples is not None else None,
     )
 
 
@@ -152,7 +94,7 @@ def publish_run(work: Path, artifact: ArtifactLike) -> None:
 
 def run_label(run_dir: str | Path) -> str:
     """The grid name of a run folder (`cb-dpt-s0`), read from its config.yaml."""
-    config = load_yaml(Path(run_dir) / "config.yaml")
+    config = RunFolder(run_dir).read_config()
     return run_name(config["task"], config["method"], config["seed"])
 
 
@@ -188,12 +130,6 @@ def figure_html(png: Path, title: str) -> str:
     )
 
 
-def _quiet() -> None:
-    from datasets.utils.logging import disable_progress_bar
-
-    disable_progress_bar()
-
-
 def _manifest_digest(superglue: str | Path) -> str | None:
     from dptune.data.fetch import MANIFEST_NAME, sha256_file
 
@@ -201,38 +137,38 @@ def _manifest_digest(superglue: str | Path) -> str | None:
     return sha256_file(manifest) if manifest.is_file() else None
 
 
-# ---- the steps -------------------------------------------------------------------------------
+# ---- the components' bodies ------------------------------------------------------------------
 def prepare(
     params: str | Mapping[str, Any],
     data_source: str,
     superglue: ArtifactLike,
-    prepared: ArtifactLike,
     stats: MetricsLike,
 ) -> dict[str, Any]:
     """Fetch the raw jsonl of the profile's tasks (checked against the official sha256) from
-    `data_source` (a folder or a base URL) into `superglue`, then write the text-to-text
-    datasets and their statistics into `prepared`."""
+    `data_source` (a folder or a base URL) into `superglue`, then validate it in the profile's
+    formats; the statistics go to `stats` and into the data artifact's metadata."""
     from dptune.data.fetch import fetch
-    from dptune.stages.common import read_json
     from dptune.stages.prepare import prepare_stage
 
-    _quiet()
-    profile = load_profile(params)
-    tasks = data_tasks(profile)
+    quiet_progress()
+    plan = plan_of(params)
+    tasks = plan.data_tasks()
     fetched = fetch(data_source, superglue.path, tasks)
     if not fetched.ok:
         more = f" (and {len(fetched.problems) - 1} more)" if len(fetched.problems) > 1 else ""
         raise DptuneError(f"data_source: {fetched.problems[0]}{more}")
+    with tempfile.TemporaryDirectory(prefix="dptune-stats-") as tmp:
+        stats_file = Path(tmp) / "data_stats.json"
+        result = prepare_stage(superglue.path, tasks, plan.task_formats(), stats_file)
+        numbers = read_json(stats_file)
+    for task, splits in numbers.items():
+        for split, counts in splits.items():
+            if isinstance(counts, dict) and "examples" in counts:
+                stats.log_metric(f"{task}_{split}_examples", float(counts["examples"]))
     superglue.metadata.update(
-        tasks=tasks, source=data_source, manifest_sha256=_manifest_digest(superglue.path)
-    )
-    stats_file = Path(prepared.path) / PREPARED_STATS
-    result = prepare_stage(superglue.path, tasks, task_formats(profile), prepared.path, stats_file)
-    for task, splits in read_json(stats_file).items():
-        for split, numbers in splits.items():
-            if isinstance(numbers, dict):
-                stats.log_metric(f"{task}_{split}_examples", float(numbers["examples"]))
-    prepared.metadata.update(tasks=tasks, formats=task_formats(profile))
+        tasks=tasks, source=data_source, formats=plan.task_formats(),
+        manifest_sha256=_manifest_digest(superglue.path), stats=numbers,
+    )  # fmt: skip
     return result
 
 
@@ -240,28 +176,28 @@ def backbone(params: str | Mapping[str, Any], superglue: ArtifactLike, out: Arti
     """Resolve the profile's model (building `tiny:` ones) into the backbone artifact."""
     from dptune.stages.backbone import backbone_stage
 
-    profile = load_profile(params)
-    record = backbone_stage(profile.model, out.path, superglue.path)
+    record = backbone_stage(plan_of(params).params.model, out.path, superglue.path)
     out.metadata.update(reference=record["reference"], kind=record["kind"])
     return record
 
 
 def sample(params: str | Mapping[str, Any], superglue: ArtifactLike, samples: ArtifactLike) -> dict:
-    """Draw the few-shot samples: data tasks x few_shot.shots x seeds."""
+    """Draw the few-shot samples: data tasks x few_shot.shots x the grid's and probe's seeds."""
     from dptune.stages.sample import sample_stage
 
-    _quiet()
-    profile = load_profile(params)
+    quiet_progress()
+    plan = plan_of(params)
+    shots = plan.params.few_shot.shots
     result = sample_stage(
-        superglue.path, data_tasks(profile), profile.few_shot.shots, profile.seeds, samples.path
+        superglue.path, plan.data_tasks(), shots, plan.sample_seeds(), samples.path
     )
-    samples.metadata.update(files=len(result["samples"]), shots=profile.few_shot.shots)
+    samples.metadata.update(files=len(result["samples"]), shots=shots)
     return result
 
 
 def grid(params: str | Mapping[str, Any]) -> list[dict[str, Any]]:
     """Validate the profile and list its grid cells."""
-    return grid_cells(load_profile(params))
+    return [cell.as_item() for cell in plan_of(params).grid()]
 
 
 def train(
@@ -279,25 +215,18 @@ def train(
     register its prompt as the profile says, and publish the run folder as `run`."""
     from dptune.stages.train import train_stage
 
-    _quiet()
-    profile = load_profile(params)
-    cell = integral(dict(cell))
-    task, method, seed = cell["task"], cell["method"], cell["seed"]
-    name = run_name(task, method, seed)
-    work = work_dir(workspace, WORKSPACE_RUNS, name, run)
-    cfg = cell_cfg(
-        profile, task=task, method=method, seed=seed, superglue=superglue.path,
-        backbone=backbone.path, samples=samples.path, out=work,
-    )  # fmt: skip
+    quiet_progress()
+    plan = plan_of(params)
+    item = Cell.from_item(cell, PARAMS_SOURCE)
+    work = work_dir(workspace, WORKSPACE_RUNS, item.name, run)
+    cfg = plan.cell_config(item, stage_inputs(superglue, backbone, samples), work)
     tags = {"kfp_run_id": pipeline_run}
     digest = superglue.metadata.get("manifest_sha256") or _manifest_digest(superglue.path)
     if digest:
         tags["data_manifest_sha256"] = digest
-    summary = train_stage(
-        cfg, track=profile.mlflow.track, register=profile.mlflow.register_prompts, tags=tags
-    )
+    summary = train_stage(cfg, track=plan.track(), register=plan.register_prompts, tags=tags)
     publish_run(work, run)
-    run.metadata.update(name=name, task=task, method=method, seed=seed)
+    run.metadata.update(item.as_item())
     if "mlflow" in summary:
         run.metadata.update(mlflow={k: str(v) for k, v in summary["mlflow"].items()})
     log_scores(metrics, "test_", summary.get("test"))
@@ -317,13 +246,11 @@ def evaluate(
     files (official format, ready for the leaderboard)."""
     from dptune.stages.evaluate import evaluate_stage
 
-    _quiet()
-    profile = load_profile(params)
+    quiet_progress()
+    plan = plan_of(params)
     out = Path(evaluation.path)
     with named_runs([run.path]) as run_dirs:
-        records = evaluate_stage(
-            run_dirs, superglue.path, out / EVAL_FILE, track=profile.mlflow.track
-        )
+        records = evaluate_stage(run_dirs, superglue.path, out / EVAL_FILE, track=plan.track())
     (record,) = records.values()
     shutil.copytree(Path(run.path) / PREDICTIONS_DIR, out / PREDICTIONS_DIR, dirs_exist_ok=True)
     evaluation.metadata.update(
@@ -344,26 +271,11 @@ def baseline(
     """The baseline rows of the results table (majority; head-only for encoder backbones)."""
     from dptune.stages.baseline import baseline_stage
 
-    _quiet()
-    profile = load_profile(params)
+    quiet_progress()
+    plan = plan_of(params)
     out = Path(baselines.path)
-    configs = {
-        task: [
-            cell_cfg(
-                profile,
-                task=task,
-                method=profile.methods[0],
-                seed=seed,
-                superglue=superglue.path,
-                backbone=backbone.path,
-                samples=samples.path,
-                out=out / task,
-            )  # fmt: skip
-            for seed in profile.seeds
-        ]
-        for task in profile.tasks
-    }
-    return baseline_stage(configs, out / BASELINES_FILE, profile.report.baselines)
+    configs = plan.baseline_configs(stage_inputs(superglue, backbone, samples), out)
+    return baseline_stage(configs, out / BASELINES_FILE, plan.params.report.baselines)
 
 
 def probe(
@@ -380,21 +292,16 @@ def probe(
     """Train the rank probe on the profile's probe task and draw its figure (paper Fig. 3)."""
     from dptune.stages.probe import probe_stage
 
-    _quiet()
-    profile = load_profile(params)
-    spec = profile.probe
-    name = run_name(spec.task, "probe", spec.seed)
-    work = work_dir(workspace, "probe", name, run)
-    cfg = cell_cfg(
-        profile, task=spec.task, method="probe", seed=spec.seed, superglue=superglue.path,
-        backbone=backbone.path, samples=samples.path, out=work, extra=spec.config,
-    )  # fmt: skip
-    summary = probe_stage(cfg, probe_report.path, track=profile.mlflow.track)
+    quiet_progress()
+    plan = plan_of(params)
+    cell = plan.probe_cell()
+    work = work_dir(workspace, "probe", cell.name, run)
+    cfg = plan.probe_config(stage_inputs(superglue, backbone, samples), work)
+    title = plan.probe_title(cfg)
+    summary = probe_stage(cfg, probe_report.path, title=title, track=plan.track())
     publish_run(work, run)
-    run.metadata.update(name=name, task=spec.task, method="probe", seed=spec.seed)
-    png = Path(probe_report.path) / "rank_probe.png"
-    title = f"Rank probe on {spec.task} (c = {cfg.prompt_length}, seed {spec.seed})"
-    write_text(figure.path, figure_html(png, title))
+    run.metadata.update(cell.as_item())
+    write_text(figure.path, figure_html(Path(probe_report.path) / "rank_probe.png", title))
     log_scores(metrics, "last_", summary.get("last"))
     log_scores(metrics, "test_", summary.get("test"))
     return summary
@@ -412,10 +319,9 @@ def report(
 ) -> dict[str, Any]:
     """The paper-style results table of every grid run (Markdown), with results.json, the
     curves and the merged evaluation records in `results`."""
-    from dptune.stages.common import read_json
     from dptune.stages.report import report_stage
 
-    profile = load_profile(params)
+    plan = plan_of(params)
     out = Path(results.path)
     evals: dict[str, Any] = {}
     for evaluation in evaluations:
@@ -425,7 +331,7 @@ def report(
         result = report_stage(
             run_dirs, out, baselines=Path(baselines.path) / BASELINES_FILE,
             evals=out / EVAL_FILE, probe=Path(probe_report.path) / PROBE_SUMMARY,
-            track=profile.mlflow.track,
+            track=plan.track(),
         )  # fmt: skip
     write_text(table.path, result["markdown"])
     for row, summary in result["table"]["rows"].items():
@@ -441,7 +347,7 @@ def register(
     """Promote, per task, the best registered prompt version to alias `champion`."""
     from dptune.stages.register import promote_profile
 
-    by_task = promote_profile(load_profile(params), backbone.path)
+    by_task = promote_profile(plan_of(params), StageInputs(backbone_dir=Path(backbone.path)))
     if by_task is None:
         write_text(promotions.path, "Nothing to promote: the profile registers no prompts.\n")
         return []

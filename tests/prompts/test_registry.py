@@ -1,0 +1,118 @@
+"""The method registry: discovered from the method folders, light to import, the one list."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import dptune.prompts
+from dptune.config import METHOD_FIELDS, METHODS, TrainConfig
+from dptune.prompts.base import PromptModule
+from dptune.prompts.registry import (
+    MethodSpec,
+    get_method,
+    method_field_help,
+    method_names,
+    methods,
+    register_method,
+)
+
+PROMPTS_DIR = Path(dptune.prompts.__file__).parent
+
+
+def test_the_registry_lists_exactly_the_method_folders() -> None:
+    folders = {p.parent.name for p in PROMPTS_DIR.glob("*/__init__.py")}
+    assert set(method_names()) == folders
+    assert method_names() == ("dpt", "pt", "residual", "probe", "finetune")  # paper order
+    assert method_names() == METHODS
+
+
+def test_each_spec_points_at_its_prompt_module() -> None:
+    for spec in methods():
+        assert spec.help and "\n" not in spec.help
+        if spec.name == "finetune":
+            assert not spec.has_prompt and spec.fields == ()
+            continue
+        cls = spec.prompt_class()
+        assert issubclass(cls, PromptModule)
+        assert cls.__module__ == f"dptune.prompts.{spec.name}.model"
+
+
+def test_an_unknown_method_is_refused_with_the_valid_names() -> None:
+    with pytest.raises(ValueError, match="unknown method 'lora'; valid: dpt, pt, residual, probe"):
+        get_method("lora")
+
+
+def test_a_name_registers_once() -> None:
+    spec = get_method("dpt")
+    assert register_method(spec) is spec  # the same spec again: a module imported twice
+    other = MethodSpec(name="dpt", config=spec.config, module=None, help="another dpt")
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(other)
+
+
+def test_method_configs_own_defaults_and_checks_and_are_built_by_keyword() -> None:
+    dpt = get_method("dpt").config
+    assert dpt().model_dump() == {"bottleneck": 10, "init": "uniform", "init_std": 0.5}
+    assert get_method("residual").config().model_dump() == {
+        "residual_hidden": 400,
+        "pt_init": "vocab",
+    }
+    for name in ("pt", "probe"):
+        assert get_method(name).config().model_dump() == {"pt_init": "vocab"}
+    with pytest.raises(ValidationError):
+        dpt(bottleneck=0)
+    with pytest.raises(ValidationError):
+        dpt(init="laplace")
+    with pytest.raises(ValidationError):
+        dpt(init_std=0)
+    with pytest.raises(ValidationError):
+        dpt(num_tokens=4)  # c and e come with the model, not the config
+    with pytest.raises(ValidationError):
+        dpt(colour="red")  # type: ignore[call-arg]
+    config = dpt(bottleneck=2)
+    with pytest.raises(ValidationError):
+        config.bottleneck = 3  # type: ignore[misc]
+
+
+def test_every_method_field_is_a_flat_train_config_field_with_registry_help() -> None:
+    assert METHOD_FIELDS == {
+        "bottleneck": ("dpt",),
+        "init": ("dpt",),
+        "init_std": ("dpt",),
+        "pt_init": ("pt", "residual", "probe"),
+        "residual_hidden": ("residual",),
+    }
+    for name in METHOD_FIELDS:
+        field = TrainConfig.model_fields[name]
+        assert field.default is None  # not given: the method's config has the default
+        assert field.description == method_field_help(name)
+    assert method_field_help("bottleneck").endswith("(dpt only; default: 10)")
+    assert method_field_help("pt_init").endswith("(pt, residual, probe only; default: vocab)")
+
+
+def test_the_config_and_registry_import_no_torch() -> None:
+    code = (
+        "import sys, dptune.config, dptune.prompts.registry as r; r.methods(); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_help_names_the_methods_of_each_method_flag() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dptune.cli.main", "train", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "(dpt only; default: 10)" in text
+    assert "(residual only; default: 400)" in text
+    assert "(pt, residual, probe only; default: vocab)" in text
