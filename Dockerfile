@@ -1,20 +1,28 @@
-# syntax=docker/dockerfile:1
-# One image for every dptune Kubeflow component and for the `dptune` CLI.
+# One image for every dptune Kubeflow component and for the `dptune` CLI. Build it with
+# `make image` (docker or podman, whichever is installed; docs/image.md), or by hand:
 #
 #   docker build -t ghcr.io/<org>/dptune:0.1.0 .                                  # CUDA torch
 #   docker build --build-arg TORCH_VARIANT=cpu -t ghcr.io/<org>/dptune:0.1.0-cpu .
 #
-# Every Python dependency, kfp included, is installed at the exact version pyproject.toml pins;
-# the pipeline YAML must be compiled with that same kfp (tests/kubeflow/test_dockerfile.py checks).
-# See docs/kubeflow.md.
+# Every Python dependency, kfp included, is installed at the exact version pyproject.toml pins
+# (plus its `s3` extra, boto3); the pipeline YAML must be compiled with that same kfp
+# (tests/kubeflow/test_dockerfile.py checks). No test or dev dependencies.
+#
+# Air-gapped and TLS-proxied builds: `.image-extras/` of the build context (`make image` fills
+# it from IMAGE_WHEELHOUSE and IMAGE_CA_BUNDLE; it must exist, empty or not) is bind-mounted into
+# the install steps only, never copied into a layer: `.image-extras/wheels/` is a pip find-links
+# folder (a local wheelhouse) and `.image-extras/ca.crt` the CA bundle pip trusts.
 
 # Python 3.11 slim (Debian bookworm), pinned by tag and by the digest of its multi-arch index.
+# Any Debian/Ubuntu-like image with python3 (3.11) and pip on PATH works, e.g. the local one
+# scripts/make_base_image.sh makes where no registry is reachable.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 FROM ${PYTHON_IMAGE}
 
 # cu128: a CUDA 12.8 build of torch for GPU nodes (the driver comes from the node);
 # cpu: the CPU-only build, a much smaller image for CPU-only clusters and CI.
+# TORCH_INDEX_URL='' takes torch from the package index (and the wheelhouse) instead.
 ARG TORCH_VARIANT=cu128
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
 
@@ -26,31 +34,71 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/home/dptune/.cache/huggingface \
     MPLCONFIGDIR=/home/dptune/.cache/matplotlib
 
-RUN groupadd --gid 1000 dptune \
-    && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/dptune dptune
+# uid 1000, primary group 0, and a home that group 0 may write: OpenShift runs pods with a
+# random uid in group 0, Kubeflow with this user.
+RUN useradd --uid 1000 --gid 0 --create-home --home-dir /home/dptune dptune \
+    && mkdir -p /home/dptune/.cache/huggingface /home/dptune/.cache/matplotlib \
+    && chown -R 1000:0 /home/dptune \
+    && chmod -R g=u /home/dptune
 
 WORKDIR /opt/dptune
 
-# Dependencies first, in their own layers, so that a change of the source alone reuses them.
+# Dependencies first, in their own layer, so that a change of the source alone reuses them.
 # torch comes from the PyTorch index of the chosen variant, at the version pyproject.toml pins
-# (`torch==X` accepts X+cu128 and X+cpu); every other pin then installs from PyPI.
+# (`torch==X` accepts X+cu128 and X+cpu); every other pin then installs from the package index.
+# Then what the image never uses at runtime: the packages' own test suites.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print(chr(10).join(project['dependencies']))" > /tmp/requirements.txt
-RUN pip install --index-url "${TORCH_INDEX_URL}" "$(grep '^torch==' /tmp/requirements.txt)" \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+RUN --mount=type=bind,source=.image-extras,target=/tmp/extras \
+    set -eu; \
+    extras=/tmp/extras; \
+    if [ -s "$extras/ca.crt" ]; then export PIP_CERT="$extras/ca.crt"; fi; \
+    if [ -d "$extras/wheels" ]; then export PIP_FIND_LINKS="$extras/wheels"; fi; \
+    python3 -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print(chr(10).join(project['dependencies'] + project['optional-dependencies']['s3']))" \
+        > /tmp/requirements.txt; \
+    if [ -n "${TORCH_INDEX_URL}" ]; then \
+        pip install --index-url "${TORCH_INDEX_URL}" "$(grep '^torch==' /tmp/requirements.txt)"; \
+    else \
+        pip install "$(grep '^torch==' /tmp/requirements.txt)"; \
+    fi; \
+    pip install -r /tmp/requirements.txt; \
+    rm /tmp/requirements.txt; \
+    site=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+    find "$site" -depth -type d -name tests -prune -exec rm -rf {} +; \
+    rm -rf /root/.cache /tmp/pip-*
 
-# The project itself; its dependencies are already in place.
+# The project itself; its dependencies are already in place. Then matplotlib's font cache, so
+# that no pod rebuilds it at start.
 COPY README.md ./
 COPY src ./src
-RUN pip install --no-deps . \
-    && rm -rf /opt/dptune/build /opt/dptune/src/*.egg-info \
-    && python -c "import dptune, kfp, torch; print('dptune', dptune.__version__, 'kfp', kfp.__version__, 'torch', torch.__version__)"
+RUN --mount=type=bind,source=.image-extras,target=/tmp/extras \
+    set -eu; \
+    extras=/tmp/extras; \
+    if [ -s "$extras/ca.crt" ]; then export PIP_CERT="$extras/ca.crt"; fi; \
+    if [ -d "$extras/wheels" ]; then export PIP_FIND_LINKS="$extras/wheels"; fi; \
+    pip install --no-deps . \
+    && rm -rf /opt/dptune/build /opt/dptune/src/*.egg-info /root/.cache \
+    && python3 -c "import boto3, dptune, kfp, torch; print('dptune', dptune.__version__, 'kfp', kfp.__version__, 'torch', torch.__version__, 'boto3', boto3.__version__)" \
+    && python3 -c "import matplotlib.font_manager" \
+    && chown -R 1000:0 /home/dptune && chmod -R g=u /home/dptune
+
+# Which code this is: OCI labels for registries and scanners, and DPTUNE_GIT_SHA for dptune,
+# which records it on every MLflow run (there is no .git in the image). Last, so that a new
+# commit rebuilds only these metadata layers.
+ARG VERSION=0.1.0
+ARG GIT_SHA=unknown
+ARG SOURCE_URL=https://github.com/dptune/dptune
+LABEL org.opencontainers.image.title="dptune" \
+      org.opencontainers.image.description="Decomposed low-rank soft prompt tuning: the dptune CLI and its Kubeflow components" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${GIT_SHA}"
+ENV DPTUNE_GIT_SHA=${GIT_SHA}
 
 # Kubeflow runs every component as this user; KFP 2.1+ mounts its artifact folders (/gcs,
 # /minio, /s3) as emptyDir volumes, so nothing needs root.
-USER 1000:1000
+USER 1000:0
 WORKDIR /home/dptune
 
 # Kubeflow overrides the entrypoint with the component's own command; `docker run IMAGE ...`

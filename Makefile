@@ -44,7 +44,7 @@ run: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# Kubeflow Pipelines (docs/kubeflow.md): compile, submit, run locally with kfp.local, build the image.
+# Kubeflow Pipelines (docs/kubeflow.md): compile, submit, run locally with kfp.local.
 KFP_PROFILE ?= paper
 KFP_PIPELINE ?= pipeline/dptune_pipeline.yaml
 KFP_HOST ?=
@@ -58,7 +58,8 @@ KFP_IMAGE_FLAG = $(if $(KFP_IMAGE),--image $(KFP_IMAGE))
 .PHONY: pipeline-compile pipeline-submit pipeline-local pipeline-image
 
 pipeline-compile: $(STAMP)
-	$(BIN)/dptune pipeline compile --profile $(KFP_PROFILE) --out $(KFP_PIPELINE) $(KFP_IMAGE_FLAG)
+	$(BIN)/dptune pipeline compile --profile $(KFP_PROFILE) --out $(KFP_PIPELINE) \
+		$(if $(KFP_IMAGE),--image $(KFP_IMAGE),--allow-placeholder-image)
 	$(BIN)/dptune pipeline components --out components
 
 pipeline-submit: $(STAMP)
@@ -69,6 +70,52 @@ pipeline-submit: $(STAMP)
 pipeline-local: $(STAMP)
 	$(BIN)/dptune pipeline run-local --profile $(KFP_LOCAL_PROFILE) --data-dir $(KFP_LOCAL_DATA)
 
-pipeline-image:
-	@test -n "$(KFP_IMAGE)" || { echo "error: set KFP_IMAGE=<registry>/dptune:<tag>" >&2; exit 2; }
-	docker build --build-arg TORCH_VARIANT=$(TORCH_VARIANT) -t $(KFP_IMAGE) .
+# The image (docs/image.md): docker or podman, whichever is installed and answers (IMAGE_ENGINE
+# to choose). Build arguments: IMAGE_BASE (base image; default the Dockerfile's pinned
+# python:3.11-slim), TORCH_VARIANT (cu128 | cpu) and TORCH_INDEX_URL ('' = the package index),
+# IMAGE_WHEELHOUSE (a local pip find-links folder) and IMAGE_CA_BUNDLE (the CA bundle pip trusts),
+# both optional, for air-gapped and TLS-proxied builds.
+IMAGE_ENGINE ?= $(shell for e in docker podman; do command -v $$e >/dev/null 2>&1 && $$e info >/dev/null 2>&1 && { echo $$e; exit; }; done; command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
+IMAGE_NAME ?= $(if $(KFP_IMAGE),$(KFP_IMAGE),localhost/dptune:$(IMAGE_VERSION)$(if $(filter cpu,$(TORCH_VARIANT)),-cpu))
+IMAGE_BASE ?=
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/$(TORCH_VARIANT)
+IMAGE_WHEELHOUSE ?=
+IMAGE_CA_BUNDLE ?=
+IMAGE_GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+IMAGE_SOURCE ?= $(or $(shell git remote get-url origin 2>/dev/null),https://github.com/dptune/dptune)
+IMAGE_BUILD_FLAGS ?=
+# image-test: the CPU image, the smoke pipeline run component by component inside it.
+IMAGE_TEST_NAME ?= localhost/dptune:$(IMAGE_VERSION)-cpu
+IMAGE_TEST_DATA ?= ../shared/data/superglue
+IMAGE_TEST_OUT ?= outputs/image-test
+
+.PHONY: image image-extras image-test pipeline-image
+
+# .image-extras/ is bind-mounted into the Dockerfile's install steps (never copied into a layer).
+image-extras:
+	@mkdir -p .image-extras
+	@rm -rf .image-extras/wheels .image-extras/ca.crt
+	@if [ -n "$(IMAGE_WHEELHOUSE)" ]; then mkdir -p .image-extras/wheels && \
+		{ cp -rl "$(IMAGE_WHEELHOUSE)"/. .image-extras/wheels/ 2>/dev/null || \
+		  cp -r "$(IMAGE_WHEELHOUSE)"/. .image-extras/wheels/; }; fi
+	@if [ -n "$(IMAGE_CA_BUNDLE)" ]; then cp "$(IMAGE_CA_BUNDLE)" .image-extras/ca.crt; fi
+
+image: image-extras
+	$(IMAGE_ENGINE) build \
+		$(if $(IMAGE_BASE),--build-arg PYTHON_IMAGE=$(IMAGE_BASE)) \
+		--build-arg TORCH_VARIANT=$(TORCH_VARIANT) \
+		--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+		--build-arg VERSION=$(IMAGE_VERSION) \
+		--build-arg GIT_SHA=$(IMAGE_GIT_SHA) \
+		--build-arg SOURCE_URL=$(IMAGE_SOURCE) \
+		$(IMAGE_BUILD_FLAGS) -t $(IMAGE_NAME) .
+	@$(IMAGE_ENGINE) image inspect --format '{{.Id}} {{.Size}} bytes' $(IMAGE_NAME)
+
+# Deprecated name of `image` (KFP_IMAGE=... names the image).
+pipeline-image: image
+
+image-test: $(STAMP)
+	$(MAKE) image TORCH_VARIANT=cpu IMAGE_NAME=$(IMAGE_TEST_NAME)
+	$(BIN)/python scripts/image_test.py --engine $(IMAGE_ENGINE) --image $(IMAGE_TEST_NAME) \
+		--data $(IMAGE_TEST_DATA) --out $(IMAGE_TEST_OUT)

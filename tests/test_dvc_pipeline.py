@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -108,6 +109,13 @@ def test_outputs_and_the_data_version(project):
     assert (repo / "data" / "samples" / "cb" / "k8-s0.json").is_file()
     table = (repo / "reports" / "results.md").read_text()
     assert "| dpt |" in table and "| pt |" in table and "| majority |" in table
+    assert "| Avg | SuperGLUE |" in table and "Avg is the paper's" in table
+    detail = json.loads((repo / "reports" / "results.json").read_text())  # not a metric
+    assert set(detail["rows"]) == {"majority", "dpt", "pt"}
+    assert detail["rows"]["dpt"]["superglue"]["n"] == 1
+    assert (
+        json.loads((repo / "runs" / "cb-dpt-s0" / "metrics.json").read_text())["train_pairs"] == 32
+    )  # CB: one pair per example (train_limit 32)
     # dvc repro recorded the fetched data (CB only) in data.dvc
     recorded = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]
     original = yaml.safe_load((REPO_ROOT / "data.dvc").read_text())["outs"][0]
@@ -121,17 +129,36 @@ def test_dvc_metrics_and_plots(project):
     repo, env = project["repo"], project["env"]
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env))
     metrics = shown[""]["data"]
-    results = metrics["reports/results.json"]["data"]
-    assert set(results["rows"]) == {"majority", "dpt", "pt"}
-    assert 0.0 <= results["rows"]["dpt"]["avg"]["mean"] <= 1.0
-    assert "last" in metrics["reports/probe/summary.json"]["data"]
-    assert set(metrics) == {"reports/results.json", "reports/probe/summary.json"}
+    # the table: one numbers-only file per row (the paper metric per task, Avg, SuperGLUE)
+    rows = {"majority", "dpt", "pt"}
+    assert set(metrics) == {f"reports/metrics/{r}.json" for r in rows}  # the table alone
+    for row in rows:
+        values = metrics[f"reports/metrics/{row}.json"]["data"]
+        assert set(values) == {"cb", "Avg", "SuperGLUE"}
+        assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in values.values())
+    table = _run(["dvc", "metrics", "show"], repo, env).splitlines()
+    assert max(len(line) for line in table) < 160, "\n".join(table)  # fits a terminal
+    assert "last" in json.loads((repo / "reports" / "probe" / "summary.json").read_text())
     evals = json.loads((repo / "reports" / "eval.json").read_text())
     assert evals["cb-pt-s0"]["matches_run_metrics"] is True
     out = project["scratch"] / "plots"
     plots = json.loads(_run(["dvc", "plots", "show", "--json", "-o", str(out)], repo, env))
-    assert any("rank_probe.csv" in name for name in plots["data"])
-    assert any("curves" in name for name in plots["data"])
+    names = sorted(plots["data"])
+    # each figure once: the probe's series and image, per run its dev score and its loss
+    assert names == [
+        "reports/curves/cb-dpt-s0.csv", "reports/curves/cb-pt-s0.csv",
+        "reports/loss/cb-dpt-s0.csv", "reports/loss/cb-pt-s0.csv",
+        "reports/probe/rank_probe.csv", "reports/probe/rank_probe.png",
+    ], names  # fmt: skip
+    for name in names:
+        assert len(plots["data"][name]) == 1, name
+    for name, y in zip(names[:4], ["dev_score"] * 2 + ["train_loss"] * 2, strict=True):
+        values = plots["data"][name][0]["content"]["data"]["values"]  # the curves hold points
+        assert values and all(float(v[y]) >= 0.0 for v in values), name
+    html = project["scratch"] / "html"
+    _run(["dvc", "plots", "show", "-o", str(html)], repo, env)
+    page = (html / "index.html").read_text()
+    assert page.count("vegaEmbed(") == 5 and page.count("<img") == 1
 
 
 def test_dvc_metrics_diff_against_the_last_commit(project):
@@ -140,14 +167,14 @@ def test_dvc_metrics_diff_against_the_last_commit(project):
     _run([*git, "add", "-A"], repo, env)
     _run([*git, "commit", "-q", "-m", "smoke results"], repo, env)
     assert json.loads(_run(["dvc", "metrics", "diff", "--json"], repo, env)) == {}
-    results = repo / "reports" / "results.json"
+    results = repo / "reports" / "metrics" / "dpt.json"
     committed = results.read_text()
     table = json.loads(committed)
-    table["rows"]["dpt"]["avg"]["mean"] += 0.25  # as if a new run scored better
+    table["Avg"] += 0.25  # as if a new run scored better
     results.write_text(json.dumps(table))
     try:
         diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], repo, env))
-        change = diff["reports/results.json"]["rows.dpt.avg.mean"]
+        change = diff["reports/metrics/dpt.json"]["Avg"]
         assert change["diff"] == pytest.approx(0.25)
     finally:
         results.write_text(committed)
@@ -183,15 +210,15 @@ def test_mlflow_runs_registry_promotion_and_pyfunc(project, superglue_dir):
     name = "dptune-cb-tiny"
     versions = client.search_model_versions(f"name = '{name}'")
     assert len(versions) == 2
-    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
-
-    # the register stage promoted the better of the two versions
+    best = max(versions, key=lambda v: (float(v.tags["dev_accuracy"]), -int(v.version)))
+    # the register stage named the run's best version by dev challenger and, as the smoke
+    # profile auto-promotes, made it champion
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == str(best.version)
     promoted = json.loads((repo / "reports" / "promotions.json").read_text())["cb"]
     assert promoted["promoted"] is True and promoted["uri"] == f"models:/{name}@champion"
     champion = client.get_model_version_by_alias(name, "champion")
     assert str(champion.version) == promoted["champion"]
-    best = max(versions, key=lambda v: (float(v.tags["test_accuracy"]), -int(v.version)))
-    assert str(best.version) == promoted["champion"]
+    assert str(best.version) == promoted["champion"] == promoted["challenger"]
     # promoting again by hand keeps the champion
     again = json.loads(_run(["dptune", "stage", "register", "--task", "cb",
                              "--backbone", "models/backbone"], repo, env))["cb"]  # fmt: skip
@@ -219,6 +246,36 @@ def test_an_experiment_reruns_only_what_its_parameter_changes(project):
     assert yaml.safe_load((repo / "params.yaml").read_text())["probe"]["config"]["epochs"] == 1
     listed = _run(["dvc", "exp", "list", "--name-only"], repo, env).split()
     assert len(listed) == 1
+
+
+def test_a_queued_experiment_logs_into_the_project_store(project):
+    """`dvc exp run --queue` + `dvc queue start` run in a temporary copy of the project, which
+    is deleted afterwards: their MLflow runs must land in the project's own store."""
+    repo, env = project["repo"], project["env"]
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    _run([*git, "add", "-A"], repo, env)
+    _run([*git, "commit", "-q", "--allow-empty", "-m", "before the queued experiment"], repo, env)
+    baseline_rev = _run(["git", "rev-parse", "HEAD"], repo, env).strip()
+    name = "queued-probe"  # a value never run before: no run-cache restore, the probe really runs
+    _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", "probe.config.epochs=3"], repo, env)
+    _run(["dvc", "queue", "start"], repo, env)
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        status = _run(["dvc", "queue", "status"], repo, env)
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(5)
+    _run(["dvc", "queue", "stop", "--kill"], repo, env)
+    assert "Success" in status, status + _run(["dvc", "queue", "logs", name], repo, env)
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}", f"sqlite:///{repo / 'mlflow.db'}")
+    for experiment in ("dptune-probe", "dptune-report"):  # the stages that reran in the queue
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id], f"tags.dvc_experiment = '{name}'")
+        assert len(runs) == 1, (experiment, _run(["dvc", "queue", "logs", name], repo, env))
+    assert runs[0].data.tags["dvc_baseline_rev"] == baseline_rev
+    artifacts = Path(runs[0].info.artifact_uri.removeprefix("file://"))
+    assert artifacts.is_dir() and repo in artifacts.parents  # beside the store, not in the copy
 
 
 def test_the_stages_run_the_projects_copy_of_the_source(project):

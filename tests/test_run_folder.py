@@ -36,7 +36,7 @@ def test_the_layout_is_named_in_one_place(tmp_path):
         folder.trainable_path: "trainable.safetensors",
         folder.adapter_dir: "adapter",
         folder.model_dir: "model",
-        folder.checkpoint_path: "checkpoints/last.pt",
+        folder.checkpoint_path: "checkpoints/last.json",
         folder.tracking_path: "tracking.json",
         folder.predictions_path("val"): "predictions/val.jsonl",
         folder.predictions_path("test"): "predictions/test.jsonl",

@@ -72,7 +72,9 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Linear warmup fraction")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip")
     max_source_length: int = Field(256, gt=0, description="Max source tokens (prompt excluded)")
-    max_target_length: int = Field(16, gt=0, description="Max target tokens")
+    max_target_length: int = Field(
+        128, gt=0, description="Max target tokens (generation stops at EOS; official code: 128)"
+    )
     train_limit: int | None = Field(None, gt=0, description="Use at most this many train examples")
     seed: int = Field(0, description="Random seed")
 
@@ -82,10 +84,16 @@ class TrainConfig(BaseModel):
     protocol: Literal["heldout", "paper"] = Field("heldout", description="heldout | paper")
     format: Literal["paper", "natural"] = Field("paper", description="Text format: paper | natural")
     decode: Literal["generate", "rank"] = Field("rank", description="generate | rank")
+    wsc_eval: Literal["all", "positives"] = Field(
+        "all", description="WSC scoring: all (by label) | positives (the official code's 38)"
+    )
 
     # runtime
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
     compile: bool = Field(False, description="torch.compile the backbone")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="fp32 (the official code) | bf16 autocast where the GPU supports it"
+    )
     log_every: int = Field(10, gt=0, description="Log metrics every N steps")
     checkpoint_every: int | None = Field(
         None, gt=0, description="Also checkpoint every N steps (always at epoch end)"
@@ -193,7 +201,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
     """Validate `values` into a TrainConfig, turning pydantic errors into one DptuneError line."""
     try:
-        return TrainConfig(**values)
+        return TrainConfig.model_validate(values)  # not **values: YAML keys may not be str
     except ValidationError as err:
         raise DptuneError(format_validation_error(err, source)) from None
 

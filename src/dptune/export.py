@@ -82,8 +82,10 @@ def export_run(
         "seed": cfg.seed,
         "shots": cfg.shots,
         "protocol": cfg.protocol,
+        "task_options": dict(getattr(task, "options", {})),  # e.g. WSC's eval: all | positives
         "splits": data.splits.describe(),
         "train_examples": len(data.train),
+        "train_pairs": sum(len(task.train_pairs(ex)) for ex in data.train),
         **backbone.param_counts(),
         "prompt_shape": list(prompt.shape) if prompt is not None else None,
         "steps": state.step,

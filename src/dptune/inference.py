@@ -10,6 +10,7 @@ from dptune.backbones.loader import build_backbone
 from dptune.config import TrainConfig
 from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example, Task
+from dptune.tasks.fields import check_data, check_formats
 from dptune.tasks.registry import get_task
 from dptune.training.device import resolve_device
 from dptune.training.evaluate import predict_examples
@@ -52,6 +53,13 @@ class Predictor:
 
     def predict(self, records: list[dict[str, Any]]) -> list[Any]:
         """Labels for task records given with the task's field names (as in `Example.data`)."""
-        examples = [Example(idx=i, data=r) for i, r in enumerate(records)]
+        examples = []
+        for i, record in enumerate(records):  # a serving request: refuse bad rows in one line
+            check_data(record, f"record {i}")
+            example = Example(idx=i, data=dict(record))
+            check_formats(self.task, example, f"record {i}")
+            examples.append(example)
+        if not examples:
+            return []
         labels = self.predict_examples(examples)
         return [labels[ex.key] for ex in examples]

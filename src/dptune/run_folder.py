@@ -1,7 +1,10 @@
 """The run folder: its layout and typed readers and writers for every file in it.
 
     config.yaml               the resolved TrainConfig (written first, when training starts)
-    checkpoints/last.pt       resumable state (trainable tensors, optimizer, RNG, position)
+    checkpoints/step-<N>/     resumable state at step N (tensors.safetensors + state.json, no
+                              pickle); the newest two are kept
+    checkpoints/last.json     names the newest checkpoints/step-<N>/
+    .lock                     held (flock) by the process training into the folder
     history.jsonl             one row per logging step and per epoch end
     prompt.safetensors        P (c x e), prompt methods only
     trainable.safetensors     every trainable tensor (prompt factors, head), prompt methods only
@@ -43,7 +46,10 @@ ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
 PREDICTIONS_DIR = "predictions"
 CHECKPOINTS_DIR = "checkpoints"
-CHECKPOINT_FILE = f"{CHECKPOINTS_DIR}/last.pt"
+CHECKPOINT_FILE = f"{CHECKPOINTS_DIR}/last.json"  # a pointer: {"checkpoint": "step-<N>", ...}
+CHECKPOINT_STEP_PREFIX = "step-"  # checkpoints/step-<N>/ holds the state after N steps
+LEGACY_CHECKPOINT_FILE = f"{CHECKPOINTS_DIR}/last.pt"  # pickled; never loaded
+LOCK_FILE = ".lock"
 TRACKING_FILE = "tracking.json"
 FIGURES_DIR = "figures"
 SPLITS: tuple[str, ...] = ("val", "test")
@@ -125,7 +131,28 @@ class RunFolder:
 
     @property
     def checkpoint_path(self) -> Path:
+        """`checkpoints/last.json`, naming the newest checkpoint folder."""
         return self.path / CHECKPOINT_FILE
+
+    def checkpoint_dir(self, step: int) -> Path:
+        """`checkpoints/step-<step>/`, the resumable state after `step` optimizer steps."""
+        return self.checkpoints_dir / f"{CHECKPOINT_STEP_PREFIX}{step}"
+
+    def checkpoint_dirs(self) -> list[tuple[int, Path]]:
+        """The checkpoint folders as (step, folder), newest (highest step) first."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = []
+        for entry in self.checkpoints_dir.iterdir():
+            number = entry.name.removeprefix(CHECKPOINT_STEP_PREFIX)
+            is_step = entry.name != number and number.isascii() and number.isdigit()
+            if is_step and entry.is_dir():
+                found.append((int(number), entry))
+        return sorted(found, key=lambda item: item[0], reverse=True)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_FILE
 
     @property
     def tracking_path(self) -> Path:
@@ -143,7 +170,10 @@ class RunFolder:
         return self.metrics_path.is_file()
 
     def has_checkpoint(self) -> bool:
-        return self.checkpoint_path.is_file()
+        """Whether `checkpoints/` holds anything a resume would read (good or not)."""
+        if not self.checkpoints_dir.is_dir():
+            return False
+        return any(not entry.name.startswith(".") for entry in self.checkpoints_dir.iterdir())
 
     def has_config(self) -> bool:
         return self.config_path.is_file()

@@ -14,7 +14,8 @@ MODEL = "dptune-cb-cli"
 
 @pytest.fixture(scope="module")
 def registry_dir(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
-    """A project folder whose mlflow.db holds MODEL with test accuracies 0.5, 0.8 and 0.7."""
+    """A project folder whose mlflow.db holds MODEL with dev accuracies 0.5, 0.8 and 0.7 (their
+    sources serve nothing: promoting one must fail its serving check)."""
     from mlflow import MlflowClient
 
     root = new_store(pytestconfig, tmp_path_factory.mktemp("project"))
@@ -22,7 +23,7 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model(MODEL)
     for value in (0.5, 0.8, 0.7):
-        tags = {"primary_metric": "accuracy", "test_accuracy": repr(value)}
+        tags = {"primary_metric": "accuracy", "dev_accuracy": repr(value)}
         client.create_model_version(MODEL, "file:///nowhere", tags=tags)
     return root
 
@@ -49,18 +50,18 @@ def _error_line(capfd: pytest.CaptureFixture[str]) -> str:
 
 
 def test_promote_prints_one_summary_line(monkeypatch, capfd, registry_dir):
-    assert _dptune(monkeypatch, registry_dir, "--model", MODEL, "--version", "3") == 0
-    out = capfd.readouterr().out.strip().splitlines()
-    assert out == [f"{MODEL}: v3 is now champion (test_accuracy 0.7000; no previous champion)"]
+    assert _dptune(monkeypatch, registry_dir, "--model", MODEL, "--version", "3") == 2
+    assert _error_line(capfd).startswith(f"error: --version: v3 of {MODEL} does not serve")
 
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{registry_dir / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        MODEL, "champion", "3"
+    )
     assert _dptune(monkeypatch, registry_dir, "--model", MODEL, "--version", "1") == 0
     assert capfd.readouterr().out.strip() == (
-        f"{MODEL}: champion stays v3 (test_accuracy 0.7000 >= 0.5000 of v1)"
-    )
-
-    assert _dptune(monkeypatch, registry_dir, "--model", MODEL) == 0
-    assert capfd.readouterr().out.strip() == (
-        f"{MODEL}: v2 is now champion (test_accuracy 0.8000 > 0.7000 of v3)"
+        f"{MODEL}: champion stays v3 (dev_accuracy 0.7000 >= 0.5000 of v1)"
     )
 
 
@@ -70,6 +71,7 @@ def test_promote_prints_one_summary_line(monkeypatch, capfd, registry_dir):
         (["--model", "dptune-cb-nope"], "error: --model: no registered model 'dptune-cb-nope'"),
         (["--model", MODEL, "--version", "9"], f"error: --version: {MODEL} has no version 9"),
         (["--model", MODEL, "--metric", "bleu"], f"error: --metric: no version of {MODEL}"),
+        (["--model", MODEL, "--metric", "test_accuracy"], "error: --metric: test_accuracy: "),
     ],
 )
 def test_unknown_model_version_or_metric_exit_2(monkeypatch, capfd, registry_dir, args, message):

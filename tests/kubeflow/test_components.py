@@ -4,6 +4,7 @@ artifacts at local paths, on real CB data and a tiny T5, recording into a throwa
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,7 @@ def trained(
 
 def test_grid_lists_the_cells_of_the_profile(params):
     cells = components.grid.python_func(params=params)
+    assert all(isinstance(cell, dict) for cell in cells)  # STRUCT items, as train's cell
     assert cells == [
         {"task": "cb", "method": "dpt", "seed": 0, "name": "cb-dpt-s0"},
         {"task": "cb", "method": "pt", "seed": 0, "name": "cb-pt-s0"},
@@ -152,13 +154,17 @@ def test_train_publishes_the_run_without_its_checkpoint_and_records_it(trained, 
         assert (folder / "metrics.json").is_file() and (folder / "adapter").is_dir()
         assert not (folder / "checkpoints").exists()
         assert run.metadata["name"] == f"cb-{method}-s0" and run.metadata["seed"] == 0
-        assert 0.0 <= metrics.metadata["test_accuracy"] <= 1.0
-        assert metrics.metadata["trainable_params"] > 0
+        assert 0.0 <= metrics.metadata["kfp_test_accuracy"] <= 1.0
+        assert metrics.metadata["kfp_trainable_params"] > 0
         mlflow_run = store.get_run(run.metadata["mlflow"]["run_id"])
+        # KFP's MLflow plugin logs the Metrics artifact into the task's run: no key may be one
+        # of the run's own metrics (the per-epoch dev_<m> curve above all)
+        assert not set(metrics.metadata) & set(mlflow_run.data.metrics), method
+        assert any(key.startswith("kfp_best_dev_") for key in metrics.metadata)
         assert mlflow_run.data.tags["kfp_run_id"] == "run-123"
         assert mlflow_run.data.tags["method"] == method
     # the dpt run trained on the workspace, which keeps its checkpoint for a retry
-    assert (trained["workspace"] / "runs" / "cb-dpt-s0" / "checkpoints" / "last.pt").is_file()
+    assert (trained["workspace"] / "runs" / "cb-dpt-s0" / "checkpoints" / "last.json").is_file()
 
 
 def test_a_retried_train_task_resumes_from_the_workspace(trained, params, inputs, tmp_path, store):
@@ -168,7 +174,8 @@ def test_a_retried_train_task_resumes_from_the_workspace(trained, params, inputs
     run, metrics = train_cell(params, inputs, tmp_path, "dpt", str(trained["workspace"]))
     config = yaml.safe_load((Path(run.path) / "config.yaml").read_text())
     assert config["resume"] is True
-    assert metrics.metadata["test_accuracy"] == trained["dpt"][1].metadata["test_accuracy"]
+    first = trained["dpt"][1].metadata["kfp_test_accuracy"]
+    assert metrics.metadata["kfp_test_accuracy"] == first
     assert run.metadata["mlflow"]["run_id"] == first_run  # logged once, not twice
     runs = store.search_runs([store.get_run(first_run).info.experiment_id], "tags.method = 'dpt'")
     assert len(runs) == 1
@@ -186,7 +193,7 @@ def test_evaluate_rescores_and_publishes_the_submission_files(trained, params, i
     )  # fmt: skip
     records = json.loads((Path(evaluation.path) / "eval.json").read_text())
     assert list(records) == ["cb-pt-s0"] and records["cb-pt-s0"]["matches_run_metrics"]
-    assert metrics.metadata["test_accuracy"] == train_metrics.metadata["test_accuracy"]
+    assert metrics.metadata["test_accuracy"] == train_metrics.metadata["kfp_test_accuracy"]
     for split, count in (("val", 56), ("test", 250)):
         lines = (Path(evaluation.path) / "predictions" / f"{split}.jsonl").read_text().splitlines()
         assert len(lines) == count and {"idx", "label"} <= set(json.loads(lines[0]))
@@ -205,7 +212,7 @@ def test_probe_report_and_register(trained, params, inputs, tmp_path, store):
         samples=inputs["samples"], workspace="", **out,
     )  # fmt: skip
     assert Path(out["figure"].path).read_text().count("data:image/png;base64,") == 1
-    assert out["metrics"].metadata["last_rank"] >= 1
+    assert out["metrics"].metadata["kfp_last_rank"] >= 1
 
     baselines = artifact(Dataset, tmp_path, "baselines")
     components.baseline.python_func(
@@ -253,3 +260,16 @@ def test_few_shot_train_on_trains_each_cell_on_its_sample(values, inputs, tmp_pa
     config = yaml.safe_load((Path(run.path) / "config.yaml").read_text())
     assert config["sample"] == str(Path(inputs["samples"].path) / "cb" / "k8-s0.json")
     assert json.loads((Path(run.path) / "metrics.json").read_text())["train_examples"] == 8
+
+
+def test_a_workspace_the_pod_cannot_write_is_one_clear_line(tmp_path, monkeypatch):
+    from dptune.kfp import adapter
+
+    locked = tmp_path / "pvc"
+    locked.mkdir(mode=0o555)
+    if os.access(locked, os.W_OK):  # root writes anywhere: act as uid 1000 would see it
+        monkeypatch.setattr(adapter.os, "access", lambda path, mode: Path(path) != locked)
+    run = artifact(Model, tmp_path, "run")
+    with pytest.raises(DptuneError, match=r"^workspace .*pvc: not writable by uid .*fsGroup"):
+        adapter.work_dir(str(locked), "runs", "cb-dpt-s0", run)
+    assert adapter.work_dir("", "runs", "cb-dpt-s0", run) == tmp_path / "run"

@@ -116,3 +116,72 @@ def test_the_committed_example_was_compiled_by_this_kfp():
 
 def test_nothing_is_added_implicitly():
     assert not args_of("ADD"), "use COPY: ADD fetches URLs and unpacks archives"
+
+
+# ---- build arguments, labels, what the image holds (issue 10) ---------------------------------
+MAKEFILE = REPO_ROOT / "Makefile"
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_oci_labels_and_the_baked_git_sha_come_from_build_args():
+    labels = " ".join(args_of("LABEL"))
+    for key, arg in (("source", "SOURCE_URL"), ("version", "VERSION"), ("revision", "GIT_SHA")):
+        assert f'org.opencontainers.image.{key}="${{{arg}}}"' in labels, key
+        assert arg in build_args(), arg
+    assert build_args()["VERSION"] == pyproject()["project"]["version"] == dptune.__version__
+    assert "DPTUNE_GIT_SHA=${GIT_SHA}" in args_of("ENV")
+    # after every install, so that a new commit rebuilds only the metadata layers
+    kinds = [kw for kw, _ in instructions()]
+    last_run = max(i for i, kw in enumerate(kinds) if kw == "RUN")
+    assert kinds.index("LABEL") > last_run
+    assert min(i for i, (kw, rest) in enumerate(instructions()) if "GIT_SHA" in rest) > last_run
+
+
+def test_make_image_passes_only_build_args_the_dockerfile_declares():
+    recipe = MAKEFILE.read_text(encoding="utf-8").split("\nimage: ", 1)[1].split("\n\n", 1)[0]
+    passed = set(re.findall(r"--build-arg (\w+)=", recipe))
+    declared = {rest.split("=", 1)[0] for rest in args_of("ARG")}
+    assert {"PYTHON_IMAGE", "TORCH_VARIANT", "TORCH_INDEX_URL", "VERSION", "GIT_SHA"} <= passed
+    assert passed <= declared, passed - declared
+    assert "docker podman" in MAKEFILE.read_text(encoding="utf-8")  # whichever is installed
+
+
+def test_wheelhouse_and_ca_bundle_are_mounted_into_the_installs_never_copied():
+    runs = [rest for rest in args_of("RUN") if "pip install" in rest]
+    assert runs and all("--mount=type=bind,source=.image-extras," in rest for rest in runs)
+    for rest in runs:
+        assert 'PIP_CERT="$extras/ca.crt"' in rest and 'PIP_FIND_LINKS="$extras/wheels"' in rest
+    assert (REPO_ROOT / ".image-extras" / "README.md").is_file()  # the mount's source exists
+    dockerignore = (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "!.image-extras/" in dockerignore
+    assert not any(".image-extras" in rest for rest in args_of("COPY"))
+
+
+def test_the_image_installs_boto3_and_no_dev_dependencies():
+    extras = pyproject()["project"]["optional-dependencies"]
+    assert any(re.fullmatch(r"boto3==[\d.]+", dep) for dep in extras["s3"])
+    installs = " ".join(args_of("RUN"))
+    assert "['optional-dependencies']['s3']" in installs
+    assert "'dev'" not in installs and "[dev]" not in installs
+    for dep in extras["dev"]:
+        assert dep.split("==")[0] not in installs
+
+
+def test_home_is_group_0_writable_and_test_suites_are_trimmed():
+    runs = " ".join(args_of("RUN"))
+    assert "--gid 0" in runs and "chmod -R g=u /home/dptune" in runs
+    assert args_of("USER")[-1].split(":")[1] == "0"
+    assert "-name tests -prune -exec rm -rf" in runs
+    assert "PIP_NO_CACHE_DIR=1" in " ".join(args_of("ENV"))
+
+
+def test_git_commit_falls_back_to_the_baked_sha_outside_a_checkout(tmp_path, monkeypatch):
+    from dptune.tracking.runs import git_commit
+
+    monkeypatch.setenv("DPTUNE_GIT_SHA", "a" * 40)
+    assert git_commit(cwd=tmp_path) == "a" * 40
+    monkeypatch.setenv("DPTUNE_GIT_SHA", "unknown")
+    assert git_commit(cwd=tmp_path) is None

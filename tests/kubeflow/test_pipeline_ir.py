@@ -225,7 +225,10 @@ def test_the_committed_example_is_the_paper_profile_compiled_now(tmp_path):
     paper = load_profile(REPO_ROOT / "profiles" / "paper.yaml").model_dump(mode="json")
     fresh = compile_pipeline(tmp_path / "p.yaml", paper).read_text(encoding="utf-8")
     committed = (REPO_ROOT / "pipeline" / "dptune_pipeline.yaml").read_text(encoding="utf-8")
-    assert fresh == committed, "stale pipeline/dptune_pipeline.yaml: run `make pipeline-compile`"
+    assert fresh == committed, (
+        "stale pipeline/dptune_pipeline.yaml: run `dptune pipeline compile --profile paper "
+        "--out pipeline/dptune_pipeline.yaml --allow-placeholder-image`"
+    )
 
 
 def test_a_data_pvc_is_mounted_for_prepare_and_becomes_the_data_source(smoke, tmp_path):
@@ -236,3 +239,195 @@ def test_a_data_pvc_is_mounted_for_prepare_and_becomes_the_data_source(smoke, tm
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["data_source"]["defaultValue"] == "/mnt/superglue"
     assert "pvcMount" not in platform["deploymentSpec"]["executors"]["exec-train"]
+
+
+# ---- parameter types, as the backend's driver checks them -----------------------------------
+def _item_type(type_name: str) -> str | None:
+    """The parameterType of the items of a Python collection type (`typing.List[dict]`), as
+    kfp's ParallelFor derives it; None for a bare `list`, whose items KFP types as STRING."""
+    import re
+
+    from kfp.dsl.types import type_utils
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    match = re.match(r"(typing\.)?\w+\[(?P<item>.+)\]$", type_name)
+    if not match:
+        return None
+    enum = type_utils.get_parameter_type(match["item"].strip())
+    return pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name(enum)
+
+
+def _constant_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, int | float):
+        return "NUMBER_DOUBLE"
+    return {str: "STRING", list: "LIST", dict: "STRUCT"}[type(value)]
+
+
+def parameter_type_mismatches(spec: dict) -> list[str]:
+    """Every task input parameter whose producer's declared type differs from the consumer's:
+    a parent DAG's input (componentInputParameter), another task's output (taskOutputParameter)
+    or a constant, in every DAG of the IR (the root and comp-for-loop-*), and every loop item:
+    the v2 driver (backend/src/v2/driver/resolve.go) hands iteration i the i-th element of the
+    loop's list and checks it against the loop DAG's declared item type, so that type must be
+    the element type of the list's producer."""
+    from dptune.kfp.components import COMPONENTS
+
+    components = spec["components"]
+    dags = {"root": spec["root"], **{n: c for n, c in components.items() if "dag" in c}}
+    problems: list[str] = []
+
+    def declared(component: dict, kind: str, name: str) -> str | None:
+        return component.get(kind, {}).get("parameters", {}).get(name, {}).get("parameterType")
+
+    for dag_name, dag_component in dags.items():
+        tasks = dag_component["dag"]["tasks"]
+        for task_name, task in tasks.items():
+            consumer = components[task["componentRef"]["name"]]
+            for name, source in task.get("inputs", {}).get("parameters", {}).items():
+                where = f"{dag_name}/{task_name}.{name}"
+                want = declared(consumer, "inputDefinitions", name)
+                if "componentInputParameter" in source:
+                    got = declared(
+                        dag_component, "inputDefinitions", source["componentInputParameter"]
+                    )
+                elif "taskOutputParameter" in source:
+                    out = source["taskOutputParameter"]
+                    producer = components[tasks[out["producerTask"]]["componentRef"]["name"]]
+                    got = declared(producer, "outputDefinitions", out["outputParameterKey"])
+                elif "runtimeValue" in source:
+                    got = _constant_type(source["runtimeValue"]["constant"])
+                    want = "NUMBER_DOUBLE" if want == "NUMBER_INTEGER" else want
+                else:
+                    continue  # task final status
+                if got != want:
+                    problems.append(f"{where}: producer {got}, consumer {want}")
+            iterator = task.get("parameterIterator")
+            if iterator:
+                item_type = declared(consumer, "inputDefinitions", iterator["itemInput"])
+                items = iterator["items"]
+                if "raw" in items:
+                    elements = {_constant_type(v) for v in json.loads(items["raw"])}
+                    element = elements.pop() if len(elements) == 1 else None
+                else:
+                    source = task["inputs"]["parameters"][items["inputParameter"]]
+                    out = source.get("taskOutputParameter")
+                    if out is None:  # a pipeline parameter: KFP knows no element type
+                        continue
+                    producer_ref = tasks[out["producerTask"]]["componentRef"]["name"]
+                    python = COMPONENTS[producer_ref.removeprefix("comp-")]
+                    output = python.component_spec.outputs[out["outputParameterKey"]]
+                    element = _item_type(output.type) or "STRING"
+                if element != item_type:
+                    problems.append(
+                        f"{dag_name}/{task_name} loop item: list elements {element}, "
+                        f"loop item declared {item_type}"
+                    )
+    return problems
+
+
+def test_every_parameter_producer_and_consumer_agree_on_the_type(ir, tmp_path):
+    from dptune.stages.params import load_profile
+
+    spec, _ = ir
+    assert parameter_type_mismatches(spec) == []
+    committed = next(
+        yaml.safe_load_all((REPO_ROOT / "pipeline" / "dptune_pipeline.yaml").read_text())
+    )
+    assert parameter_type_mismatches(committed) == []
+    paper = load_profile(REPO_ROOT / "profiles" / "paper.yaml").model_dump(mode="json")
+    fresh, _ = compiled(tmp_path, paper, workspace_size=None, parallelism=0, data_pvc="d")
+    assert parameter_type_mismatches(fresh) == []
+    loop_name, _ = loop(spec)
+    item = spec["components"][f"comp-{loop_name}"]["inputDefinitions"]["parameters"]
+    assert {p["parameterType"] for n, p in item.items() if n.endswith("loop-item")} == {"STRUCT"}
+
+
+def test_the_type_check_catches_a_bare_list_grid(ir):
+    """The pipeline as it was: `grid -> list` made the loop item a STRING, train's cell STRUCT."""
+    import copy
+
+    spec = copy.deepcopy(ir[0])
+    loop_name, _ = loop(spec)
+    params = spec["components"][f"comp-{loop_name}"]["inputDefinitions"]["parameters"]
+    (item,) = [n for n in params if n.endswith("loop-item")]
+    params[item]["parameterType"] = "STRING"
+    problems = parameter_type_mismatches(spec)
+    assert any("train.cell: producer STRING, consumer STRUCT" in p for p in problems), problems
+    assert any("loop item: list elements STRUCT" in p for p in problems), problems
+
+
+# ---- cluster settings ------------------------------------------------------------------------
+def test_every_pod_has_a_deadline_so_a_stuck_pod_cannot_hang_the_run(ir, smoke, tmp_path):
+    _, platform = ir
+    executors = platform["deploymentSpec"]["executors"]
+    defaults = PipelineOptions()
+    for name in ALL_TASKS:
+        expected = (
+            defaults.train_timeout_s
+            if name in ("train", "probe", "baseline")
+            else (defaults.step_timeout_s)
+        )
+        assert int(executors[f"exec-{name}"]["activeDeadlineSeconds"]) == expected, name
+    _, platform = compiled(tmp_path, smoke, train_timeout_s=0, step_timeout_s=0)
+    assert all(
+        "activeDeadlineSeconds" not in e
+        for e in platform.get("deploymentSpec", {}).get("executors", {}).values()
+    )
+
+
+def test_pull_secrets_and_gpu_node_selectors(smoke, tmp_path):
+    _, platform = compiled(
+        tmp_path, smoke, image="reg.example/dptune:1", image_pull_secrets=("regcred",),
+        gpu_node_selector=(("cloud.google.com/gke-accelerator", "nvidia-l4"),),
+        accelerator="nvidia.com/gpu",
+    )  # fmt: skip
+    executors = platform["deploymentSpec"]["executors"]
+    for name in ALL_TASKS:
+        assert executors[f"exec-{name}"]["imagePullSecret"] == [
+            {"secretName": "regcred", "secretNameParameter": {"runtimeValue": {"constant":
+             "regcred"}}}
+        ], name  # fmt: skip
+    for name in ("train", "probe"):
+        assert executors[f"exec-{name}"]["nodeSelector"] == {
+            "labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        }
+    assert "nodeSelector" not in executors["exec-report"]
+
+
+def test_with_the_backends_mlflow_plugin_no_env_name_is_mapped_twice(smoke, tmp_path):
+    from dptune.kfp.pipeline import BACKEND_MLFLOW_ENV
+
+    for from_backend in (False, True):
+        _, platform = compiled(tmp_path, smoke, mlflow_from_backend=from_backend)
+        for name in TRACKED:
+            mappings = platform["deploymentSpec"]["executors"][f"exec-{name}"]["secretAsEnv"]
+            names = [m["envVar"] for mapping in mappings for m in mapping["keyToEnv"]]
+            assert len(names) == len(set(names)), names
+            assert "MLFLOW_RUN_ID" not in names  # one run per cell, never one per pipeline
+            if from_backend:
+                assert not set(names) & set(BACKEND_MLFLOW_ENV), names
+                assert all(mapping["optional"] for mapping in mappings)
+            else:
+                assert "MLFLOW_TRACKING_URI" in names
+
+
+def test_read_write_once_defaults_to_one_cell_at_a_time():
+    rwo = PipelineOptions(workspace_access_mode="ReadWriteOnce")
+    assert rwo.effective_parallelism == 1 and "parallelism 1" in rwo.warnings()[0]
+    assert PipelineOptions().effective_parallelism == 4 and not PipelineOptions().warnings()
+    forced = rwo.replace(parallelism=4)
+    assert forced.effective_parallelism == 4 and "wait for the volume" in forced.warnings()[0]
+    assert not rwo.replace(workspace_size=None).warnings()  # no workspace, nothing shared
+    with pytest.raises(DptuneError, match="--storage-class: 'Fast_SSD' is not a Kubernetes"):
+        PipelineOptions(workspace_storage_class="Fast_SSD")
+
+
+def test_the_placeholder_image_is_recognised():
+    from dptune.kfp.options import is_placeholder_image, refuse_placeholder_image
+
+    assert is_placeholder_image(IMAGE) and is_placeholder_image("ghcr.io/dptune/dptune:9@sha256:0")
+    assert not is_placeholder_image("ghcr.io/acme/dptune:0.1.0")
+    with pytest.raises(DptuneError, match="--allow-placeholder-image"):
+        refuse_placeholder_image(IMAGE, "submit it")

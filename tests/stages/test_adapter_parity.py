@@ -77,7 +77,7 @@ def setting(tmp_path: Path, tiny_t5_dir: Path, superglue: Path) -> dict[str, Any
         few_shot={"shots": [8], "train_on": 8},
         probe={"task": "rte", "seed": 5, "config": {"epochs": 2}},
         task_overrides={"rte": {"format": "paper"}},
-        mlflow={"track": False, "register_prompts": False},
+        mlflow={"track": False, "register_prompts": False, "auto_promote": False},
     ).model_dump(mode="json")
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(values))

@@ -48,7 +48,8 @@ def test_paper_profile_follows_the_paper():
     assert len(params.seeds) == 3
     cfg = cell_config(params, task="cb", method="dpt", seed=0, model=params.model, data_dir="d",
                       out="o")  # fmt: skip
-    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate) == (100, 32, 0.3)
+    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate) == (100, 16, 0.3)  # `-ts 16`
+    assert (cfg.precision, cfg.max_target_length) == ("fp32", 128)  # as the official code
     assert (cfg.prompt_length, cfg.bottleneck, cfg.device) == (100, 10, "cuda")
     assert "t5-base" in params.model
 

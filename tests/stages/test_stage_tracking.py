@@ -28,7 +28,7 @@ def test_train_logs_registers_and_promotes(store, tiny_t5_dir, tmp_path, supergl
     cfg = tiny_config(profile(), tiny_t5_dir, superglue_dir, run_dir)
     summary = train_stage(cfg, track=True, register=True, tags={"data_md5": "abc.dir"})
     logged = summary["mlflow"]
-    assert logged["version"] == "1" and logged["alias"] == "challenger"
+    assert logged["version"] == "1" and "alias" not in logged  # the register stage names it
     assert json.loads((run_dir / "tracking.json").read_text()) == logged
 
     client = MlflowClient()
@@ -39,7 +39,6 @@ def test_train_logs_registers_and_promotes(store, tiny_t5_dir, tmp_path, supergl
     artifacts = {a.path for a in client.list_artifacts(logged["run_id"])}
     assert {"prompt.safetensors", "metrics.json", "config.yaml"} <= artifacts
     name = logged["registered_model"]
-    assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
 
     # a second call (a retried stage) neither retrains nor logs again
     assert train_stage(cfg, track=True, register=True)["mlflow"] == logged
@@ -55,8 +54,12 @@ def test_train_logs_registers_and_promotes(store, tiny_t5_dir, tmp_path, supergl
     assert report_run.data.tags["dvc_stage"] == "report"
     assert "dpt_cb" in report_run.data.metrics
 
-    outcome = register_stage("cb", str(tiny_t5_dir))
+    outcome = register_stage("cb", str(tiny_t5_dir), {name: ["1"]})  # no auto_promote
+    assert outcome["challenger"] == "1" and outcome["champion"] is None
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
+    outcome = register_stage("cb", str(tiny_t5_dir), {name: ["1"]}, auto_promote=True)
     assert outcome["promoted"] and outcome["champion"] == "1"
+    assert client.get_model_version(name, "1").tags["promoted_by"] == "register stage"
     assert outcome["uri"] == f"models:/{name}@champion"
     model = mlflow.pyfunc.load_model(outcome["uri"])
     records = [json.loads(line) for line in (superglue_dir / "CB" / "val.jsonl").open()][:2]

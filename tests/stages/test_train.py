@@ -68,7 +68,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_t5_dir, tmp_path, s
     # an interruption after the last checkpoint: the exported files are gone, the checkpoint stays
     for name in ("metrics.json", "prompt.safetensors", "predictions/val.jsonl"):
         os.remove(tmp_path / "run" / name)
-    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "last.json").is_file()
     resumed = run_or_reuse(cfg)
     assert resumed["test"] == first["test"] and resumed["steps"] == first["steps"]
     assert (tmp_path / "run" / "prompt.safetensors").is_file()

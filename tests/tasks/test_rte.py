@@ -9,19 +9,33 @@ import pytest
 from dptune.tasks.base import Example, TextPair
 from dptune.tasks.registry import get_task
 
-VAL0_SOURCE = (
-    "premise: Dana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at "
-    "age 44, according to the Christopher Reeve Foundation. "
-    "hypothesis: Christopher Reeve had an accident."
+PREMISE = (
+    "Dana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at "
+    "age 44, according to the Christopher Reeve Foundation."
 )
+HYPOTHESIS = "Christopher Reeve had an accident."
+# paper: as the official command (`--datasets='rte'`) writes it, through its GLUE RTE loader
+PAPER_SOURCE = f"sentence1: {PREMISE} sentence2: {HYPOTHESIS}"
+NATURAL_SOURCE = f"premise: {PREMISE} hypothesis: {HYPOTHESIS}"
 
 
-@pytest.mark.parametrize(("fmt", "target"), [("paper", "1"), ("natural", "not entailment")])
-def test_formats_on_val_0(superglue_dir: Path, fmt: str, target: str) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "source", "target"),
+    [("paper", PAPER_SOURCE, "1"), ("natural", NATURAL_SOURCE, "not entailment")],
+)
+def test_formats_on_val_0(superglue_dir: Path, fmt: str, source: str, target: str) -> None:
     task = get_task("rte", fmt)
     ex = task.read(str(superglue_dir), "val")[0]
     assert (ex.idx, ex.label) == (0, "not_entailment")
-    assert task.train_pairs(ex) == [TextPair(VAL0_SOURCE, target)]
+    assert task.train_pairs(ex) == [TextPair(source, target)]
+    assert task.source(ex) == source
+
+
+def test_paper_source_is_the_official_glue_rte_preprocessor() -> None:
+    """data_utils.RTE.preprocessor: ' '.join(["sentence1:", s1, "sentence2:", s2]), no prefix."""
+    ex = Example(7, {"premise": "A man sleeps.", "hypothesis": "A man is awake."})
+    official = " ".join(["sentence1:", "A man sleeps.", "sentence2:", "A man is awake."])
+    assert get_task("rte", "paper").source(ex) == official
 
 
 def test_verbalizer_uses_hf_class_ids() -> None:

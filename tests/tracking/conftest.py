@@ -19,6 +19,7 @@ import yaml
 from safetensors.torch import save_file
 
 from helpers.mlflow_store import new_store
+from helpers.paths import SUPERGLUE_DIR
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +59,7 @@ def write_fake_run(
         "method": method,
         "model": model,
         "backbone": "seq2seq",
-        "data_dir": "/data/superglue",
+        "data_dir": str(SUPERGLUE_DIR),  # real files: the data digest, the input example
         "out": str(run_dir),
         "prompt_length": 4,
         "bottleneck": 2,

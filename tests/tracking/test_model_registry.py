@@ -1,5 +1,9 @@
+import contextlib
+
+import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from dptune.errors import DptuneError
 from dptune.tracking import (
@@ -7,6 +11,7 @@ from dptune.tracking import (
     CHAMPION,
     promote,
     registered_model_name,
+    set_challenger,
     short_backbone_name,
 )
 
@@ -30,17 +35,26 @@ def test_one_registered_model_per_task_and_backbone():
     assert registered_model_name("rte", "t5-small") == "dptune-rte-t5-small"
 
 
-def _versions(name: str, values: list[float | None]) -> list[str]:
-    """Register versions of `name` whose test_accuracy tags are `values` (None: no metric)."""
+COMPARABLE = {
+    "task": "cb", "backbone": "tiny", "protocol": "heldout", "format": "paper",
+    "data_digest": "d1", "optimistic": "false",
+}  # fmt: skip
+
+
+def _versions(name: str, values: list[float | None], **tags: str) -> list[str]:
+    """Register versions of `name` whose dev_accuracy tags are `values` (None: no metric); their
+    test_accuracy is 1 - dev, so a test-ranked promotion would pick the opposite."""
     client = MlflowClient()
-    client.create_registered_model(name)
+    with contextlib.suppress(MlflowException):  # registered by an earlier call
+        client.create_registered_model(name)
     versions = []
     for value in values:
-        tags = {"primary_metric": "accuracy", "method": "dpt"}
+        version_tags = {"primary_metric": "accuracy", "method": "dpt", **COMPARABLE, **tags}
         if value is not None:
-            tags |= {"test_accuracy": repr(value), "dev_accuracy": repr(1 - value)}
-        versions.append(client.create_model_version(name, "file:///nowhere", tags=tags).version)
-    return [str(v) for v in versions]
+            version_tags |= {"dev_accuracy": repr(value), "test_accuracy": repr(1 - value)}
+        created = client.create_model_version(name, "file:///nowhere", tags=version_tags)
+        versions.append(str(created.version))
+    return versions
 
 
 def _champion(name: str) -> str:
@@ -51,57 +65,117 @@ def _tags(name: str, version: str) -> dict[str, str]:
     return MlflowClient().get_model_version(name, version).tags
 
 
-def test_first_promotion_takes_the_best_version(tracking, unique_backbone):
+def test_first_promotion_takes_the_best_dev_version(tracking, unique_backbone):
     name = f"dptune-cb-{unique_backbone}"
     _versions(name, [0.5, 0.8, None, 0.7])
-    result = promote(name)
-    assert (result.promoted, result.champion, result.metric) == (True, "2", "test_accuracy")
+    result = promote(name, verify=False)
+    assert (result.promoted, result.champion, result.metric) == (True, "2", "dev_accuracy")
     assert _champion(name) == "2"
-    assert result.summary == (
-        f"{name}: v2 is now champion (test_accuracy 0.8000; no previous champion)"
+    assert (
+        result.summary == f"{name}: v2 is now champion (dev_accuracy 0.8000; no previous champion)"
     )
     tags = _tags(name, "2")
-    assert tags["promoted_because"] == result.summary
+    assert tags["promoted_because"] == result.summary and tags["promoted_by"] == "dptune promote"
     assert tags["previous_champion"] == "none" and tags["promoted_value"] == "0.8"
+    assert tags["promoted_at"].endswith("+00:00")
+
+
+def test_promotion_never_ranks_by_test(tracking, unique_backbone):
+    name = f"dptune-cb-{unique_backbone}"
+    _versions(name, [0.5])
+    with pytest.raises(DptuneError, match="ranks by the dev split, never test"):
+        promote(name, metric="test_accuracy", verify=False)
 
 
 def test_better_version_takes_over_and_worse_or_tied_ones_do_not(tracking, unique_backbone):
     name = f"dptune-cb-{unique_backbone}"
-    client = MlflowClient()
     _versions(name, [0.6])
-    assert promote(name).champion == "1"
+    assert promote(name, verify=False).champion == "1"
 
-    client.create_model_version(name, "file:///nowhere", tags={"test_accuracy": "0.6"})
-    tie = promote(name, version="2")
+    _versions(name, [0.6])
+    tie = promote(name, version="2", verify=False)
     assert (tie.promoted, tie.champion) == (False, "1")
-    assert tie.summary == f"{name}: champion stays v1 (test_accuracy 0.6000 >= 0.6000 of v2)"
+    assert tie.summary == f"{name}: champion stays v1 (dev_accuracy 0.6000 >= 0.6000 of v2)"
     assert _tags(name, "2")["promotion_declined"] == tie.summary
-    assert promote(name).champion == "1"  # best by metric is a tie: the champion stays
+    assert promote(name, verify=False).champion == "1"  # best is a tie: the champion stays
 
-    client.create_model_version(name, "file:///nowhere", tags={"test_accuracy": "0.5"})
-    assert promote(name, version="3").promoted is False
+    _versions(name, [0.5])
+    assert promote(name, version="3", verify=False).promoted is False
 
-    client.create_model_version(name, "file:///nowhere", tags={"test_accuracy": "0.9"})
-    better = promote(name)
+    _versions(name, [0.9])
+    better = promote(name, verify=False)
     assert (better.promoted, better.champion, better.previous_champion) == (True, "4", "1")
     assert _champion(name) == "4"
     tags = _tags(name, "4")
     assert tags["previous_champion"] == "1" and tags["previous_value"] == "0.6"
     assert tags["promoted_because"] == (
-        f"{name}: v4 is now champion (test_accuracy 0.9000 > 0.6000 of v1)"
+        f"{name}: v4 is now champion (dev_accuracy 0.9000 > 0.6000 of v1)"
     )
     assert _tags(name, "1")["replaced_by"] == "4"
-    assert promote(name).summary == f"{name}: v4 is already champion (test_accuracy 0.9000)"
+    assert promote(name, verify=False).summary == (
+        f"{name}: v4 is already champion (dev_accuracy 0.9000)"
+    )
+
+
+def test_only_comparable_versions_compete(tracking, unique_backbone):
+    name = f"dptune-cb-{unique_backbone}"
+    _versions(name, [0.6])
+    assert promote(name, verify=False).champion == "1"
+    _versions(name, [0.99], protocol="paper", optimistic="true")  # selected on val: not comparable
+    _versions(name, [0.98], data_digest="other")  # another training set
+    assert promote(name, verify=False).champion == "1"
+    with pytest.raises(DptuneError, match=r"v2 .* not comparable with champion v1 \(protocol"):
+        promote(name, version="2", verify=False)
+    _versions(name, [0.7])
+    assert promote(name, verify=False).champion == "4"
+
+
+def test_a_paper_protocol_version_is_labelled_optimistic(tracking, unique_backbone):
+    name = f"dptune-cb-{unique_backbone}"
+    _versions(name, [0.6], protocol="paper", optimistic="true")
+    assert promote(name, verify=False).summary.endswith("[optimistic: paper protocol]")
+
+
+def test_automatic_promotion_leaves_a_champion_set_by_hand(tracking, unique_backbone):
+    name = f"dptune-cb-{unique_backbone}"
+    _versions(name, [0.6, 0.5])
+    MlflowClient().set_registered_model_alias(name, CHAMPION, "2")  # as the MLflow UI does
+    auto = promote(name, automatic=True, verify=False)
+    assert auto.promoted is False and _champion(name) == "2"
+    assert "set outside dptune" in auto.summary
+    by_hand = promote(name, verify=False)  # an explicit promotion may replace it
+    assert by_hand.promoted and _champion(name) == "1"
+    _versions(name, [0.7])
+    assert promote(name, automatic=True, verify=False).champion == "3"  # dptune's own champion
+
+
+def test_challenger_is_the_best_of_the_given_versions(tracking, unique_backbone):
+    name = f"dptune-cb-{unique_backbone}"
+    _versions(name, [0.9, 0.6, 0.7, 0.5])
+    result = set_challenger(name, ["2", "3", "4"])
+    assert result is not None and result.candidate == "3"
+    assert str(MlflowClient().get_model_version_by_alias(name, CHALLENGER).version) == "3"
+
+
+def test_a_version_that_does_not_serve_is_not_promoted(tracking, unique_backbone):
+    name = f"dptune-cb-{unique_backbone}"
+    _versions(name, [0.6])
+    with pytest.raises(DptuneError, match=r"v1 of .* does not serve .*champion not moved"):
+        promote(name)
+    with pytest.raises(MlflowException):
+        MlflowClient().get_model_version_by_alias(name, CHAMPION)
 
 
 def test_explicit_version_and_metric(tracking, unique_backbone):
     name = f"dptune-cb-{unique_backbone}"
+    client = MlflowClient()
     _versions(name, [0.5, 0.8, 0.7])
-    assert promote(name, version="3").champion == "3"  # no champion yet: any version wins
-    assert promote(name, version="1").champion == "3"
-    # dev_accuracy is 1 - test_accuracy here, so version 1 is best on it.
-    by_dev = promote(name, metric="dev_accuracy")
-    assert (by_dev.champion, by_dev.metric) == ("1", "dev_accuracy")
+    for version, f1 in (("1", "0.9"), ("2", "0.1"), ("3", "0.2")):
+        client.set_model_version_tag(name, version, "dev_f1_macro", f1)
+    assert promote(name, version="3", verify=False).champion == "3"  # no champion yet
+    assert promote(name, version="1", verify=False).champion == "3"
+    by_f1 = promote(name, metric="f1_macro", verify=False)  # means dev_f1_macro
+    assert (by_f1.champion, by_f1.metric) == ("1", "dev_f1_macro")
 
 
 def test_unknown_model_version_metric_are_one_line_errors(tracking, unique_backbone):
@@ -111,29 +185,67 @@ def test_unknown_model_version_metric_are_one_line_errors(tracking, unique_backb
         promote("dptune-nope")
     with pytest.raises(DptuneError, match=f"--version: {name} has no version 7"):
         promote(name, version="7")
-    with pytest.raises(DptuneError, match=f"--metric: no version of {name} records test_bleu"):
+    with pytest.raises(DptuneError, match=f"--metric: no version of {name} records dev_bleu"):
         promote(name, metric="bleu")
 
 
-def test_register_prompt_tags_versions_and_moves_challenger(
-    tracking, fake_run, unique_backbone, fake_predictor
+def test_registered_versions_carry_what_makes_them_comparable(
+    tracking, make_run, tmp_path, unique_backbone, fake_predictor
 ):
-    import json
+    from dptune.tracking import log_run_folder, register_run_folder
 
-    from dptune.tracking import log_run_folder, register_prompt
-
+    fake_run = make_run(tmp_path / "run", model=unique_backbone)
     run_id = log_run_folder(fake_run, stage="train")
-    metrics = json.loads((fake_run / "metrics.json").read_text())
-    first = register_prompt(run_id, "cb", unique_backbone, metrics, method="dpt")
+    first = register_run_folder(run_id, fake_run)
     name = f"dptune-cb-{unique_backbone}"
-    client = MlflowClient()
-    assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == first
     tags = _tags(name, first)
     assert tags["method"] == "dpt" and tags["run_id"] == run_id
+    assert tags["backbone"] == unique_backbone  # a short name, never a machine's path
+    assert (tags["protocol"], tags["optimistic"], tags["format"]) == ("heldout", "false", "paper")
+    assert len(tags["data_digest"]) == 64
     assert tags["primary_metric"] == "accuracy"
     assert float(tags["test_accuracy"]) == 0.75 and float(tags["dev_f1_macro"]) == 0.8
-
-    second = register_prompt(run_id, "cb", unique_backbone, {"test_accuracy": 0.5}, method="pt")
+    with pytest.raises(MlflowException):  # registering names no challenger: the stage does
+        MlflowClient().get_model_version_by_alias(name, CHALLENGER)
+    second = register_run_folder(run_id, fake_run)
     assert int(second) == int(first) + 1
-    assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == second
-    assert _tags(name, second)["method"] == "pt"
+    assert _tags(name, second)["data_digest"] == tags["data_digest"]
+
+
+def test_a_registered_version_that_serves_is_promoted(
+    tracking, make_run, tmp_path, unique_backbone, fake_predictor
+):
+    from dptune.tracking import log_run_folder, register_run_folder
+
+    fake_run = make_run(tmp_path / "run", model=unique_backbone)
+    version = register_run_folder(log_run_folder(fake_run, stage="train"), fake_run)
+    result = promote(f"dptune-cb-{unique_backbone}")  # loads it and predicts its input example
+    assert result.promoted and result.champion == version
+    assert fake_predictor.loaded  # the model was really loaded through pyfunc
+
+
+def test_a_version_reads_well_and_shows_no_machine_path(
+    tracking, make_run, tmp_path, unique_backbone, fake_predictor, monkeypatch
+):
+    from dptune.tracking import log_run_folder, register_run_folder
+
+    run = make_run(tmp_path / "runs" / "cb-dpt-s1", model=str(tmp_path / "models" / "tiny"))
+    monkeypatch.chdir(tmp_path)  # the project folder
+    run_id = log_run_folder(run, stage="train")
+    version = register_run_folder(run_id, run)
+    client = MlflowClient()
+    name = "dptune-cb-tiny"
+    described = client.get_model_version(name, version)
+    assert described.description == (
+        "cb / dpt on tiny; c = 4, b = 2; 136 trainable parameters; dev: accuracy 0.9000, "
+        "f1_macro 0.8000; test: accuracy 0.7500, f1_macro 0.6500; protocol heldout."
+    )
+    params = client.get_run(run_id).data.params
+    assert params["out"] == "runs/cb-dpt-s1" and params["model"] == "models/tiny"
+    texts = [*params.values(), *described.tags.values(), described.description,
+             client.get_registered_model(name).description or ""]  # fmt: skip
+    assert not [t for t in texts if str(tmp_path) in t]
+    from dptune.tracking.registry import logged_model_id
+
+    model_metrics = mlflow.get_logged_model(logged_model_id(client, run_id)).metrics
+    assert {m.key: m.value for m in model_metrics}["dev_accuracy"] == 0.9

@@ -36,7 +36,8 @@ def test_champion_loads_and_predicts_through_pyfunc(
     run_id = log_run_folder(run_dir, stage="train")
     version = register_run_folder(run_id, run_dir)
     name = f"dptune-cb-{unique_backbone}"
-    assert promote(name).champion == version
+    assert promote(name).champion == version  # which loads it once to predict its example
+    fake_predictor.loaded.clear()
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     assert model.predict(pd.DataFrame(CB_RECORDS)) == ["entailment", "contradiction"]

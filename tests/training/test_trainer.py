@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from dptune.config import make_config
 from dptune.errors import DptuneError
+from dptune.training.checkpoint import load_checkpoint
 from dptune.training.run import train
 from dptune.training.trainer import Trainer
 
@@ -112,8 +113,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(base_config, monkeypatch):
     trainer.model_forward = flaky
     with pytest.raises(DptuneError, match="step 3: loss is nan"):
         trainer.fit()
-    saved = torch.load(Path(cfg.out) / "checkpoints" / "last.pt", weights_only=False)
-    assert saved["state"]["step"] == 2
+    saved = load_checkpoint(cfg.out)
+    assert saved["state"].step == 2
     assert all(torch.isfinite(t).all() for t in saved["trainable"].values())
 
 
@@ -142,7 +143,7 @@ def test_sigkill_then_resume_gives_the_same_prompt(base_config, tmp_path):
     _run({**values, "out": str(tmp_path / "ref")})
 
     killed = {**values, "out": str(tmp_path / "killed")}
-    ckpt = tmp_path / "killed" / "checkpoints" / "last.pt"
+    ckpt = tmp_path / "killed" / "checkpoints" / "last.json"
     proc = _cli(["train", *_flags(killed)])
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline:

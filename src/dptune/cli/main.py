@@ -40,9 +40,39 @@ def _register() -> None:
 _register()
 
 
+def _usage_line(exc: Exception) -> str:
+    """One line for a click usage error: `dptune train: no such option: --bogus (see ...)`."""
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return f"error: {message}"
+    command = ctx.command_path
+    return f"error: {command}: {message.rstrip('.')} (see {command} --help)"
+
+
+def _click_exception_types() -> tuple[type[BaseException], ...]:
+    """click's exception classes: typer's bundled copy (typer._click) and click, if present."""
+    from typer._click import exceptions as bundled
+
+    types: list[type[BaseException]] = [bundled.ClickException]
+    try:
+        import click
+
+        types.append(click.ClickException)
+    except ImportError:  # pragma: no cover - typer no longer needs click
+        pass
+    return tuple(types)
+
+
+def _is_no_args_help(exc: BaseException) -> bool:
+    return type(exc).__name__ == "NoArgsIsHelpError"
+
+
 def main() -> None:
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="dptune", standalone_mode=False)
         # Without standalone mode click returns (not raises) the code of `typer.Exit(n)`.
         if isinstance(code, int) and code:
             sys.exit(code)
@@ -54,13 +84,20 @@ def main() -> None:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except Exception as exc:
+        if not isinstance(exc, _click_exception_types()):
+            raise
+        if _is_no_args_help(exc):  # a group called without a command: its help, then one line
+            help_text = exc.format_message()  # type: ignore[attr-defined]  # rich prints it
+            if help_text.strip():
+                print(help_text)
+            command = exc.ctx.command_path  # type: ignore[attr-defined]
+            print(f"error: {command}: missing command (see {command} --help)", file=sys.stderr)
+            sys.exit(2)
+        # Usage errors (unknown option or command, missing or bad value, extra argument) and
+        # other click errors (a file that cannot be opened) are bad input: one line, exit 2.
+        print(_usage_line(exc), file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,17 @@ import typer
 PROMOTE_HELP = (
     "Promote the best (or a given) registered prompt version to alias `champion`."
     "\n\n"
-    "The candidate is --version, or the version with the highest --metric (default: the task's "
-    "primary test metric, e.g. accuracy -> tag test_accuracy). It becomes champion only if it "
-    "beats the current champion on that metric; a tie keeps the champion. The reason is "
-    "recorded in the version's tags (promoted_because, previous_champion, ...). Runs go to "
+    "The candidate is --version, or the version with the highest dev --metric (default: the "
+    "task's primary metric, e.g. accuracy -> tag dev_accuracy; never a test metric) among those "
+    "comparable with the champion (same task, backbone, protocol, text format and data). It "
+    "becomes champion only if it beats the current champion on that metric (a tie keeps the "
+    "champion) and it loads and predicts its input example. The reason is recorded in the "
+    "versions' tags (promoted_because, promoted_by, previous_champion, ...). Runs go to "
     "MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."
     "\n\n"
     "Exit codes: 0 whether or not the champion moved (one summary line on stdout); 2 for an "
-    "unknown model, version or metric, or an unreachable tracking server."
+    "unknown model, version or metric, a version that does not serve, or an unreachable "
+    "tracking server."
 )
 
 
@@ -25,7 +28,7 @@ def promote(
     model: Annotated[str, typer.Option(help="Registered model, e.g. dptune-cb-minilm")],
     metric: Annotated[
         str | None,
-        typer.Option(help="Metric to compare: accuracy (= test_accuracy), dev_accuracy, ..."),
+        typer.Option(help="Dev metric to compare: accuracy (= dev_accuracy), f1_macro, ..."),
     ] = None,
     version: Annotated[
         str | None, typer.Option(help="Promote this version (if it beats the champion)")

@@ -236,9 +236,16 @@ def register_command(
         str | None, typer.Option(help="Metric to compare [default: the task's primary]")
     ] = None,
     version: Annotated[str | None, typer.Option(help="Promote this version (one task)")] = None,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of the grid's run folders: their versions compete for challenger"
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Promotions json to write")] = None,
 ) -> None:
-    """Promote each task's best (or a given) prompt version to alias `champion`."""
+    """Name each task's challenger (the run's best by dev); promote a given version, or the
+    challenger when the profile says mlflow.auto_promote, to alias `champion`."""
     from dptune.fileio import write_json
     from dptune.stages.register import promote_profile
 
@@ -246,7 +253,10 @@ def register_command(
     if version is not None and len(task or plan.params.tasks) != 1:
         raise DptuneError("--version: give exactly one --task with it")
     inputs = StageInputs(backbone_dir=backbone)
-    outcomes = promote_profile(plan, inputs, tasks=task, metric=metric, version=version)
+    run_dirs = plan.grid_runs(runs) if runs is not None else []
+    outcomes = promote_profile(
+        plan, inputs, run_dirs=run_dirs, tasks=task, metric=metric, version=version
+    )
     if outcomes is None and task:
         raise DptuneError(
             f"{params_file}: mlflow.track / register_prompts is off; nothing to promote"

@@ -11,8 +11,8 @@ from typing import Any
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
 from dptune.tasks.base import Example, Task
-from dptune.tasks.protocols import Splits, split_for_protocol
-from dptune.tasks.registry import get_task
+from dptune.tasks.protocols import Splits, split_for_protocol, training_pool
+from dptune.tasks.registry import task_of
 from dptune.tasks.sampling import apply_sample, read_sample, sample_idx
 
 
@@ -27,7 +27,7 @@ class RunData:
 
 def load_run_data(cfg: TrainConfig) -> RunData:
     """The data of `cfg`'s run, read from `cfg.data_dir`."""
-    task = get_task(cfg.task, cfg.format)
+    task = task_of(cfg)
     train = task.read(cfg.data_dir, "train")
     val = task.read(cfg.data_dir, "val")
     splits = split_for_protocol(task.name, train, val, cfg.protocol, seed=0)
@@ -37,8 +37,9 @@ def load_run_data(cfg: TrainConfig) -> RunData:
         if sample.task != task.name:
             raise DptuneError(f"{cfg.sample}: sample is for task {sample.task}, not {task.name}")
         selected = apply_sample(selected, sample)
-    elif cfg.shots is not None:
-        wanted = {_key(i) for i in sample_idx(task, selected, cfg.shots, cfg.seed)}
+    elif cfg.shots is not None:  # drawn as the sample stage draws: from the training pool
+        pool = training_pool(task.name, train)
+        wanted = {_key(i) for i in sample_idx(task, pool, cfg.shots, cfg.seed)}
         selected = [ex for ex in selected if ex.key in wanted]
     if cfg.train_limit is not None and len(selected) > cfg.train_limit:
         keep = sorted(random.Random(cfg.seed).sample(range(len(selected)), cfg.train_limit))

@@ -20,6 +20,7 @@ import base64
 import contextlib
 import html
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +39,10 @@ EVAL_FILE = "eval.json"
 BASELINES_FILE = "baselines.json"
 PROBE_SUMMARY = "summary.json"
 WORKSPACE_RUNS = "runs"
+# Key prefix of the train and probe tasks' Metrics artifacts: the backend's MLflow plugin (KFP
+# 2.17+) logs them into the MLflow run the task trained in, which has its own `dev_<m>` curve,
+# `best_dev_<m>`, `test_<m>` and `trainable_params`; prefixed, no key is logged twice
+METRICS_PREFIX = "kfp_"
 
 
 class ArtifactLike(Protocol):
@@ -80,7 +85,17 @@ def stage_inputs(
 # ---- folders ---------------------------------------------------------------------------------
 def work_dir(workspace: str, group: str, name: str, artifact: ArtifactLike) -> Path:
     """Where a run trains: on the workspace when there is one, else in its output artifact."""
-    return Path(workspace) / group / name if workspace else Path(artifact.path)
+    if not workspace:
+        return Path(artifact.path)
+    root = Path(workspace)
+    if root.is_dir() and not os.access(root, os.W_OK | os.X_OK):
+        raise DptuneError(
+            f"workspace {root}: not writable by uid {os.getuid()} (the volume is owned by "
+            f"uid {root.stat().st_uid}, mode {root.stat().st_mode & 0o777:o}): use a storage "
+            "class that applies the pod's fsGroup, or have the cluster set fsGroup: 1000 "
+            "(docs/kubeflow.md, Volume ownership)"
+        )
+    return root / group / name
 
 
 def publish_run(work: Path, artifact: ArtifactLike) -> None:
@@ -229,9 +244,9 @@ def train(
     run.metadata.update(item.as_item())
     if "mlflow" in summary:
         run.metadata.update(mlflow={k: str(v) for k, v in summary["mlflow"].items()})
-    log_scores(metrics, "test_", summary.get("test"))
-    log_scores(metrics, "dev_", summary.get("dev"))
-    log_scores(metrics, "", {"trainable_params": summary.get("trainable_params")})
+    log_scores(metrics, f"{METRICS_PREFIX}test_", summary.get("test"))
+    log_scores(metrics, f"{METRICS_PREFIX}best_dev_", summary.get("dev"))
+    log_scores(metrics, METRICS_PREFIX, {"trainable_params": summary.get("trainable_params")})
     return summary
 
 
@@ -302,8 +317,8 @@ def probe(
     publish_run(work, run)
     run.metadata.update(cell.as_item())
     write_text(figure.path, figure_html(Path(probe_report.path) / "rank_probe.png", title))
-    log_scores(metrics, "last_", summary.get("last"))
-    log_scores(metrics, "test_", summary.get("test"))
+    log_scores(metrics, f"{METRICS_PREFIX}last_", summary.get("last"))
+    log_scores(metrics, f"{METRICS_PREFIX}test_", summary.get("test"))
     return summary
 
 

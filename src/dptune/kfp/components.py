@@ -9,6 +9,8 @@ functions as `dptune stage ...` and dvc.yaml.
 No `from __future__ import annotations` here: KFP reads the parameter annotations as types.
 """
 
+from typing import List  # noqa: UP035 (KFP reads `List[dict]`, not `list[dict]`, as a typed list)
+
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -45,8 +47,12 @@ def sample(params: str, superglue: Input[Dataset], samples: Output[Dataset]):
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def grid(params: str) -> list:
-    """Validate the profile and list its grid cells (task x method x seed)."""
+def grid(params: str) -> List[dict]:  # noqa: UP006
+    """Validate the profile and list its grid cells (task x method x seed).
+
+    `List[dict]`, so a `ParallelFor` over it hands each item on as a STRUCT, the type of
+    train's `cell`: a bare `list` makes the loop item a STRING, which the backend's driver
+    refuses for a STRUCT input."""
     from dptune.kfp import adapter
 
     return adapter.grid(params)

@@ -26,7 +26,7 @@ from dptune.fileio import write_json
 from dptune.stages.backbone import model_kind
 from dptune.tasks.base import Example, Task
 from dptune.tasks.protocols import split_for_protocol
-from dptune.tasks.registry import get_task
+from dptune.tasks.registry import task_of
 
 NO_LABEL_SET_TASKS = ("record",)  # answers are per-query entities: no majority, no linear head
 
@@ -131,7 +131,7 @@ def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
 def task_baselines(configs: Sequence[TrainConfig], baselines: Sequence[str]) -> dict[str, Any]:
     """Baselines of one task: `configs` are its runs' configs, one per seed (same task/data)."""
     first = configs[0]
-    task = get_task(first.task, first.format)
+    task = task_of(first)  # its scoring options too (WSC: wsc_eval)
     train = task.read(first.data_dir, "train")
     splits = split_for_protocol(task.name, train, task.read(first.data_dir, "val"), first.protocol)
     record: dict[str, Any] = {

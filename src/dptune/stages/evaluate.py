@@ -25,7 +25,7 @@ from dptune.stages.common import start_tracking
 from dptune.tasks.base import Example
 from dptune.tasks.common import SuperGlueTask
 from dptune.tasks.protocols import split_for_protocol
-from dptune.tasks.registry import get_task
+from dptune.tasks.registry import task_of
 
 TOLERANCE = 1e-9
 
@@ -60,7 +60,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path) -> dict[str, Any]:
     folder = RunFolder(run_dir)
     config = folder.read_config()
     metrics = folder.read_metrics()
-    task = get_task(config["task"], config["format"])
+    task = task_of(config)
     val = task.read(str(data_dir), "val")
     train = task.read(str(data_dir), "train")
     splits = split_for_protocol(task.name, train, val, config["protocol"])

@@ -11,6 +11,7 @@ TrainConfig.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -142,7 +143,14 @@ class ReportParams(_Strict):
 
 class TrackingParams(_Strict):
     track: bool = Field(description="Log stages to MLflow")
-    register_prompts: bool = Field(description="Register every trained prompt (alias challenger)")
+    register_prompts: bool = Field(
+        description="Register every trained prompt; the register stage names each task's "
+        "challenger (the best of the run by dev score)"
+    )
+    auto_promote: bool = Field(
+        description="Let the register stage move `champion` to the challenger when it is "
+        "comparable and better on dev (else only `dptune promote` moves it)"
+    )
 
 
 class PipelineParams(_Strict):
@@ -228,7 +236,7 @@ class PipelineParams(_Strict):
 
 def parse_profile(values: dict[str, Any], source: str = "params.yaml") -> PipelineParams:
     try:
-        params = PipelineParams(**values)
+        params = PipelineParams.model_validate(values)  # not **values: keys may not be str
     except ValidationError as err:
         raise DptuneError(format_validation_error(err, source)) from None
     params.check_grid(source)
@@ -240,10 +248,30 @@ def load_profile(path: str | Path = "params.yaml") -> PipelineParams:
     return parse_profile(load_yaml(path), source=str(path))
 
 
+_PLAIN_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
+
+
+def _plain(value: Any, what: str) -> str:
+    """A task or method name fit to be part of a file name: never `..`, `/` or empty."""
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value):
+        raise DptuneError(
+            f"{what}: {str(value)[:60]!r} is not a plain name (lower-case letters, digits, _)"
+        )
+    return value
+
+
+def _integer(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DptuneError(f"{what}: {str(value)[:60]!r} is not an integer")
+    return value
+
+
 def run_name(task: str, method: str, seed: int) -> str:
-    """The folder and DVC matrix name of one grid cell, e.g. `cb-dpt-s0`."""
-    return f"{task}-{method}-s{seed}"
+    """The folder and DVC matrix name of one grid cell, e.g. `cb-dpt-s0`. Its parts come from
+    profiles and run folders' config.yaml, so they are checked: a name never leaves its folder."""
+    return f"{_plain(task, 'task')}-{_plain(method, 'method')}-s{_integer(seed, 'seed')}"
 
 
 def sample_path(samples_dir: str | Path, task: str, shots: int, seed: int) -> Path:
-    return Path(samples_dir) / task / f"k{shots}-s{seed}.json"
+    name = f"k{_integer(shots, 'shots')}-s{_integer(seed, 'seed')}.json"
+    return Path(samples_dir) / _plain(task, "task") / name

@@ -1,16 +1,23 @@
-"""Stage `register`: promote a task's best registered prompt version to alias `champion`.
+"""Stage `register`: name each task's challenger, and promote a champion when told to.
 
-Every trained prompt is registered by the train stage as a new version with alias `challenger`
-(one registered model per task and backbone, e.g. `dptune-cb-minilm`). Promotion moves
-`champion` to the version with the best test metric (default: the task's primary metric), or to
-a chosen version, only when it beats the current champion; the champion then loads as
-`models:/<name>@champion`.
+The train stage registers every trained prompt as a new version of the task's registered model
+(one per task and backbone, e.g. `dptune-cb-minilm`), tagged with what makes versions
+comparable. This stage, per task:
+- sets alias `challenger` to the best version *of this pipeline run* (the grid's run folders
+  record their versions in tracking.json) by the dev split's primary metric;
+- moves `champion` only by explicit promotion: a `version` given by the caller, or the
+  challenger when the profile says `mlflow.auto_promote`, and then only to a comparable version
+  with a better dev score that loads and predicts its input example. A champion someone set by
+  hand is left alone by automatic promotion.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dptune.run_folder import RunFolder
 from dptune.stages.common import start_tracking
 
 if TYPE_CHECKING:
@@ -21,36 +28,77 @@ def promote_profile(
     plan: Plan,
     inputs: StageInputs,
     *,
+    run_dirs: Sequence[str | Path] = (),
     tasks: list[str] | None = None,
     metric: str | None = None,
     version: str | None = None,
 ) -> dict[str, dict[str, Any]] | None:
     """`register_stage` for each of `tasks` (default: the profile's), by task; None when the
-    profile registers no prompts (`mlflow.track` or `mlflow.register_prompts` off)."""
+    profile registers no prompts (`mlflow.track` or `mlflow.register_prompts` off).
+    `run_dirs` are the pipeline run's run folders (their versions compete for challenger)."""
     if not (plan.track() and plan.register_prompts):
         return None
+    uri = start_tracking()
     model = plan.model(inputs)
     return {
-        task: register_stage(task, model, metric=metric, version=version)
+        task: register_stage(
+            task, model, run_versions(run_dirs, uri), metric=metric, version=version,
+            auto_promote=plan.params.mlflow.auto_promote,
+        )  # fmt: skip
         for task in tasks or plan.params.tasks
     }
 
 
+def run_versions(run_dirs: Sequence[str | Path], uri: str) -> dict[str, list[str]]:
+    """Registered model -> the versions the run folders registered in the store at `uri`."""
+    versions: dict[str, list[str]] = {}
+    for run_dir in run_dirs:
+        record = RunFolder(run_dir).read_tracking(uri)
+        if record and record.get("version") and record.get("registered_model"):
+            versions.setdefault(str(record["registered_model"]), []).append(str(record["version"]))
+    return versions
+
+
 def register_stage(
-    task: str, model: str, *, metric: str | None = None, version: str | None = None
+    task: str,
+    model: str,
+    run_versions: dict[str, list[str]] | None = None,
+    *,
+    metric: str | None = None,
+    version: str | None = None,
+    auto_promote: bool = False,
 ) -> dict[str, Any]:
-    """Promote within the registered model of (`task`, backbone `model`); return the outcome."""
+    """Set the challenger of (`task`, backbone `model`) and promote as asked; the outcome."""
     from dptune import tracking
 
     start_tracking()
     name = tracking.registered_model_name(task, model)
-    result = tracking.promote(name, metric=metric, version=version)
-    return {
-        "model": result.model,
-        "metric": result.metric,
-        "champion": result.champion,
-        "promoted": result.promoted,
-        "previous_champion": result.previous_champion,
-        "summary": result.summary,
-        "uri": f"models:/{result.model}@{tracking.CHAMPION}",
+    mine = (run_versions or {}).get(name, [])
+    challenger = tracking.set_challenger(name, mine, metric=metric) if mine else None
+    outcome: dict[str, Any] = {
+        "model": name,
+        "challenger": challenger.candidate if challenger else None,
+        "uri": f"models:/{name}@{tracking.CHAMPION}",
     }
+    if version is None and not auto_promote:
+        champion = tracking.current_champion(name)
+        outcome.update(
+            metric=challenger.metric if challenger else None,
+            champion=champion,
+            promoted=False,
+            previous_champion=champion,
+            summary=f"{name}: challenger v{outcome['challenger']}; champion "
+            f"{'v' + champion if champion else 'not set'} (promotion is explicit: "
+            "`dptune promote`, or mlflow.auto_promote)",
+        )
+        return outcome
+    chosen = version if version is not None else outcome["challenger"]
+    result = tracking.promote(name, metric=metric, version=chosen, automatic=version is None)
+    outcome.update(
+        metric=result.metric,
+        champion=result.champion,
+        promoted=result.promoted,
+        previous_champion=result.previous_champion,
+        summary=result.summary,
+    )
+    return outcome

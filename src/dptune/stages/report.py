@@ -1,11 +1,18 @@
 """Stage `report`: the paper-style results table (Table 1) from every run of the grid.
 
 Rows are the baselines (majority class; head-only for encoder-only backbones) and the methods,
-with their trainable-parameter counts; columns are the tasks and their average. A cell is the
-mean ± standard deviation over seeds of each task metric on the protocol's test split (in %);
-a task's score is the mean of its metrics (SuperGLUE's convention) and `Avg` is the mean of the
-task scores, taken per seed. Outputs, in `out`:
-- `results.json` (fractions; a DVC metric), `results.md` (the table and its protocol notes),
+with their trainable-parameter counts; columns are the tasks and two averages. A cell is the
+mean ± standard deviation over seeds of each task metric on the protocol's test split (in %).
+Both averages are taken per seed, then summarised over seeds:
+- `Avg`, the paper's (Table 1): the mean over tasks of one metric per task, the task module's
+  `paper_metric` (accuracy; CB accuracy, MultiRC F1a, ReCoRD F1);
+- `SuperGLUE`, the official benchmark score: the mean over tasks of each task's mean metric
+  (CB accuracy and F1, MultiRC F1a and EM, ReCoRD F1 and EM).
+Outputs, in `out`:
+- `metrics/<row>.json`: numbers only, a DVC metric (one file per row, so `dvc metrics show`
+  prints the table as rows): per task its paper metric, `Avg` and `SuperGLUE` (means, fractions);
+- `results.json`: the whole table (every metric's mean, std and n, parameters, protocol);
+- `results.md`: the table, with the protocol and what each column means;
 - `curves/<run>.csv` (step, epoch, dev_score) and `loss/<run>.csv` (step, train_loss), DVC plots.
 """
 
@@ -22,6 +29,7 @@ from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir, atomic_path, write_json, write_text
 from dptune.run_folder import RunFolder
 from dptune.stages.common import read_json, start_tracking
+from dptune.tasks.registry import get_task
 
 BASELINE_ROWS: tuple[str, ...] = ("majority", "head-only")
 TASK_TITLES = {
@@ -29,6 +37,18 @@ TASK_TITLES = {
     "rte": "RTE", "wic": "WiC", "wsc": "WSC",
 }  # fmt: skip
 METRIC_SHORT = {"accuracy": "acc", "f1_macro": "f1", "f1a": "f1a", "em": "em", "f1": "f1"}
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "f1_macro": "macro F1",
+    "f1a": "F1a",
+    "em": "EM",
+    "f1": "F1",
+}
+WSC_EVALS = {
+    "all": "accuracy by label over every example of the test split (the paper's numbers fit it).",
+    "positives": "accuracy over the positive examples only, a generation counting right when it "
+    "matches the referent (the official DPT code's: 38 of the 104 val examples).",
+}
 
 
 def _stats(values: Sequence[float]) -> dict[str, Any]:
@@ -37,7 +57,20 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
 
 
 def _task_score(metrics: dict[str, float]) -> float:
+    """SuperGLUE's score of one task: the mean of its metrics."""
     return statistics.fmean(metrics.values())
+
+
+def paper_metric(task: str) -> str:
+    """The one metric of `task` that the paper's Avg takes (from the task module)."""
+    return get_task(task).paper_metric
+
+
+def _paper_score(task: str, metrics: dict[str, float]) -> float:
+    name = paper_metric(task)
+    if name not in metrics:
+        raise DptuneError(f"report: {task} results have no {name!r} (the paper's metric)")
+    return metrics[name]
 
 
 class _Row:
@@ -64,15 +97,20 @@ class _Row:
             cells[task] = cell
         complete = all(task in self.by_task for task in tasks)
         common = set.intersection(*(set(self.by_task[t]) for t in tasks)) if complete else set()
-        per_seed = [
-            statistics.fmean(_task_score(self.by_task[t][seed]) for t in tasks)
-            for seed in sorted(common)
-        ]
+
+        def average(of: Any) -> dict[str, Any] | None:
+            per_seed = [
+                statistics.fmean(of(t, self.by_task[t][seed]) for t in tasks)
+                for seed in sorted(common)
+            ]
+            return _stats(per_seed) if per_seed else None
+
         return {
             "trainable_params": sorted(self.params),
             "prompt_params": sorted(self.prompt_params),
             "tasks": cells,
-            "avg": _stats(per_seed) if per_seed else None,
+            "avg": average(_paper_score),  # the paper's Avg
+            "superglue": average(lambda _task, metrics: _task_score(metrics)),
         }
 
 
@@ -132,8 +170,37 @@ def collect(
         "backbone": sorted({str(run["model"]) for run in runs}),
         "seeds": sorted({run["seed"] for run in runs}),
         "tasks": tasks,
+        "paper_metrics": {task: paper_metric(task) for task in tasks},
+        "wsc_eval": _wsc_eval(runs) if "wsc" in tasks else None,
         "rows": {name: rows[name].summary(tasks) for name in order if name in rows},
     }
+
+
+def _wsc_eval(runs: Sequence[dict[str, Any]]) -> str:
+    """How the WSC runs were scored (`wsc_eval`: all | positives); one way per table."""
+    found = {
+        (run.get("task_options") or {}).get("eval", "all") for run in runs if run["task"] == "wsc"
+    }
+    if len(found) > 1:
+        raise DptuneError(f"report: WSC runs mix wsc_eval {sorted(found)}; report one at a time")
+    return found.pop()
+
+
+def metric_rows(table: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The table as numbers only, one mapping per row: per task the mean of its paper metric,
+    then `Avg` and `SuperGLUE` (absent when the row misses a task)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, row in table["rows"].items():
+        values = {
+            task: row["tasks"][task][table["paper_metrics"][task]]["mean"]
+            for task in table["tasks"]
+            if task in row["tasks"]
+        }
+        for key, stats in (("Avg", row["avg"]), ("SuperGLUE", row["superglue"])):
+            if stats is not None:
+                values[key] = stats["mean"]
+        out[name] = values
+    return out
 
 
 def _pct(stats: dict[str, Any] | None) -> str:
@@ -162,7 +229,7 @@ def to_markdown(table: dict[str, Any]) -> str:
         names = metric_names.get(task, [])
         short = "/".join(METRIC_SHORT.get(m, m) for m in names)
         headers.append(f"{TASK_TITLES[task]} ({short})" if len(names) > 1 else TASK_TITLES[task])
-    headers.append("Avg")
+    headers += ["Avg", "SuperGLUE"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for name, row in table["rows"].items():
         cells = [name, _params(row["trainable_params"])]
@@ -170,14 +237,25 @@ def to_markdown(table: dict[str, Any]) -> str:
             cell = row["tasks"].get(task)
             names = metric_names.get(task, [])
             cells.append(" / ".join(_pct(cell[m]) for m in names) if cell else "–")
-        cells.append(_pct(row["avg"]))
+        cells += [_pct(row["avg"]), _pct(row["superglue"])]
         lines.append("| " + " | ".join(cells) + " |")
     protocol = table["protocol"]
     seeds = table["seeds"]
+    paper = ", ".join(
+        f"{TASK_TITLES[t]} {METRIC_NAMES.get(m, m)}" for t, m in table["paper_metrics"].items()
+    )
+    official = ", ".join(
+        f"{TASK_TITLES[t]} " + " and ".join(METRIC_NAMES.get(m, m) for m in metric_names[t])
+        for t in tasks
+        if len(metric_names.get(t, [])) > 1
+    )
     notes = [
         "",
         f"Backbone: {', '.join(table['backbone'])}. Test-split scores in %, mean ± std over "
-        f"{len(seeds)} seed(s) {seeds}; Avg = mean over tasks of each task's mean metric.",
+        f"{len(seeds)} seed(s) {seeds}; both averages are taken per seed.",
+        f"Avg is the paper's (Table 1): the mean over tasks of one metric per task ({paper}). "
+        "SuperGLUE is the official benchmark score: the mean over tasks of each task's mean "
+        "metric" + (f" ({official} averaged first)." if official else "."),
         f"Protocol: `{protocol['name']}`"
         + (
             " (optimistic: the epoch was chosen on the reported set)."
@@ -186,6 +264,10 @@ def to_markdown(table: dict[str, Any]) -> str:
         ),
     ]
     notes += [f"- {TASK_TITLES[t]}: {protocol['how'][t]}" for t in tasks if t in protocol["how"]]
+    if table.get("wsc_eval"):
+        notes.append(
+            f"WSC scoring (`wsc_eval: {table['wsc_eval']}`): {WSC_EVALS[table['wsc_eval']]}"
+        )
     notes.append(
         "#Params counts trainable parameters (prompt plus, for encoder-only backbones, the "
         "classification head); majority is the most frequent training label."
@@ -255,6 +337,9 @@ def report_stage(
     extra = _checks(read_json(evals) if evals else None, read_json(probe) if probe else None)
     markdown = to_markdown(table) + "".join(f"\n{line}\n" for line in extra)
     _write_curves(_read_runs(run_dirs), out)
+    with atomic_dir(out / "metrics") as folder:
+        for name, values in metric_rows(table).items():
+            write_json(folder / f"{name}.json", values)
     write_json(out / "results.json", table)
     write_text(out / "results.md", markdown)
     result = {"table": table, "markdown": markdown, "out": str(out)}
@@ -268,11 +353,8 @@ def _log_report(table: dict[str, Any], out: Path) -> str:
 
     start_tracking()
     metrics: dict[str, float] = {}
-    for name, row in table["rows"].items():
-        if row["avg"] is not None:
-            metrics[f"{name}_avg"] = row["avg"]["mean"]
-        for task, cell in row["tasks"].items():
-            metrics[f"{name}_{task}"] = cell["score"]["mean"]
+    for name, values in metric_rows(table).items():  # the paper metric per task, both averages
+        metrics.update({f"{name}_{key.lower()}": value for key, value in values.items()})
     params = {
         "protocol": table["protocol"]["name"],
         "tasks": ",".join(table["tasks"]),
@@ -284,6 +366,6 @@ def _log_report(table: dict[str, Any], out: Path) -> str:
         metrics=metrics,
         params=params,
         tags={"dvc_stage": "report"},
-        artifacts=[out / "results.json", out / "results.md"],
+        artifacts=[out / "results.json", out / "results.md", out / "metrics"],
         run_name="results-table",
     )

@@ -71,7 +71,6 @@ def log_run(
         config = folder.read_config()
         record["registered_model"] = tracking.registered_model_name(config["task"], config["model"])
         record["version"] = tracking.register_run_folder(record["run_id"], run_dir)
-        record["alias"] = tracking.CHALLENGER
     folder.write_tracking(record)
     return record
 

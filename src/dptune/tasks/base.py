@@ -54,7 +54,9 @@ class Task(ABC):
     name: ClassVar[str]  # lower-case CLI name, e.g. "cb"
     dirname: ClassVar[str]  # official folder name, e.g. "CB"
     metric_names: ClassVar[tuple[str, ...]]
-    primary_metric: ClassVar[str]
+    primary_metric: ClassVar[str]  # chooses the epoch
+    # The one metric the paper's Avg takes for this task (SuperGLUE's score averages them all)
+    paper_metric: ClassVar[str]
     fmt: Format = "paper"
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from dptune.errors import DptuneError
 from dptune.tasks import metrics
 from dptune.tasks.base import FORMATS, SPLITS, Example, Split, Task, TextPair
+from dptune.tasks.fields import check_formats
 from dptune.tasks.jsonl import load_examples
 
 
@@ -70,7 +71,10 @@ class SuperGlueTask(Task):
 
     def read_file(self, path: str | os.PathLike[str]) -> list[Example]:
         """Read any file in the official layout of this task (e.g. a gold file to score)."""
-        return load_examples(path, self.name, type(self).flatten)
+        examples = load_examples(path, self.name, type(self).flatten)
+        for ex in examples:  # a record the formats cannot use fails here, not mid-training
+            check_formats(self, ex, f"{path}: idx {describe_idx(ex.idx)}")
+        return examples
 
     # ---- scoring helpers -----------------------------------------------------------------
     def paired(
@@ -141,6 +145,7 @@ class ClassificationTask(SuperGlueTask):
     natural_targets: ClassVar[tuple[str, ...]]  # the natural format's words, in `labels` order
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy",)
     primary_metric: ClassVar[str] = "accuracy"
+    paper_metric: ClassVar[str] = "accuracy"
 
     def verbalizer(self, ex: Example | None = None) -> dict[Any, str]:
         """Official label -> target text in this format."""

@@ -19,9 +19,10 @@ from typing import Any
 
 from dptune.errors import DptuneError
 from dptune.tasks.base import Example
+from dptune.tasks.fields import check_data, check_idx
 
 # Bump when the stored row layout changes, so old cache entries are not reused.
-CACHE_LAYOUT_VERSION = 1
+CACHE_LAYOUT_VERSION = 2  # 2: rows are type-checked (dptune.tasks.fields)
 
 # One official record -> (idx, data, label) triples.
 Flatten = Callable[[dict[str, Any]], Iterable[tuple[Any, dict[str, Any], Any]]]
@@ -46,14 +47,20 @@ def check_file(path: str | os.PathLike[str]) -> Path:
 def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed value) for each non-blank line; a broken line names file:line."""
     file = check_file(path)
-    with file.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with file.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DptuneError(f"{file}:{lineno}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DptuneError(f"{file}:{lineno}: invalid JSON ({err.msg})") from None
+            except RecursionError:
+                raise DptuneError(f"{file}:{lineno}: invalid JSON (nested too deeply)") from None
             yield lineno, value
 
 
@@ -76,6 +83,8 @@ def _generate_rows(path: str, flatten: Flatten) -> Iterator[dict[str, str]]:
         except (TypeError, ValueError, AttributeError, IndexError) as err:
             raise DptuneError(f"{path}:{lineno}: malformed record ({err})") from None
         for idx, data, label in triples:
+            check_idx(idx, f"{path}:{lineno}")
+            check_data(data, f"{path}:{lineno}")
             count += 1
             yield {"idx": json.dumps(idx), "data": json.dumps(data), "label": json.dumps(label)}
     if count == 0:

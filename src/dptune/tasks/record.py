@@ -40,6 +40,7 @@ class ReCoRD(SuperGlueTask):
     dirname = "ReCoRD"
     metric_names = ("f1", "em")
     primary_metric = "f1"
+    paper_metric = "f1"  # the paper's Avg takes F1 (not EM)
     option_names: ClassVar[tuple[str, ...]] = ("task_prefix",)
 
     @staticmethod

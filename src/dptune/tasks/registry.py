@@ -30,3 +30,12 @@ def get_task(
     if cls is None:
         raise DptuneError(f"task: unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
     return cls(fmt=fmt, options=dict(options or {}))  # type: ignore[arg-type]
+
+
+def task_of(config: Any) -> SuperGlueTask:
+    """The task a run trains and is scored on: a TrainConfig (or its stored dict) gives the name,
+    the format and the scoring options it sets (WSC: `wsc_eval` -> option `eval`)."""
+    values = config if isinstance(config, Mapping) else vars(config)
+    name = str(values["task"])
+    options = {"eval": values.get("wsc_eval") or "all"} if name.lower() == "wsc" else {}
+    return get_task(name, str(values.get("format") or "paper"), options)

@@ -58,4 +58,9 @@ def score_files(
     for key in predicted:
         if key not in gold_keys:
             raise DptuneError(f"{predictions}: idx {task.describe_key(key)} is not in {gold}")
+    for ex in examples:  # name the files here: task.score only knows the examples
+        if ex.label is None:
+            raise DptuneError(f"{gold}: idx {task.describe_key(ex.key)}: gold example has no label")
+        if ex.key not in predicted:
+            raise DptuneError(f"{predictions}: idx {task.describe_key(ex.key)}: no prediction")
     return task.score(examples, predicted)

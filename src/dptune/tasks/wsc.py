@@ -16,18 +16,29 @@ phrase; its candidates are [span1, the pronoun itself], and a predicted pronoun 
 
 natural: `text: <marked text> pronoun: <span2> candidate: <span1>` -> "false" / "true", on all
 examples.
+
+Scoring (option `eval`, TrainConfig `wsc_eval`): `all` (default) is accuracy by label over every
+example scored (the official val set: 104), which is what the paper's numbers fit. `positives` is
+the official DPT code's evaluation (`task_evaluation_wsc`: its loader keeps only `label == 1`
+val examples, 38 of 104, and counts a generation right when T5's `wsc_simple` matches it to the
+referent): accuracy over the positive examples only. In the paper format a prediction is True
+exactly when it refers to the referent, so this is the referent-match rate; in the natural
+format it is the share of positives predicted true.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from dptune.errors import DptuneError
 from dptune.tasks.base import Example, TextPair
 from dptune.tasks.common import BooleanTask, gold_label, normalize_text
+
+WSC_EVALS: tuple[str, ...] = ("all", "positives")
 
 _DETERMINERS = frozenset(
     {
@@ -106,6 +117,19 @@ class WSC(BooleanTask):
     name = "wsc"
     dirname = "WSC"
     natural_targets = ("false", "true")
+    option_names: ClassVar[tuple[str, ...]] = ("eval",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.evaluation not in WSC_EVALS:
+            raise DptuneError(
+                f"wsc_eval: unknown {self.evaluation!r}; choose one of {', '.join(WSC_EVALS)}"
+            )
+
+    @property
+    def evaluation(self) -> str:
+        """`all` (every example, by label) or `positives` (the official code's 38 of val)."""
+        return self.options.get("eval", "all")
 
     @staticmethod
     def flatten(record: dict[str, Any]) -> Iterator[tuple[Any, dict[str, Any], Any]]:
@@ -144,6 +168,15 @@ class WSC(BooleanTask):
         if len(phrases) == 1:
             phrases.append(ex.data["span2_text"])
         return phrases
+
+    def score(
+        self, examples: Sequence[Example], predictions: Mapping[Any, Any]
+    ) -> dict[str, float]:
+        if self.evaluation == "positives":
+            examples = [ex for ex in examples if ex.label is True]
+            if not examples:
+                raise DptuneError("wsc_eval: positives, but no positive example to score")
+        return super().score(examples, predictions)
 
     def to_label(self, text: str, ex: Example) -> bool | None:
         if self.fmt == "natural":

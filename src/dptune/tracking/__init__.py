@@ -4,8 +4,9 @@ Typical use by a stage, after the run folder is complete:
 
     configure(); check_tracking_server()          # before training starts
     run_id = log_run_folder(out, stage="train", tags={"data_hash": h})
-    version = register_run_folder(run_id, out)    # alias `challenger`
-    promote("dptune-cb-minilm")                   # alias `champion`, if it beats the current one
+    version = register_run_folder(run_id, out)    # a new version, tagged comparable
+    set_challenger("dptune-cb-minilm", [version])  # the best of one pipeline run's versions
+    promote("dptune-cb-minilm")                   # `champion`, if it beats the current one on dev
 """
 
 from dptune.tracking.client import (
@@ -21,10 +22,12 @@ from dptune.tracking.registry import (
     CHALLENGER,
     CHAMPION,
     PromotionResult,
+    current_champion,
     promote,
     register_prompt,
     register_run_folder,
     registered_model_name,
+    set_challenger,
     short_backbone_name,
 )
 from dptune.tracking.runs import log_run_folder
@@ -37,6 +40,7 @@ __all__ = [
     "PromptModel",
     "check_tracking_server",
     "configure",
+    "current_champion",
     "ensure_experiment",
     "experiment_name",
     "initialise_store",
@@ -47,6 +51,7 @@ __all__ = [
     "register_prompt",
     "register_run_folder",
     "registered_model_name",
+    "set_challenger",
     "short_backbone_name",
     "tracking_uri",
 ]

@@ -34,8 +34,27 @@ STAGE_EXPERIMENTS: dict[str, str] = {
 SERVER_TIMEOUT_S = 5.0
 
 
+def project_root(root: str | Path | None = None) -> Path:
+    """`root`, else the DVC project a stage runs for, else the working folder. DVC sets
+    `DVC_ROOT` for every stage, and for a queued or temporary experiment (`dvc exp run --queue`,
+    `--temp`) points it at the parent project, whose store outlives the experiment's copy."""
+    return Path(root or os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
 def default_tracking_uri(root: str | Path | None = None) -> str:
-    return f"sqlite:///{Path(root or Path.cwd()).resolve() / DB_NAME}"
+    return f"sqlite:///{project_root(root) / DB_NAME}"
+
+
+# DVC's variables in an experiment's stages -> the tags that name the experiment in MLflow.
+DVC_EXPERIMENT_TAGS: dict[str, str] = {
+    "DVC_EXP_NAME": "dvc_experiment",
+    "DVC_EXP_BASELINE_REV": "dvc_baseline_rev",
+}
+
+
+def experiment_tags() -> dict[str, str]:
+    """The DVC experiment this process runs in (name, baseline revision), if any."""
+    return {tag: os.environ[var] for var, tag in DVC_EXPERIMENT_TAGS.items() if os.environ.get(var)}
 
 
 URI_VARIABLES: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -164,8 +183,10 @@ def injected_run_id() -> str | None:
 def active_run(
     experiment: str, run_name: str | None = None, tags: dict[str, str] | None = None
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start a run in `experiment`, or resume the one named by `MLFLOW_RUN_ID`."""
+    """Start a run in `experiment`, or resume the one named by `MLFLOW_RUN_ID`; either way
+    tagged with the DVC experiment it belongs to, if any."""
     client = MlflowClient()
+    tags = {**experiment_tags(), **(tags or {})}
     run_id = injected_run_id()
     if run_id is not None:
         try:

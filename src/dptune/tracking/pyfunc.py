@@ -75,13 +75,32 @@ def to_records(model_input: Any) -> list[dict[str, Any]]:
         rows = model_input.to_dict(orient="records")
     elif isinstance(model_input, dict):
         rows = [model_input]
-    else:
+    elif isinstance(model_input, list | tuple):
         rows = list(model_input)
+    else:
+        kind = type(model_input).__name__
+        raise DptuneError(f"model input: expected a DataFrame or records, got {kind}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DptuneError(f"record {i}: expected an object of fields, got {type(row).__name__}")
     # A DataFrame built from records with different fields fills the gaps with NaN.
     return [
         {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
         for row in rows
     ]
+
+
+def input_example(config: dict[str, Any], size: int = 2) -> pd.DataFrame | None:
+    """The first `size` records of the run's official val file, as a request would send them;
+    None when the data is not at hand (promotion then refuses the version)."""
+    from dptune.tasks.registry import get_task
+
+    try:
+        task = get_task(str(config["task"]), str(config.get("format", "paper")))
+        examples = task.read(str(config["data_dir"]), "val")[:size]
+    except (KeyError, DptuneError):
+        return None
+    return pd.DataFrame([dict(ex.data) for ex in examples]) if examples else None
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -158,6 +177,7 @@ def log_prompt_model(
             artifacts[BACKBONE_ARTIFACT] = str(Path(backbone).resolve())
         with _without_signature_notice():
             return mlflow.pyfunc.log_model(
+                input_example=input_example(config),
                 name=name,
                 python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
                 artifacts=artifacts,

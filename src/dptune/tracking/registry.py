@@ -1,9 +1,16 @@
-"""Registered prompts and their aliases: every new version is `challenger`; `champion` moves only
-to a version that beats the current one on a metric. Never the deprecated stages API.
+"""Registered prompts and their aliases, never the deprecated stages API.
 
 One registered model per (task, backbone), e.g. `dptune-cb-minilm`, `dptune-rte-t5-small`.
-Versions carry their metrics as tags (`test_<metric>`, `dev_<metric>`) and the task's primary
-metric name (`primary_metric`), so promotion compares versions without reading runs.
+Each version carries, as tags, what makes it comparable with another (task, backbone, protocol,
+text format, a digest of the data it was trained and selected on), its scores (`dev_<metric>`,
+`test_<metric>`) and the task's primary metric, so promotion compares versions without reading
+runs.
+
+- `challenger`: set by the register stage to the best comparable version of that pipeline run.
+- `champion`: moves only by explicit promotion (`dptune promote`, or the register stage when the
+  profile says `mlflow.auto_promote`), to a comparable version with a strictly better *dev*
+  score (never test), and only after the version has loaded and predicted its input example.
+  A champion set by hand (e.g. in the MLflow UI) is never replaced by automatic promotion.
 """
 
 from __future__ import annotations
@@ -80,16 +87,24 @@ def register_prompt(
     method: str,
     primary_metric: str | None = None,
     model_artifact: str = MODEL_NAME,
+    comparable: Mapping[str, str] | None = None,
+    description: str | None = None,
 ) -> str:
-    """Register the pyfunc model logged in `run_id` as a new version, alias it `challenger`,
-    and return the version number.
+    """Register the pyfunc model logged in `run_id` as a new version; return its number.
 
     `metrics` is metrics.json (its `primary_metric` is used unless given) or a flat mapping of
-    `dev_<m>`/`test_<m>` values.
+    `dev_<m>`/`test_<m>` values. `comparable` adds the protocol, format and data digest tags
+    (`register_run_folder` reads them from the run folder).
     """
     name = registered_model_name(task, backbone_name)
     primary = primary_metric or metrics.get(PRIMARY_METRIC_TAG)
-    tags = {"task": task, "method": method, "backbone": backbone_name, "run_id": run_id}
+    tags = {
+        "task": task,
+        "method": method,
+        "backbone": short_backbone_name(backbone_name),
+        "run_id": run_id,
+    }
+    tags.update(comparable or {})
     if primary:
         tags[PRIMARY_METRIC_TAG] = str(primary)
     tags.update({key: repr(value) for key, value in flatten_metrics(metrics).items()})
@@ -97,9 +112,11 @@ def register_prompt(
     model_id = logged_model_id(client, run_id, model_artifact)
     _ensure_registered_model(client, name, task, backbone_name)
     version = client.create_model_version(
-        name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
-    )
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
+        name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id,
+        description=description,
+    )  # fmt: skip
+    for key, value in flatten_metrics(metrics).items():  # the scores as numbers, on the model
+        client.log_metric(run_id, key, value, model_id=model_id)
     return str(version.version)
 
 
@@ -128,7 +145,64 @@ def register_run_folder(run_id: str, run_dir: str | Path) -> str:
         backbone_name=str(config["model"]),
         metrics=metrics,
         method=str(config.get("method", metrics.get("method", ""))),
+        comparable=comparability_tags(config),
+        description=version_description(config, metrics),
     )
+
+
+def version_description(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
+    """What a person reading the registry needs to know of a version, in one paragraph."""
+    method = str(config.get("method", ""))
+    shape = f"c = {config.get('prompt_length')}"
+    if config.get("bottleneck") is not None:
+        shape += f", b = {config['bottleneck']}"
+    parts = [
+        f"{config.get('task')} / {method} on {short_backbone_name(str(config.get('model', '')))}",
+        "all weights fine-tuned" if method == "finetune" else shape,
+        f"{int(metrics.get('trainable_params', 0)):,} trainable parameters",
+    ]
+    for split in ("dev", "test"):
+        scores = metrics.get(split) or {}
+        if scores:
+            shown = ", ".join(f"{k} {float(v):.4f}" for k, v in scores.items() if _is_number(v))
+            parts.append(f"{split}: {shown}")
+    protocol = str(config.get("protocol", "heldout"))
+    parts.append(
+        f"protocol {protocol}" + (" (optimistic: selected on val)" if protocol == "paper" else "")
+    )
+    return "; ".join(parts) + "."
+
+
+def comparability_tags(config: Mapping[str, Any]) -> dict[str, str]:
+    """Protocol, text format and data digest of a run's config.yaml: with the task and the
+    backbone (the registered model), what two versions must share to be compared."""
+    protocol = str(config.get("protocol", "heldout"))
+    return {
+        "protocol": protocol,
+        "optimistic": str(protocol == "paper").lower(),
+        "format": str(config.get("format", "")),
+        "data_digest": data_digest(config),
+    }
+
+
+def data_digest(config: Mapping[str, Any]) -> str:
+    """sha256 over the files a run was trained and selected on: its task's train and val jsonl,
+    and its few-shot sample, if any. `unknown` when they are not at hand."""
+    import hashlib
+
+    from dptune.data.fetch import sha256_file
+    from dptune.tasks.registry import get_task
+
+    folder = Path(str(config.get("data_dir", ""))) / get_task(str(config["task"])).dirname
+    files = [folder / "train.jsonl", folder / "val.jsonl"]
+    if config.get("sample"):
+        files.append(Path(str(config["sample"])))
+    if not all(path.is_file() for path in files):
+        return "unknown"
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(sha256_file(path).encode("ascii"))
+    return digest.hexdigest()
 
 
 def _ensure_registered_model(client: MlflowClient, name: str, task: str, backbone: str) -> None:
@@ -140,30 +214,41 @@ def _ensure_registered_model(client: MlflowClient, name: str, task: str, backbon
     try:
         client.create_registered_model(
             name,
-            tags={"task": task, "backbone": backbone},
-            description=f"dptune prompts for {task} on {backbone}",
+            tags={"task": task, "backbone": short_backbone_name(backbone)},
+            description=f"dptune prompts for {task} on {short_backbone_name(backbone)}",
         )
     except MlflowException:  # registered concurrently by another run
         client.get_registered_model(name)
 
 
 # ---- promotion ---------------------------------------------------------------------------------
+COMPARABLE_TAGS: tuple[str, ...] = ("task", "backbone", "protocol", "format", "data_digest")
+DPTUNE_CHAMPION_TAG = "dptune.champion"  # on the registered model: the version dptune last made
+# champion; an alias pointing elsewhere was set by someone else (the UI, the API)
 
 
 @dataclass(frozen=True)
 class PromotionResult:
     model: str
-    metric: str  # the version tag compared, e.g. "test_accuracy"
+    metric: str  # the version tag compared, e.g. "dev_accuracy"
     candidate: str  # the version considered for champion
     candidate_value: float
     champion: str  # the champion after this call
     promoted: bool
     previous_champion: str | None
     previous_value: float | None
+    note: str = ""  # why an automatic promotion left a champion set by hand
+    optimistic: bool = False  # the candidate used the `paper` protocol (selected on val)
 
     @property
     def summary(self) -> str:
+        text = self._summary()
+        return f"{text} [optimistic: paper protocol]" if self.optimistic else text
+
+    def _summary(self) -> str:
         value = f"{self.metric} {self.candidate_value:.4f}"
+        if self.note:
+            return f"{self.model}: {self.note}"
         if self.promoted and self.previous_champion is None:
             return f"{self.model}: v{self.champion} is now champion ({value}; no previous champion)"
         if self.promoted:
@@ -186,7 +271,19 @@ def _tag_value(version: ModelVersion, key: str) -> float | None:
         return None
 
 
+def comparable_key(version: ModelVersion) -> tuple[str, ...]:
+    return tuple(version.tags.get(tag, "") for tag in COMPARABLE_TAGS)
+
+
+def _difference(a: ModelVersion, b: ModelVersion) -> str:
+    for tag in COMPARABLE_TAGS:
+        if a.tags.get(tag, "") != b.tags.get(tag, ""):
+            return f"{tag} {a.tags.get(tag, '-')!r} vs {b.tags.get(tag, '-')!r}"
+    return ""
+
+
 def _metric_key(metric: str | None, versions: list[ModelVersion], model: str) -> str:
+    """The dev tag to rank by: `metric` (`accuracy` means `dev_accuracy`) or the primary one."""
     if metric is None:
         newest_first = sorted(versions, key=lambda v: int(v.version), reverse=True)
         metric = next(
@@ -195,7 +292,18 @@ def _metric_key(metric: str | None, versions: list[ModelVersion], model: str) ->
         )
         if metric is None:
             raise DptuneError(f"--metric: versions of {model} record no primary metric; give one")
-    return metric if metric.startswith(("test_", "dev_")) else f"test_{metric}"
+    if metric.startswith("test_"):
+        raise DptuneError(
+            f"--metric: {metric}: promotion ranks by the dev split, never test "
+            f"(use dev_{metric.removeprefix('test_')})"
+        )
+    return metric if metric.startswith("dev_") else f"dev_{metric}"
+
+
+def current_champion(model_name: str) -> str | None:
+    """The version alias `champion` points to, if any."""
+    champion = _champion(MlflowClient(), model_name)
+    return str(champion.version) if champion is not None else None
 
 
 def _champion(client: MlflowClient, model: str) -> ModelVersion | None:
@@ -205,40 +313,102 @@ def _champion(client: MlflowClient, model: str) -> ModelVersion | None:
         return None
 
 
-def promote(
-    model_name: str, metric: str | None = None, version: str | None = None
-) -> PromotionResult:
-    """Move alias `champion` to `version`, or to the best version by `metric` (default: the
-    primary test metric), when it beats the current champion; ties keep the champion.
-
-    `metric` is a task metric (`accuracy`, compared on `test_accuracy`) or a tag name
-    (`dev_accuracy`). Why a version was (not) promoted is recorded in its tags.
-    """
-    client = MlflowClient()
+def _versions(client: MlflowClient, model_name: str) -> list[ModelVersion]:
     if "'" in model_name:
         raise DptuneError(f"--model: no registered model {model_name!r}")
     try:
         client.get_registered_model(model_name)
     except MlflowException:
         raise DptuneError(f"--model: no registered model {model_name!r}") from None
-    versions = client.search_model_versions(f"name = '{model_name}'")
+    return client.search_model_versions(f"name = '{model_name}'")
+
+
+def best_version(
+    versions: list[ModelVersion], key: str, model: str, like: ModelVersion | None = None
+) -> ModelVersion:
+    """The best version by `key` among those comparable with `like` (default: the newest);
+    on a tie the oldest, which reached the value first."""
+    scored = [v for v in versions if _tag_value(v, key) is not None]
+    if not scored:
+        raise DptuneError(f"--metric: no version of {model} records {key}")
+    like = like or max(scored, key=lambda v: int(v.version))
+    pool = [v for v in scored if comparable_key(v) == comparable_key(like)] or [like]
+    return max(pool, key=lambda v: (_tag_value(v, key), -int(v.version)))
+
+
+def set_challenger(
+    model_name: str, versions: list[str], metric: str | None = None
+) -> PromotionResult | None:
+    """Alias `challenger` the best of `versions` (one pipeline run's) by the dev metric; None
+    when none of them records it."""
+    client = MlflowClient()
+    every = _versions(client, model_name)
+    mine = [v for v in every if str(v.version) in {str(x) for x in versions}]
+    if not mine:
+        return None
+    key = _metric_key(metric, mine, model_name)
+    best = best_version(mine, key, model_name)
+    client.set_registered_model_alias(model_name, CHALLENGER, best.version)
+    value = _tag_value(best, key)
+    assert value is not None
+    return PromotionResult(
+        model_name, key, str(best.version), value, "", False, None, None,
+        optimistic=_optimistic(best),
+    )  # fmt: skip
+
+
+def promote(
+    model_name: str,
+    metric: str | None = None,
+    version: str | None = None,
+    *,
+    automatic: bool = False,
+    verify: bool = True,
+) -> PromotionResult:
+    """Move alias `champion` to `version`, or to the best comparable version by the dev
+    `metric` (default: the task's primary metric), when it beats the current champion; ties
+    keep the champion.
+
+    Candidates must be comparable with the champion (task, backbone, protocol, format, data
+    digest). `automatic` (the register stage) never replaces a champion dptune did not set.
+    With `verify` the candidate must load and predict its input example first. Every move and
+    every refusal is recorded in the versions' tags.
+    """
+    client = MlflowClient()
+    versions = _versions(client, model_name)
     key = _metric_key(metric, versions, model_name)
     champion = _champion(client, model_name)
     candidate = _candidate(versions, key, model_name, version, champion)
     candidate_value = _tag_value(candidate, key)
     assert candidate_value is not None  # _candidate only returns versions with the metric
 
-    if champion is None:
-        return _promote(client, model_name, key, candidate, candidate_value, None, None)
-    champion_value = _tag_value(champion, key)
-    if champion_value is None:
+    if champion is not None and automatic and not _set_by_dptune(client, model_name, champion):
+        note = (
+            f"champion v{champion.version} was set outside dptune; automatic promotion leaves "
+            f"it (run `dptune promote --model {model_name}` to replace it)"
+        )
+        return PromotionResult(
+            model_name, key, str(candidate.version), candidate_value, str(champion.version),
+            False, str(champion.version), _tag_value(champion, key), note=note,
+            optimistic=_optimistic(candidate),
+        )  # fmt: skip
+    champion_value = _tag_value(champion, key) if champion is not None else None
+    if champion is not None and champion_value is None:
         raise DptuneError(
             f"--metric: champion v{champion.version} of {model_name} has no {key}; cannot compare"
         )
-    if candidate.version != champion.version and candidate_value > champion_value:
+    if champion is None or (
+        candidate.version != champion.version
+        and champion_value is not None
+        and candidate_value > champion_value
+    ):
+        if verify:
+            check_serves(model_name, str(candidate.version))
         return _promote(
-            client, model_name, key, candidate, candidate_value, champion, champion_value
-        )
+            client, model_name, key, candidate, candidate_value, champion, champion_value,
+            by="register stage" if automatic else "dptune promote",
+        )  # fmt: skip
+    assert champion_value is not None
     result = PromotionResult(
         model=model_name,
         metric=key,
@@ -248,12 +418,41 @@ def promote(
         promoted=False,
         previous_champion=str(champion.version),
         previous_value=champion_value,
+        optimistic=_optimistic(candidate),
     )
     if candidate.version != champion.version:
         client.set_model_version_tag(
             model_name, candidate.version, "promotion_declined", result.summary
         )
     return result
+
+
+def _optimistic(version: ModelVersion) -> bool:
+    return version.tags.get("optimistic") == "true"
+
+
+def _set_by_dptune(client: MlflowClient, model: str, champion: ModelVersion) -> bool:
+    tags = client.get_registered_model(model).tags or {}
+    return tags.get(DPTUNE_CHAMPION_TAG) == str(champion.version)
+
+
+def check_serves(model_name: str, version: str) -> None:
+    """Load version `version` as MLflow would serve it and predict its input example."""
+    uri = f"models:/{model_name}/{version}"
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+        example = model.input_example
+        if example is None:
+            raise DptuneError(f"--version: v{version} of {model_name} has no input example")
+        model.predict(example)
+    except DptuneError:
+        raise
+    except Exception as err:  # whatever loading or predicting raised: one line, no promotion
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DptuneError(
+            f"--version: v{version} of {model_name} does not serve ({type(err).__name__}: "
+            f"{first[:200]}); champion not moved"
+        ) from None
 
 
 def _candidate(
@@ -269,16 +468,16 @@ def _candidate(
             raise DptuneError(f"--version: {model} has no version {version}")
         if _tag_value(chosen, key) is None:
             raise DptuneError(f"--metric: v{version} of {model} has no {key}")
+        if champion is not None and comparable_key(chosen) != comparable_key(champion):
+            raise DptuneError(
+                f"--version: v{version} of {model} is not comparable with champion "
+                f"v{champion.version} ({_difference(chosen, champion)})"
+            )
         return chosen
-    scored = [v for v in versions if _tag_value(v, key) is not None]
-    if not scored:
-        raise DptuneError(f"--metric: no version of {model} records {key}")
-    champion_version = champion.version if champion is not None else None
-    # Best value; on a tie the champion, then the oldest version (it reached the value first).
-    return max(
-        scored,
-        key=lambda v: (_tag_value(v, key), v.version == champion_version, -int(v.version)),
-    )
+    best = best_version(versions, key, model, like=champion)
+    if champion is not None and _tag_value(champion, key) == _tag_value(best, key):
+        return champion  # a tie keeps the champion
+    return best
 
 
 def _promote(
@@ -289,8 +488,10 @@ def _promote(
     candidate_value: float,
     champion: ModelVersion | None,
     champion_value: float | None,
+    by: str,
 ) -> PromotionResult:
     client.set_registered_model_alias(model, CHAMPION, candidate.version)
+    client.set_registered_model_tag(model, DPTUNE_CHAMPION_TAG, str(candidate.version))
     result = PromotionResult(
         model=model,
         metric=key,
@@ -300,6 +501,7 @@ def _promote(
         promoted=True,
         previous_champion=str(champion.version) if champion is not None else None,
         previous_value=champion_value,
+        optimistic=_optimistic(candidate),
     )
     tags = {
         "promoted_because": result.summary,
@@ -307,6 +509,7 @@ def _promote(
         "promoted_value": repr(candidate_value),
         "previous_champion": result.previous_champion or "none",
         "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "promoted_by": by,
     }
     if champion_value is not None:
         tags["previous_value"] = repr(champion_value)

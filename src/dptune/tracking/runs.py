@@ -7,6 +7,7 @@ leaves a half-logged run, and logging can be repeated (or done later) from the f
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
@@ -49,7 +50,26 @@ CURVES_FIGURE = "training_curves.png"
 PROBE_FIGURE = "rank_probe.png"
 
 
+PATH_PARAMS: frozenset[str] = frozenset({"data_dir", "out", "sample", "model"})
+
+
+def portable(key: str, value: Any) -> str:
+    """A param as logged: paths of the training machine relative to the project (the working
+    folder) when inside it, else only their last parts; everything else as text."""
+    text = str(value)
+    if key not in PATH_PARAMS or value is None or not Path(text).is_absolute():
+        return text
+    path = Path(text)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        if key == "model":
+            return short_backbone_name(text)
+        return str(Path(*path.parts[-2:]))
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
+    """HEAD of the checkout, else the commit the image was built from (`DPTUNE_GIT_SHA`)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -60,8 +80,13 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
             check=True,
         )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+        return _baked_commit()
+    return out.stdout.strip() or _baked_commit()
+
+
+def _baked_commit() -> str | None:
+    commit = os.environ.get("DPTUNE_GIT_SHA", "").strip()
+    return commit if commit and commit != "unknown" else None
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -180,7 +205,8 @@ def log_run_folder(
     metrics = folder.read_metrics()
     history = folder.read_history(missing_ok=True)
 
-    params = {key: str(value) for key, value in {**config, **(extra_params or {})}.items()}
+    values = {**config, **(extra_params or {})}
+    params = {key: portable(key, value) for key, value in values.items()}
     all_tags = run_tags(config, metrics, stage, tags)
     client = MlflowClient()
     name = _run_name(config)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from dptune.errors import DptuneError
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+_WARNED: set[str] = set()
 
 
 def seed_everything(seed: int) -> None:
@@ -26,10 +30,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast_for(device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16 autocast on CUDA (never fp16: T5 overflows in fp16); nothing on CPU."""
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast_for(
+    device: torch.device, precision: str = "fp32"
+) -> Callable[[], contextlib.AbstractContextManager]:
+    """The autocast context of `precision` on `device` (TrainConfig `precision`).
+
+    fp32 (the official DPT code's, the default): no autocast. bf16: bf16 autocast on a GPU that
+    supports it (never fp16: T5 overflows in fp16); elsewhere (the CPU, a GPU without bf16) a
+    one-line warning on stderr and fp32.
+    """
+    if precision not in PRECISIONS:
+        choices = ", ".join(PRECISIONS)
+        raise DptuneError(f"precision: unknown {precision!r}; choose one of {choices}")
+    if precision == "bf16":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        where = "this GPU" if device.type == "cuda" else f"device {device.type}"
+        if where not in _WARNED:  # once per process, not at every evaluation
+            _WARNED.add(where)
+            message = f"warning: precision: bf16 is not supported on {where}; using fp32"
+            print(message, file=sys.stderr)
     return contextlib.nullcontext
 
 

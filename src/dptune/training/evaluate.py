@@ -83,7 +83,7 @@ def predict_examples(
         batch_size=cfg.eval_batch_size,
         max_new_tokens=cfg.max_target_length,
         device=device,
-        autocast=autocast_for(device),
+        autocast=autocast_for(device, cfg.precision),
         desc=desc,
     )
 

@@ -6,6 +6,7 @@ restore the best epoch. `dptune.training.run.train` then evaluates and exports t
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from dptune.training import checkpoint as ckpt
 from dptune.training.data import Collator, build_eval_features, build_train_features, epoch_batches
 from dptune.training.device import autocast_for, resolve_device, seed_everything, to_device
 from dptune.training.evaluate import predict_examples, score
+from dptune.training.interrupt import StopNow, StopSignals, TrainingInterrupted
 from dptune.training.loop import (
     NonFiniteLoss,
     build_optimizer,
@@ -39,23 +41,25 @@ class Trainer:
         self.folder = RunFolder(cfg.out)
         self.progress = progress
         self.device = resolve_device(cfg.device)
-        self.autocast = autocast_for(self.device)
+        self.autocast = autocast_for(self.device, cfg.precision)
         # Predictions made with the weights as they are now: id(example) -> (example, label).
         # Keyed by the Example object itself, since val and test reuse the same idx values.
         # Any optimizer step clears it; restoring the best epoch brings back that epoch's dev
         # predictions, so the export does not evaluate them a second time with the same weights.
         self._known_predictions: dict[int, tuple[Example, Any]] = {}
         self._best_predictions: dict[int, tuple[Example, Any]] = {}
+        self._stop: StopSignals | None = None  # while fit() runs
+        self._saved_at: tuple[int, int] | None = None  # (step, epoch) of the last checkpoint
 
     # ---- set-up -----------------------------------------------------------------------------
     def prepare(self) -> None:
         cfg = self.cfg
-        existing = ckpt.load_checkpoint(self.folder)
-        if existing is not None and not cfg.resume:
+        if self.folder.has_checkpoint() and not cfg.resume:
             raise DptuneError(
                 f"out: {self.run_dir} already holds a run; pass --resume to continue it "
                 "or choose another --out"
             )
+        existing = ckpt.load_checkpoint(self.folder) if cfg.resume else None
         seed_everything(cfg.seed)
         self.data = load_run_data(cfg)
         if not self.data.train:
@@ -81,32 +85,73 @@ class Trainer:
         self.state = ckpt.TrainState()
         self.best_trainable: dict[str, torch.Tensor] | None = None
         if existing is not None:
-            self.backbone.load_trainable_state_dict(existing["trainable"])
-            self.optimizer.load_state_dict(existing["optimizer"])
-            self.scheduler.load_state_dict(existing["scheduler"])
-            ckpt.set_rng_state(existing["rng"])
-            self.state = existing["state"]
-            self.best_trainable = existing["best_trainable"]
+            self._restore(existing)
         self.model_forward = (
             torch.compile(self.backbone.loss) if cfg.compile else self.backbone.loss
         )
         self.folder.write_config(cfg)
 
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a loaded checkpoint; one that does not fit this run is one line."""
+        try:
+            best = saved["best_trainable"]
+            if best is not None and best.keys() != saved["trainable"].keys():
+                raise KeyError("best_trainable and trainable name different tensors")
+            self.backbone.load_trainable_state_dict(saved["trainable"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            ckpt.set_rng_state(saved["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            detail = " ".join(str(err.args[0] if err.args else err).split())[:200]
+            raise DptuneError(
+                f"{saved['path']}: does not fit this run ({detail}); delete "
+                f"{self.folder.checkpoints_dir} to train from the start, or choose another --out"
+            ) from None
+        self.state = saved["state"]
+        self.best_trainable = best
+        self._saved_at = (self.state.step, self.state.epoch)
+
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self) -> None:
-        cfg, state = self.cfg, self.state
-        trainable = [p for p in self.backbone.parameters() if p.requires_grad]
+        """Train the remaining epochs. SIGINT or SIGTERM stops it after the optimizer step
+        under way (or at once during dev evaluation), with a checkpoint of that step, by
+        raising TrainingInterrupted."""
         bar = tqdm(
             total=self.total_steps,
-            initial=state.step,
-            desc=f"train {cfg.task}/{cfg.method}",
+            initial=self.state.step,
+            desc=f"train {self.cfg.task}/{self.cfg.method}",
             disable=None if self.progress else True,
         )
-        while state.step < self.total_steps and state.epoch < self.epochs:
+        try:
+            with StopSignals() as stop:
+                self._stop = stop
+                try:
+                    self._epochs(stop, bar)
+                except StopNow as halt:
+                    saved = False
+                    with contextlib.suppress(StopNow):  # a second signal: stop saving
+                        if not halt.forced:
+                            self._checkpoint()
+                            saved = True
+                        stop.close()  # (a second signal closes it too)
+                    raise TrainingInterrupted(
+                        halt.signum, self.state.step, self.folder.checkpoints_dir, saved
+                    ) from None
+        finally:
+            self._stop = None
+            bar.close()
+
+    def _epochs(self, stop: StopSignals, bar: Any) -> None:
+        cfg, state = self.cfg, self.state
+        trainable = [p for p in self.backbone.parameters() if p.requires_grad]
+        # Every epoch ends with dev evaluation and a checkpoint, the last one included (a run
+        # stopped after its last step and before that end resumes into it).
+        while state.epoch < self.epochs:
             batches = epoch_batches(
                 [len(f) for f in self.train_features], cfg.batch_size, cfg.seed, state.epoch
             )
-            running, count = 0.0, 0
+            if state.batch_in_epoch == 0:
+                state.running_loss, state.running_count = 0.0, 0
             self.backbone.train()
             for batch_ids in batches[state.batch_in_epoch :]:
                 if state.step >= self.total_steps:
@@ -121,22 +166,26 @@ class Trainer:
                 except NonFiniteLoss as err:
                     raise DptuneError(
                         f"step {state.step + 1}: loss is {err.value}; training stopped, the "
-                        f"last good checkpoint is kept in {self.folder.checkpoint_path}"
+                        f"last good checkpoint is kept in {self.folder.checkpoints_dir}"
                     ) from None
                 self._known_predictions = {}
                 state.step += 1
                 state.batch_in_epoch += 1
-                running += loss.item()
-                count += 1
+                state.running_loss += loss.item()
+                state.running_count += 1
                 bar.update(1)
                 if state.step % cfg.log_every == 0:
-                    self._log_step(running / count)
-                    bar.set_postfix(loss=f"{running / count:.4f}")
-                    running, count = 0.0, 0
+                    mean = state.running_loss / state.running_count
+                    self._log_step(mean)
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                    state.running_loss, state.running_count = 0.0, 0
                 if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     self._checkpoint()
+                if stop.requested is not None:
+                    raise StopNow(stop.requested)
             self._end_epoch()
-        bar.close()
+            if stop.requested is not None:
+                raise StopNow(stop.requested)
 
     def _log_step(self, loss: float) -> None:
         record = {
@@ -151,7 +200,8 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         state, task = self.state, self.data.task
-        dev = self.evaluate(self.data.splits.dev, self.dev_features, desc="dev")
+        with self._stop.abandonable() if self._stop else contextlib.nullcontext():
+            dev = self.evaluate(self.data.splits.dev, self.dev_features, desc="dev")
         state.epoch += 1
         state.batch_in_epoch = 0
         record = {"step": state.step, "epoch": state.epoch}
@@ -167,6 +217,10 @@ class Trainer:
         self._checkpoint()
 
     def _checkpoint(self) -> None:
+        """Checkpoint the state now (once per position: step and completed epochs)."""
+        position = (self.state.step, self.state.epoch)
+        if self._saved_at == position:
+            return
         ckpt.save_checkpoint(
             self.folder,
             self.state,
@@ -175,6 +229,7 @@ class Trainer:
             self.optimizer,
             self.scheduler,
         )
+        self._saved_at = position
 
     # ---- evaluation -------------------------------------------------------------------------
     def predict(self, examples: list[Example], features=None, desc: str = "eval") -> dict:
