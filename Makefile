@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # This project's machines have no internet: make run SUPERGLUE_SOURCE=../shared/data/superglue
 SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 
-.PHONY: install test test-fast test-slow lint run clean
+.PHONY: install test test-fast test-slow lint run clean faults
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,7 +23,7 @@ PYTEST_FAST = $(BIN)/python -m pytest -q -m "not slow and not gpu" || test $$? -
 PYTEST_SLOW = $(BIN)/python -m pytest -q -m "slow and not gpu" || test $$? -eq 5
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(PYTEST_FAST)
 	$(PYTEST_SLOW)
 
@@ -34,8 +34,13 @@ test-slow: $(STAMP)
 	$(PYTEST_SLOW)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+# The fault table (issue 14): every fault-injecting test, one markdown row per fault; the
+# output is docs/reliability.md. Exits 1 when a fault test fails or a row lost data.
+faults: $(STAMP)
+	$(BIN)/python scripts/faults.py --write docs/reliability.md
 
 # The default DVC pipeline end to end: fetch data, dvc repro, print the results table.
 run: $(STAMP)

@@ -1,24 +1,27 @@
-"""GPU check: dptune's prompt-tuning step and rank evaluation on a T5-large-shaped model, in bf16.
+"""GPU check: dptune's prompt-tuning step and rank evaluation, T5-large-shaped, bf16 and fp32.
 
 Random weights (T5 v1.1 large shape by default: d_model 1024, 24 + 24 layers, d_ff 2816,
 gated-GELU, 16 heads, vocabulary 32128), random token ids, no download. The step is dptune's
 own: `Seq2SeqBackbone.loss` with a DPT prompt (c = 100, b = 10) prepended, under the trainer's
-bf16 autocast, gradient clipping and fused AdamW (`dptune.training.loop.training_step`); the
-evaluation is `Seq2SeqBackbone.rank_scores` over K candidates. Prints one JSON line: steps/s,
-tokens/s (encoder tokens, prompt included, and source tokens), peak memory, and MFU, the model
-FLOPs achieved over the card's dense bf16 peak.
+autocast for each `--precision` (`autocast_for`: bf16 autocast, or none for fp32, the official
+code's), gradient clipping and fused AdamW (`dptune.training.loop.training_step`); the
+evaluation is `Seq2SeqBackbone.rank_scores` over K candidates. Prints one JSON line per
+precision: steps/s, tokens/s (encoder tokens, prompt included, and source tokens), peak memory,
+and MFU, the model FLOPs achieved over the card's dense peak for that precision (bf16 tensor
+cores; plain FP32 for fp32, since PyTorch leaves TF32 matmuls off by default).
 
 FLOPs are counted for what a frozen backbone computes: every matmul forward, and backward only
 the gradient with respect to the activations (no weight gradients): 2x the forward FLOPs of the
 linear layers and 3x those of attention scores (QK^T and PV backward is two matmuls each).
 
-    python benchmarks/gpu_check.py              # on a CUDA machine, well under 3 minutes
+    python benchmarks/gpu_check.py              # on a CUDA machine, bf16 then fp32, under 5 minutes
     python benchmarks/gpu_check.py --tiny       # a seconds-long CPU smoke run of the same code
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -32,7 +35,8 @@ from dptune.prompts.dpt.model import DecomposedPrompt
 from dptune.training.device import autocast_for
 from dptune.training.loop import training_step
 
-# Dense bf16 peak FLOP/s by device-name fragment (NVIDIA datasheets); --peak-tflops overrides.
+# Dense peak TFLOP/s by device-name fragment (NVIDIA datasheets, SXM unless named), first match
+# wins; --peak-tflops / --peak-fp32-tflops override.
 PEAK_BF16_TFLOPS = {
     "H200": 989.4,
     "H100 PCIe": 756.0,
@@ -43,6 +47,17 @@ PEAK_BF16_TFLOPS = {
     "L4": 121.0,
     "A10G": 70.0,
 }
+PEAK_FP32_TFLOPS = {
+    "H200": 66.9,
+    "H100 PCIe": 51.2,
+    "H100 NVL": 60.0,
+    "H100": 66.9,
+    "A100": 19.5,
+    "L40S": 91.6,
+    "L4": 30.3,
+    "A10G": 31.2,
+}
+PEAKS = {"bf16": PEAK_BF16_TFLOPS, "fp32": PEAK_FP32_TFLOPS}
 
 
 @dataclass(frozen=True)
@@ -76,9 +91,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--dropout", type=float, default=0.1, help="As in the T5 checkpoints")
     parser.add_argument("--compile", action="store_true", help="torch.compile the loss")
+    parser.add_argument(
+        "--precision", action="append", choices=("bf16", "fp32"),
+        help="Repeatable; default: bf16, then fp32",
+    )  # fmt: skip
     parser.add_argument("--peak-tflops", type=float, help="Dense bf16 peak of the device")
+    parser.add_argument("--peak-fp32-tflops", type=float, help="Dense FP32 peak of the device")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    args.precision = args.precision or ["bf16", "fp32"]
     if args.tiny:
         args.batch_size, args.source_length = min(args.batch_size, 4), min(args.source_length, 32)
         args.prompt_length = min(args.prompt_length, 8)
@@ -137,13 +158,14 @@ def forward_flops(shape: Shape, args: argparse.Namespace, decoder_rows: int, dec
     return {"linear": 2 * linear, "attention": 2 * attention}
 
 
-def peak_flops(args: argparse.Namespace, device: torch.device) -> float | None:
-    if args.peak_tflops:
-        return args.peak_tflops * 1e12
+def peak_flops(args: argparse.Namespace, device: torch.device, precision: str) -> float | None:
+    override = args.peak_tflops if precision == "bf16" else args.peak_fp32_tflops
+    if override:
+        return override * 1e12
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for fragment, tflops in PEAK_BF16_TFLOPS.items():
+    for fragment, tflops in PEAKS[precision].items():
         if fragment in name:
             return tflops * 1e12
     return None
@@ -154,26 +176,45 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> list[dict]:
+    """One timed run per precision on the same model; their JSON lines, also printed."""
     started = time.perf_counter()
     args = parse_args(argv)
     device = torch.device(args.device)
     shape = TINY if args.tiny else (LARGE_ORIGINAL if args.original else LARGE_V1_1)
     torch.manual_seed(0)
     backbone = build_backbone(shape, args, device)
+    batch = random_batch(shape, args, device)
+    results = []
+    for precision in args.precision:
+        result = measure(backbone, batch, shape, args, device, precision)
+        result["wall_s"] = round(time.perf_counter() - started, 1)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    return results
+
+
+def measure(
+    backbone: Seq2SeqBackbone,
+    batch: dict,
+    shape: Shape,
+    args: argparse.Namespace,
+    device: torch.device,
+    precision: str,
+) -> dict:
     params = [p for p in backbone.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=0.3, weight_decay=1e-5, fused=device.type == "cuda")
     total = args.warmup_steps + args.steps
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
-    autocast = autocast_for(device)
+    autocast = autocast_for(device, precision)
     forward = torch.compile(backbone.loss) if args.compile else backbone.loss
-    batch = random_batch(shape, args, device)
 
     backbone.train()
     for _ in range(args.warmup_steps):
         training_step(forward, batch, optimizer, scheduler, params, 1.0, autocast)
     synchronize(device)
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     tick = time.perf_counter()
     for _ in range(args.steps):
@@ -195,11 +236,14 @@ def main(argv: list[str] | None = None) -> dict:
     train_flops = 2 * train_flops["linear"] + 3 * train_flops["attention"]
     # Rank scoring decodes position 0 once per source and the rest once per candidate.
     eval_flops = sum(forward_flops(shape, args, args.batch_size * args.candidates, 3).values())
-    peak = peak_flops(args, device)
+    peak = peak_flops(args, device, precision)
     enc_tokens = args.batch_size * (args.prompt_length + args.source_length)
-    result = {
+    bf16 = autocast is not contextlib.nullcontext
+    return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "shape": "tiny" if args.tiny else ("t5-large" if args.original else "t5-v1.1-large"),
+        "precision": precision,
+        "autocast": "bf16" if bf16 else "none (fp32)",
         "params_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 1),
         "batch": args.batch_size,
         "source_length": args.source_length,
@@ -210,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_tokens_per_s": round(enc_tokens / train_s),
         "train_source_tokens_per_s": round(args.batch_size * args.source_length / train_s),
         "train_tflops": round(train_flops / train_s / 1e12, 2),
+        "peak_tflops": round(peak / 1e12, 1) if peak else None,
         "train_mfu": round(train_flops / train_s / peak, 4) if peak else None,
         "eval_batch_ms": round(1000 * eval_s, 2),
         "eval_examples_per_s": round(args.batch_size / eval_s, 1),
@@ -221,10 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "final_loss": round(loss.item(), 4),
         "finite_scores": bool(torch.isfinite(scores).all()),
-        "wall_s": round(time.perf_counter() - started, 1),
     }
-    print(json.dumps(result))
-    return result
 
 
 if __name__ == "__main__":

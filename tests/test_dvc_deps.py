@@ -43,7 +43,9 @@ COMMAND = re.compile(r"^\s*dptune\s+stage\s+([\w-]+)")
 
 
 def _dvc_stages() -> dict[str, dict]:
-    return yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    """Each stage's definition; a `foreach` stage's is its `do:` block (one for all items)."""
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    return {name: stage.get("do", stage) for name, stage in stages.items()}
 
 
 def _module_file(module: str) -> Path | None:

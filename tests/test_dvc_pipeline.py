@@ -37,7 +37,7 @@ PROJECT_FILES = (
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, (
         f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     )
@@ -85,10 +85,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Confi
 
 def test_every_stage_ran_once_and_finished_cells_were_not_redone(project):
     first, rest = project["first"], project["rest"]
-    for stage in ("backbone", "prepare", "sample", "train@cb-dpt-0"):
+    for stage in ("plan", "backbone", "prepare", "sample", "train@cb-dpt-0"):
         assert f"Running stage '{stage}'" in first
         assert f"Running stage '{stage}'" not in rest
-    for stage in ("train@cb-pt-0", "evaluate", "baseline", "probe", "report", "register"):
+    for stage in ("train@cb-pt-0", "sweep@bottleneck", "evaluate", "baseline", "probe",
+                  "report", "sweep_report@bottleneck", "register"):  # fmt: skip
         assert f"Running stage '{stage}'" in rest
     status = _run(["dvc", "status"], project["repo"], project["env"])
     assert "up to date" in status
@@ -101,7 +102,7 @@ def test_outputs_and_the_data_version(project):
     for run in ("cb-dpt-s0", "cb-pt-s0"):
         for name in ("metrics.json", "prompt.safetensors", "predictions/test.jsonl"):
             assert (repo / "runs" / run / name).is_file()
-    assert (repo / "probe" / "run" / "history.jsonl").is_file()
+    assert (repo / "probe" / "cb-probe-s0" / "history.jsonl").is_file()
     # prepare validates: its one output is the report, nothing unused is written
     stats = json.loads((repo / "reports" / "data_stats.json").read_text())
     assert stats["cb"]["format"] == "natural" and stats["cb"]["train"]["examples"] == 250
@@ -125,6 +126,24 @@ def test_outputs_and_the_data_version(project):
     assert {"train@cb-dpt-0", "train@cb-pt-0"} <= set(lock)
 
 
+def test_the_bottleneck_sweep_trained_only_its_dpt_point(project):
+    """The smoke sweep b in {2, 3}: b = 2 is the grid's dpt cell, so the sweep trains b = 3
+    alone (no pt cell); the report draws both points."""
+    repo = project["repo"]
+    assert [p.name for p in (repo / "runs" / "sweeps" / "bottleneck").iterdir()] == [
+        "cb-dpt-s0@bottleneck=3"
+    ]
+    run = repo / "runs" / "sweeps" / "bottleneck" / "cb-dpt-s0@bottleneck=3"
+    assert yaml.safe_load((run / "config.yaml").read_text())["bottleneck"] == 3
+    sweep = json.loads((repo / "reports" / "sweeps" / "bottleneck.json").read_text())
+    assert [(r["method"], r["values"], r["score"]["n"]) for r in sweep["series"]] == [
+        ("dpt", {"bottleneck": 2}, 1), ("dpt", {"bottleneck": 3}, 1)
+    ]  # fmt: skip
+    assert sweep["unfinished"] == []
+    assert "| CB | dpt | bottleneck = 3 |" in (repo / "reports/sweeps/bottleneck.md").read_text()
+    assert (repo / "reports/sweeps/bottleneck.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_dvc_metrics_and_plots(project):
     repo, env = project["repo"], project["env"]
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env))
@@ -138,17 +157,18 @@ def test_dvc_metrics_and_plots(project):
         assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in values.values())
     table = _run(["dvc", "metrics", "show"], repo, env).splitlines()
     assert max(len(line) for line in table) < 160, "\n".join(table)  # fits a terminal
-    assert "last" in json.loads((repo / "reports" / "probe" / "summary.json").read_text())
+    assert "last" in json.loads((repo / "reports" / "probe.json").read_text())["cb"]
     evals = json.loads((repo / "reports" / "eval.json").read_text())
     assert evals["cb-pt-s0"]["matches_run_metrics"] is True
     out = project["scratch"] / "plots"
     plots = json.loads(_run(["dvc", "plots", "show", "--json", "-o", str(out)], repo, env))
     names = sorted(plots["data"])
-    # each figure once: the probe's series and image, per run its dev score and its loss
+    # each figure once: the probe's series and image, per run its dev score and its loss, the
+    # sweep's figure
     assert names == [
         "reports/curves/cb-dpt-s0.csv", "reports/curves/cb-pt-s0.csv",
         "reports/loss/cb-dpt-s0.csv", "reports/loss/cb-pt-s0.csv",
-        "reports/probe/rank_probe.csv", "reports/probe/rank_probe.png",
+        "reports/probe/cb.csv", "reports/probe/cb.png", "reports/sweeps/bottleneck.png",
     ], names  # fmt: skip
     for name in names:
         assert len(plots["data"][name]) == 1, name
@@ -158,7 +178,7 @@ def test_dvc_metrics_and_plots(project):
     html = project["scratch"] / "html"
     _run(["dvc", "plots", "show", "-o", str(html)], repo, env)
     page = (html / "index.html").read_text()
-    assert page.count("vegaEmbed(") == 5 and page.count("<img") == 1
+    assert page.count("vegaEmbed(") == 5 and page.count("<img") == 2
 
 
 def test_dvc_metrics_diff_against_the_last_commit(project):
@@ -185,14 +205,21 @@ def test_outputs_push_to_the_local_remote(project):
     assert any(project["remote"].rglob("*"))
 
 
-def test_mlflow_runs_registry_promotion_and_pyfunc(project, superglue_dir):
+def test_mlflow_runs_registry_promotion_and_pyfunc(project, superglue_dir, monkeypatch):
     repo, env = project["repo"], project["env"]
     uri = f"sqlite:///{repo / 'mlflow.db'}"
+    # MLflow's set_*_uri export the URIs to the environment; monkeypatch takes them back after
+    # the test, so later tests' stores are not this project's
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name("dptune")
     runs = client.search_runs([experiment.experiment_id], "tags.dvc_stage = 'train'")
+    swept = [r for r in runs if r.data.tags.get("sweep") == "bottleneck"]
+    assert [r.data.params["bottleneck"] for r in swept] == ["3"]  # the sweep's own cell
+    runs = [r for r in runs if r not in swept]
     assert sorted((r.data.tags["task"], r.data.tags["method"]) for r in runs) == [
         ("cb", "dpt"), ("cb", "pt")
     ]  # fmt: skip
@@ -205,7 +232,12 @@ def test_mlflow_runs_registry_promotion_and_pyfunc(project, superglue_dir):
     assert "figures/rank_probe.png" in {
         a.path for a in client.list_artifacts(probe[0].info.run_id, "figures")
     }
-    assert client.search_runs([client.get_experiment_by_name("dptune-report").experiment_id])
+    reports = client.search_runs([client.get_experiment_by_name("dptune-report").experiment_id])
+    sweep_run = next(r for r in reports if r.data.tags.get("sweep") == "bottleneck")
+    assert "sweeps/bottleneck.png" in {
+        a.path for a in client.list_artifacts(sweep_run.info.run_id, "sweeps")
+    }
+    assert any(key.startswith("cb_dpt_bottleneck") for key in sweep_run.data.metrics)
 
     name = "dptune-cb-tiny"
     versions = client.search_model_versions(f"name = '{name}'")
@@ -236,13 +268,13 @@ def test_an_experiment_reruns_only_what_its_parameter_changes(project):
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     _run([*git, "add", "-A"], repo, env)
     _run([*git, "commit", "-q", "--allow-empty", "-m", "before the experiment"], repo, env)
-    summary = repo / "reports" / "probe" / "summary.json"
-    steps_before = json.loads(summary.read_text())["steps"]
+    summary = repo / "reports" / "probe.json"  # per probed task
+    steps_before = json.loads(summary.read_text())["cb"]["steps"]
 
     out = _run(["dvc", "exp", "run", "-S", "probe.config.epochs=1"], repo, env)
     assert "Stage 'train@cb-dpt-0' didn't change" in out
     assert "Running stage 'probe'" in out and "Running stage 'report'" in out
-    assert json.loads(summary.read_text())["steps"] == steps_before // 2
+    assert json.loads(summary.read_text())["cb"]["steps"] == steps_before // 2
     assert yaml.safe_load((repo / "params.yaml").read_text())["probe"]["config"]["epochs"] == 1
     listed = _run(["dvc", "exp", "list", "--name-only"], repo, env).split()
     assert len(listed) == 1
@@ -300,6 +332,27 @@ def test_a_changed_default_in_config_makes_the_train_stages_stale(project):
             assert {"changed deps": {"src/dptune/config.py": "modified"}} in stale[stage]
     finally:
         config.write_bytes(original)
+    assert "up to date" in _run(["dvc", "status"], repo, env)
+
+
+def test_a_dpt_only_change_makes_only_dpt_cells_stale(project):
+    """A change under train.dpt rewrites only the dpt records of the plan stage, so after it
+    `dvc status` lists the dpt grid cell and the dpt sweep, never a pt cell or the probe."""
+    repo, env = project["repo"], project["env"]
+    params = repo / "params.yaml"
+    original = params.read_text()
+    assert "up to date" in _run(["dvc", "status"], repo, env)
+    values = yaml.safe_load(original)
+    values["train"]["dpt"]["init"] = "normal"
+    params.write_text(yaml.safe_dump(values, sort_keys=False))
+    try:
+        assert set(json.loads(_run(["dvc", "status", "--json"], repo, env))) == {"plan"}
+        _run(["dvc", "repro", "plan"], repo, env)
+        stale = json.loads(_run(["dvc", "status", "--json"], repo, env))
+        assert set(stale) == {"train@cb-dpt-0", "sweep@bottleneck"}, stale
+    finally:
+        params.write_text(original)
+        _run(["dvc", "repro", "plan"], repo, env)
     assert "up to date" in _run(["dvc", "status"], repo, env)
 
 

@@ -55,3 +55,24 @@ def test_read_history_reports_the_bad_line(tmp_path):
         read_history(path)
     path.write_text('{"step": 1}\n\n{"step": 2}\n')
     assert [row["step"] for row in read_history(path)] == [1, 2]
+
+
+def test_sweep_figures_numeric_and_joint_points(tmp_path):
+    from dptune.figures import plot_sweep
+
+    def row(values, mean, method="dpt"):
+        score = {"mean": mean, "std": 0.01, "min": mean - 0.02, "max": mean + 0.02, "n": 3}
+        label = ", ".join(f"{k} = {v}" for k, v in values.items())
+        return {"task": "cb", "method": method, "values": values, "label": label,
+                "metric": "accuracy", "score": score}  # fmt: skip
+
+    wide = {"sweep": "b", "parameters": ["bottleneck"],
+            "series": [row({"bottleneck": b}, 0.6) for b in (10, 1000, 10000)]}  # fmt: skip
+    points = [row({"prompt_length": c, "bottleneck": 2}, 0.5) for c in (6, 10)]
+    joint = {"sweep": "short", "parameters": ["prompt_length", "bottleneck"], "series": points}
+    for sweep in (wide, joint):
+        assert plot_sweep(sweep, tmp_path / f"{sweep['sweep']}.png").read_bytes()[:8] == PNG_MAGIC
+    unfinished = {"sweep": "x", "parameters": ["bottleneck"],
+                  "series": [{**row({"bottleneck": 4}, 0.5), "score": None}]}  # fmt: skip
+    with pytest.raises(DptuneError, match="sweep x: no finished run"):
+        plot_sweep(unfinished, tmp_path / "x.png")

@@ -2,11 +2,14 @@
 
 `export_run` takes what a finished training produced as explicit values, so any
 training loop can export. Every file is written atomically and `metrics.json` comes last, so a
-folder with `metrics.json` is complete and safe to upload.
+folder with `metrics.json` is complete and safe to upload. An export that fails (a full disk)
+removes what it had written and the old `metrics.json`, leaving config and checkpoints: the
+folder is plainly unfinished, and `--resume` exports it again without training.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,8 @@ from typing import Any
 from dptune.backbones.base import Backbone
 from dptune.config import TrainConfig
 from dptune.data.run_data import RunData
+from dptune.errors import DptuneError
+from dptune.fileio import WriteFailed
 from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example, Task
 from dptune.training.checkpoint import TrainState
@@ -49,8 +54,37 @@ def export_run(
     candidate instead, so they validate.
     """
     folder = RunFolder(folder)
-    task = data.task
+    folder.metrics_path.unlink(missing_ok=True)  # (a re-export) unfinished until it is done
+    try:
+        return _export(folder, cfg, data, backbone, state, predict, wall_s)
+    except BaseException as err:
+        _remove_export(folder)
+        if isinstance(err, WriteFailed):
+            raise DptuneError(
+                f"{err}; the run's results are removed and its checkpoints kept: free space in "
+                f"{folder.path} and rerun with --resume to export it again"
+            ) from None
+        raise
 
+
+def _remove_export(folder: RunFolder) -> None:
+    for path in (folder.metrics_path, folder.prompt_path, folder.trainable_path,
+                 folder.history_path):  # fmt: skip
+        path.unlink(missing_ok=True)
+    for path in (folder.adapter_dir, folder.model_dir, folder.predictions_dir):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _export(
+    folder: RunFolder,
+    cfg: TrainConfig,
+    data: RunData,
+    backbone: Backbone,
+    state: TrainState,
+    predict: PredictFn,
+    wall_s: float,
+) -> dict[str, Any]:
+    task = data.task
     prompt = backbone.prompt_matrix()
     if prompt is not None:
         folder.write_prompt(prompt)

@@ -1,4 +1,5 @@
-"""Figures made from a run's `history.jsonl`: training curves and the rank probe (paper Fig. 3).
+"""Figures: a run's training curves and the rank probe (paper Fig. 3), from its `history.jsonl`,
+and the sweeps (paper Fig. 2, 4, 5), from the report's sweep tables.
 
 Pure matplotlib (Agg backend, no display needed) so the DVC report stage, the MLflow logger
 and notebooks share one drawing of each figure.
@@ -101,5 +102,59 @@ def plot_rank_probe(
     ax.set_ylim(bottom=0)
     ax.legend(loc="best")
     ax.set_title(title or "Rank probe: U ReLU(Σ) V")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def _numeric_axis(series: Sequence[dict[str, Any]]) -> bool:
+    """One swept parameter with numbers: plot against its value, else against the points."""
+    return all(
+        len(row["values"]) == 1
+        and isinstance(next(iter(row["values"].values())), int | float)
+        and not isinstance(next(iter(row["values"].values())), bool)
+        for row in series
+    )
+
+
+def plot_sweep(
+    sweep: dict[str, Any], out_path: str | Path, task_titles: dict[str, str] | None = None
+) -> Path:
+    """A sweep as the paper draws its analyses (Fig. 2, 4, 5): per task a panel, per method a
+    line of the mean test score over seeds with ± std bars and the min-max range shaded; the
+    x axis is the swept value (log-scaled when it spans more than 100x), or the points."""
+    series = [row for row in sweep["series"] if row["score"] is not None]
+    if not series:
+        raise DptuneError(f"sweep {sweep['sweep']}: no finished run to draw")
+    tasks = list(dict.fromkeys(row["task"] for row in series))
+    numeric = _numeric_axis(series)
+    labels = list(dict.fromkeys(row["label"] for row in series))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for method in dict.fromkeys(row["method"] for row in series if row["task"] == task):
+            rows = [r for r in series if r["task"] == task and r["method"] == method]
+            if numeric:
+                rows.sort(key=lambda r: next(iter(r["values"].values())))
+                xs = [float(next(iter(r["values"].values()))) for r in rows]
+            else:
+                xs = [float(labels.index(r["label"])) for r in rows]
+            mean = [100 * r["score"]["mean"] for r in rows]
+            std = [100 * r["score"]["std"] for r in rows]
+            low = [100 * r["score"]["min"] for r in rows]
+            high = [100 * r["score"]["max"] for r in rows]
+            line = ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=method)
+            ax.fill_between(xs, low, high, alpha=0.15, color=line[0].get_color())
+        if numeric:
+            ax.set_xlabel(sweep["parameters"][0])
+            values = [float(next(iter(r["values"].values()))) for r in series]
+            if min(values) > 0 and max(values) / min(values) > 100:
+                ax.set_xscale("log")
+        else:
+            ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+            ax.set_xlabel("point")
+        metric = next(r["metric"] for r in series if r["task"] == task)
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.set_title((task_titles or {}).get(task, task))
+        ax.legend(loc="best")
+    fig.suptitle(f"Sweep {sweep['sweep']}: mean ± std over seeds, min-max shaded")
     fig.tight_layout()
     return _save(fig, out_path)

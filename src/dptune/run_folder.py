@@ -12,7 +12,9 @@
     model/                    the whole fine-tuned model and tokenizer (method finetune)
     predictions/{val,test}.jsonl   official submission files
     metrics.json              written last: a folder with it is complete
-    tracking.json             what was logged to which MLflow store (written by the stages)
+    tracking.json             the folder's MLflow run: store URI, run id (written when live
+                              tracking starts, so --resume and a retried task continue that
+                              run), `logged` (the finished folder is in it), registered version
 
 Every writer is atomic. Every reader fails with one DptuneError line naming the file. This
 module imports neither torch nor the tracking or pipeline tools at import time.
@@ -26,6 +28,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir, atomic_path, read_json, write_json, write_text
@@ -273,10 +276,22 @@ class RunFolder:
         record = read_json_file(self.tracking_path)
         if not isinstance(record, dict):
             return None
-        return record if uri is None or record.get("tracking_uri") == uri else None
+        if uri is not None and record.get("tracking_uri") != redact_uri(uri):
+            return None
+        return record
 
     def write_tracking(self, record: Mapping[str, Any]) -> None:
-        write_json(self.tracking_path, dict(record))
+        """The record, with the password of a `user:pass@` tracking URI hidden."""
+        record = dict(record)
+        if isinstance(record.get("tracking_uri"), str):
+            record["tracking_uri"] = redact_uri(record["tracking_uri"])
+        write_json(self.tracking_path, record)
+
+    def mlflow_run_id(self, uri: str) -> str | None:
+        """The id of this folder's MLflow run in the store at `uri`, if it has one."""
+        record = self.read_tracking(uri) or {}
+        run_id = record.get("run_id")
+        return run_id if isinstance(run_id, str) and run_id else None
 
 
 def _save_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -296,3 +311,38 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise DptuneError(f"{path}: unreadable ({err.__class__.__name__})") from None
+
+
+# ---- URIs as they may be stored or shown: a `user:pass@` URI carries a credential -----------
+HIDDEN = "***"
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` with the password of its user info replaced by ***; other URIs unchanged."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if "@" not in parts.netloc:
+        return uri
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, has_password, _ = userinfo.partition(":")
+    netloc = f"{user}:{HIDDEN}@{host}" if has_password else f"{user}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def credentials(uri: str) -> tuple[str, str] | None:
+    """(user, password) of a `user:pass@` URI, else None."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return None
+    if parts.username is None or parts.password is None:
+        return None
+    return unquote(parts.username), unquote(parts.password)
+
+
+def without_userinfo(uri: str) -> str:
+    """`uri` without its `user[:pass]@` part (the address to connect to)."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow  # the benchmark scripts end to end
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO_ROOT / "benchmarks"
 REPORT_KEYS = {
-    "dptune_s", "peft_trainer_s", "speedup", "dptune_acc", "peft_acc", "dptune_peak_mb",
-    "peft_peak_mb",
+    "case", "dptune_s", "peft_trainer_s", "speedup", "dptune_acc", "peft_acc", "majority_acc",
+    "dptune_peak_mb", "peft_peak_mb",
 }  # fmt: skip
 
 
@@ -29,30 +29,51 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def test_throughput_benchmark_prints_its_json_report_last(tmp_path: Path, capsys) -> None:
+def test_throughput_benchmark_prints_one_json_line_per_case(tmp_path: Path, capsys) -> None:
     args = [
-        "--method", "dpt", "--epochs", "1", "--repeats", "1", "--train-size", "16",
-        "--val-size", "12", "--batch-size", "8", "--prompt-length", "4", "--bottleneck", "2",
-        "--max-source-length", "32", "--pretrain-steps", "2", "--threads", "1",
-        "--device", "cpu", "--work-dir", str(tmp_path),
+        "--epochs", "1", "--repeats", "1", "--train-size", "16", "--val-size", "12",
+        "--batch-size", "8", "--prompt-length", "4", "--bottleneck", "2",
+        "--max-source-length", "32", "--pretrain-steps", "2", "--steps", "2", "--small-shapes",
+        "--threads", "1", "--device", "cpu", "--work-dir", str(tmp_path),
+        "--case", "minilm-cb", "--case", "t5-base-step",  # the seq2seq RTE case: same code path
     ]  # fmt: skip
-    load("throughput").main(args)  # the workers still run as subprocesses of the script
+    reports = load("throughput").main(args)  # the workers still run as subprocesses of the script
     out = capsys.readouterr().out
-    report = json.loads(out.strip().splitlines()[-1])
-    assert report.keys() >= REPORT_KEYS
-    assert report["dptune_s"] > 0 and report["peft_trainer_s"] > 0
-    ratio = report["peft_trainer_s"] / report["dptune_s"]
-    assert abs(report["speedup"] - ratio) < 0.01 * ratio
-    assert 0 <= report["dptune_acc"] <= 1 and 0 <= report["peft_acc"] <= 1
-    assert report["dptune_peak_mb"] > 0 and report["peft_peak_mb"] > 0
-    assert "threads=1" in out and "repeat 1 dpt   peft" in out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["case"] for r in lines] == ["minilm-cb", "t5-base-step"]
+    assert [r["case"] for r in reports] == ["minilm-cb", "t5-base-step"]
+    for report in lines:
+        assert report.keys() >= REPORT_KEYS
+        assert report["dptune_s"] > 0 and report["peft_trainer_s"] > 0
+        ratio = report["peft_trainer_s"] / report["dptune_s"]
+        assert abs(report["speedup"] - ratio) < 0.01 * ratio
+        assert report["dptune_peak_mb"] > 0 and report["peft_peak_mb"] > 0
+    by_case = {r["case"]: r for r in lines}
+    for key in ("dptune_acc", "peft_acc", "majority_acc"):
+        assert 0 <= by_case["minilm-cb"][key] <= 1
+    step = by_case["t5-base-step"]
+    assert step["dptune_acc"] is None and step["majority_acc"] is None
+    assert step["dptune_ms_per_token"] > 0 and step["peft_ms_per_token"] > 0
+    assert "threads=1" in out and "minilm-cb repeat 1   peft" in out
 
 
-def test_gpu_check_tiny_runs_on_cpu() -> None:
-    result = load("gpu_check").main(["--tiny", "--device", "cpu"])
-    assert result["shape"] == "tiny" and result["finite_scores"]
-    assert result["train_steps_per_s"] > 0 and result["train_tokens_per_s"] > 0
-    assert result["eval_examples_per_s"] > 0 and result["train_mfu"] is None
+def test_gpu_check_tiny_runs_each_precision_on_cpu() -> None:
+    results = load("gpu_check").main(["--tiny", "--device", "cpu"])
+    assert [r["precision"] for r in results] == ["bf16", "fp32"]
+    assert [r["autocast"] for r in results] == ["none (fp32)"] * 2  # no bf16 autocast on CPU
+    for result in results:
+        assert result["shape"] == "tiny" and result["finite_scores"]
+        assert result["train_steps_per_s"] > 0 and result["train_tokens_per_s"] > 0
+        assert result["eval_examples_per_s"] > 0 and result["train_mfu"] is None
+
+
+def test_gpu_check_mfu_uses_the_precisions_peak() -> None:
+    gpu_check = load("gpu_check")
+    args = gpu_check.parse_args(["--tiny", "--peak-tflops", "100", "--peak-fp32-tflops", "10"])
+    cpu = gpu_check.torch.device("cpu")
+    assert gpu_check.peak_flops(args, cpu, "bf16") == 100e12
+    assert gpu_check.peak_flops(args, cpu, "fp32") == 10e12
+    assert gpu_check.PEAKS["fp32"]["H200"] < gpu_check.PEAKS["bf16"]["H200"]
 
 
 def test_gpu_check_flop_count_matches_torchs_counter() -> None:

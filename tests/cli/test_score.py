@@ -11,7 +11,6 @@ import string
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +21,6 @@ from helpers.paths import SUPERGLUE_SAMPLES_DIR as SAMPLES
 
 needs_shared = pytest.mark.skipif(not SUPERGLUE.is_dir(), reason="shared SuperGLUE data not found")
 pytestmark = needs_shared
-
-
-@pytest.fixture(scope="module", autouse=True)
-def dptune_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    cache = tmp_path_factory.mktemp("dptune-cache")
-    old = os.environ.get("DPTUNE_CACHE")
-    os.environ["DPTUNE_CACHE"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("DPTUNE_CACHE", None)
-    else:
-        os.environ["DPTUNE_CACHE"] = old
 
 
 def run_score(

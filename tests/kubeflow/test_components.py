@@ -103,9 +103,12 @@ def test_grid_lists_the_cells_of_the_profile(params):
     cells = components.grid.python_func(params=params)
     assert all(isinstance(cell, dict) for cell in cells)  # STRUCT items, as train's cell
     assert cells == [
-        {"task": "cb", "method": "dpt", "seed": 0, "name": "cb-dpt-s0"},
-        {"task": "cb", "method": "pt", "seed": 0, "name": "cb-pt-s0"},
-    ]
+        {"task": "cb", "method": "dpt", "seed": 0, "name": "cb-dpt-s0", "point": {}},
+        {"task": "cb", "method": "pt", "seed": 0, "name": "cb-pt-s0", "point": {}},
+        # the smoke profile's bottleneck sweep: its b = 3 point (b = 2 is the grid's dpt cell)
+        {"task": "cb", "method": "dpt", "seed": 0, "name": "cb-dpt-s0@bottleneck=3",
+         "point": {"bottleneck": 3}},
+    ]  # fmt: skip
 
 
 def test_a_bad_profile_fails_in_one_line_naming_the_field(values):
@@ -129,7 +132,7 @@ def test_prepare_copies_checked_data_and_records_its_validation(inputs):
 
 def test_prepare_names_a_missing_file(values, tmp_path, superglue_dir):
     params = json.dumps(
-        {**values, "tasks": ["boolq"], "probe": {**values["probe"], "task": "boolq"}}
+        {**values, "tasks": ["boolq"], "probe": {**values["probe"], "tasks": ["boolq"]}}
     )
     with pytest.raises(DptuneError, match=r"^data_source: .*BoolQ/train\.jsonl: missing"):
         components.prepare.python_func(
@@ -140,9 +143,14 @@ def test_prepare_names_a_missing_file(values, tmp_path, superglue_dir):
 
 
 def test_backbone_and_sample_write_their_folders(inputs, tiny_t5_dir):
-    record = json.loads((Path(inputs["backbone"].path) / "backbone.json").read_text())
-    assert record["model"] == str(tiny_t5_dir)
+    folder = Path(inputs["backbone"].path)
+    record = json.loads((folder / "backbone.json").read_text())
+    assert record["source"] == "folder" and record["folder"] == tiny_t5_dir.name
+    # materialised: later tasks load the copy in the artifact, never the source or a hub
+    copied = folder / record["folder"]
+    assert (copied / "config.json").read_bytes() == (tiny_t5_dir / "config.json").read_bytes()
     assert inputs["backbone"].metadata["kind"] == "seq2seq"
+    assert inputs["backbone"].metadata["source"] == "folder"
     sample = json.loads((Path(inputs["samples"].path) / "cb" / "k8-s0.json").read_text())
     assert sample["shots"] == 8 and len(sample["idx"]) == 8
 
@@ -212,7 +220,7 @@ def test_probe_report_and_register(trained, params, inputs, tmp_path, store):
         samples=inputs["samples"], workspace="", **out,
     )  # fmt: skip
     assert Path(out["figure"].path).read_text().count("data:image/png;base64,") == 1
-    assert out["metrics"].metadata["kfp_last_rank"] >= 1
+    assert out["metrics"].metadata["kfp_cb_last_rank"] >= 1
 
     baselines = artifact(Dataset, tmp_path, "baselines")
     components.baseline.python_func(
@@ -245,13 +253,84 @@ def test_probe_report_and_register(trained, params, inputs, tmp_path, store):
 
     promotions = artifact(Markdown, tmp_path, "promotions")
     components.register.python_func(
-        params=params, backbone=inputs["backbone"], promotions=promotions
-    )
+        params=params, backbone=inputs["backbone"], runs=[trained["dpt"][0], trained["pt"][0]],
+        promotions=promotions,
+    )  # fmt: skip
     (model,) = promotions.metadata["champions"]
     assert model.startswith("dptune-cb-")
     champion = store.get_model_version_by_alias(model, "champion")
     assert str(champion.version) == promotions.metadata["champions"][model]
     assert f"| {model} |" in Path(promotions.path).read_text()
+
+
+def test_a_failed_cell_and_probe_still_yield_the_report_and_hold_back_promotion(
+    trained, values, params, inputs, tmp_path, store
+):
+    # cb-pt-s0 trains on a few-shot sample the samples artifact lacks: its training raises
+    few_shot = json.dumps({**values, "few_shot": {"shots": [8], "train_on": 8}})
+    empty = artifact(Dataset, tmp_path, "no-samples")
+    Path(empty.path).mkdir()
+    run, metrics = artifact(Model, tmp_path, "run"), artifact(Metrics, tmp_path, "metrics")
+    components.train.python_func(
+        params=few_shot, cell={"task": "cb", "method": "pt", "seed": 0.0, "name": "cb-pt-s0"},
+        superglue=inputs["superglue"], backbone=inputs["backbone"], samples=empty,
+        workspace="", pipeline_run="run-9", run=run, metrics=metrics,
+    )  # fmt: skip
+    failed = json.loads((Path(run.path) / "failed.json").read_text())
+    assert failed["name"] == "cb-pt-s0" and "k8-s0.json" in failed["error"]
+    assert run.metadata["status"] == "failed" and metrics.metadata["kfp_failed"] == 1.0
+    assert not (Path(run.path) / "metrics.json").exists()
+
+    evaluation = artifact(Dataset, tmp_path, "evaluation")
+    components.evaluate.python_func(
+        params=params, run=run, superglue=inputs["superglue"], evaluation=evaluation,
+        metrics=artifact(Metrics, tmp_path, "eval_metrics"),
+    )  # fmt: skip
+    assert json.loads((Path(evaluation.path) / "eval.json").read_text()) == {}
+
+    # the probe's workspace is a file: its training cannot create the run folder
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    probe = {
+        "run": artifact(Model, tmp_path, "probe_run"),
+        "probe_report": artifact(Dataset, tmp_path, "probe_report"),
+        "figure": artifact(HTML, tmp_path, "figure"),
+        "metrics": artifact(Metrics, tmp_path, "probe_metrics"),
+    }
+    components.probe.python_func(
+        params=params, superglue=inputs["superglue"], backbone=inputs["backbone"],
+        samples=inputs["samples"], workspace=str(blocked), **probe,
+    )  # fmt: skip
+    assert "not finished" in Path(probe["figure"].path).read_text()
+    assert probe["probe_report"].metadata["status"] == "failed"
+
+    baselines = artifact(Dataset, tmp_path, "baselines")
+    components.baseline.python_func(
+        params=params, superglue=inputs["superglue"], backbone=inputs["backbone"],
+        samples=inputs["samples"], baselines=baselines,
+    )  # fmt: skip
+    table, results = artifact(Markdown, tmp_path, "table"), artifact(Dataset, tmp_path, "results")
+    components.report.python_func(
+        params=params, runs=[trained["dpt"][0], run], evaluations=[evaluation],
+        baselines=baselines, probe_report=probe["probe_report"], table=table, results=results,
+        metrics=artifact(Metrics, tmp_path, "report_metrics"),
+    )  # fmt: skip
+    markdown = Path(table.path).read_text()
+    assert "| dpt |" in markdown and "| pt |" not in markdown  # what finished
+    assert "Not finished" in markdown and "cb-pt-s0" in markdown
+    assert "- cb-pt-s0: " in markdown and "- probe: probe cb-probe" in markdown
+    assert table.metadata["failed"] == ["cb-pt-s0", "probe"]
+
+    # cb has an unfinished cell: its challenger and champion stay where they are
+    name = json.loads((Path(trained["dpt"][0].path) / "tracking.json").read_text())
+    aliases = store.get_registered_model(name["registered_model"]).aliases
+    promotions = artifact(Markdown, tmp_path, "promotions")
+    components.register.python_func(
+        params=params, backbone=inputs["backbone"], runs=[trained["dpt"][0], run],
+        promotions=promotions,
+    )  # fmt: skip
+    assert promotions.metadata["champions"] == {}
+    assert store.get_registered_model(name["registered_model"]).aliases == aliases
 
 
 def test_few_shot_train_on_trains_each_cell_on_its_sample(values, inputs, tmp_path, store):

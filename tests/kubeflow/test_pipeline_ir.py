@@ -124,7 +124,13 @@ def test_the_report_collects_every_run_and_evaluation_and_register_follows_it(ir
     assert report["inputs"]["artifacts"]["probe_report"]["taskOutputArtifact"]["producerTask"] == (
         "probe"
     )
-    assert "report" in task_spec(spec, "register")["dependentTasks"]
+    register = task_spec(spec, "register")
+    assert "report" in register["dependentTasks"]
+    # register ranks this pipeline run's versions: it gets the loop's run artifacts too
+    runs = register["inputs"]["artifacts"]["runs"]["taskOutputArtifact"]
+    assert runs == {"producerTask": loop_name, "outputArtifactKey": "pipelinechannel--train-run"}
+    register_inputs = spec["components"]["comp-register"]["inputDefinitions"]["artifacts"]
+    assert register_inputs["runs"]["isArtifactList"] is True
     report_inputs = spec["components"]["comp-report"]["inputDefinitions"]["artifacts"]
     assert report_inputs["runs"]["isArtifactList"] is True
     assert report_inputs["runs"]["artifactType"]["schemaTitle"] == "system.Model"
@@ -164,6 +170,28 @@ def test_mlflow_credentials_come_from_the_secret_on_tracked_tasks_only(ir):
         assert {m["envVar"] for m in optional["keyToEnv"]} == set(MLFLOW_OPTIONAL_ENV)
     for name in DATA_ONLY:
         assert "secretAsEnv" not in executors.get(f"exec-{name}", {})
+
+
+def test_only_the_backbone_task_may_reach_the_hub(ir, smoke, tmp_path):
+    spec, platform = ir
+    loaders = ("train", "evaluate", "probe", "baseline", "register")
+    for name in ALL_TASKS:
+        env = {e["name"]: e["value"] for e in executor(spec, name).get("env", [])}
+        offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        assert (env == offline) if name in loaders else not env, name
+    assert "secretAsEnv" not in platform["deploymentSpec"]["executors"].get("exec-backbone", {})
+    # a hub token from a secret, for the one task that downloads
+    _, platform = compiled(tmp_path, smoke, hf_token_secret="hf-token")
+    executors = platform["deploymentSpec"]["executors"]
+    (token,) = executors["exec-backbone"]["secretAsEnv"]
+    assert token["secretName"] == "hf-token"
+    assert token["keyToEnv"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
+    for name in ALL_TASKS:
+        mapped = [m["envVar"] for s in executors.get(f"exec-{name}", {}).get("secretAsEnv", [])
+                  for m in s["keyToEnv"]]  # fmt: skip
+        assert ("HF_TOKEN" in mapped) == (name == "backbone"), name
+    with pytest.raises(DptuneError, match="--hf-token-secret: 'HF token' is not"):
+        PipelineOptions(hf_token_secret="HF token")
 
 
 def test_runs_train_on_the_run_workspace_which_is_a_shared_pvc(ir):

@@ -71,16 +71,16 @@ def test_the_run_prints_the_results_table_and_where_its_outputs_are(local_run):
 def test_every_stage_left_its_artifacts(local_run):
     run = local_run["dir"]
     cells = sorted(run.glob("for-loop-*-iteration-*"))
-    assert len(cells) == 2
+    assert len(cells) == 3  # the grid's two cells and the smoke sweep's point b = 3
     names = set()
     for cell in cells:
-        metrics = json.loads((cell / "train" / "run" / "metrics.json").read_text())
-        names.add(f"{metrics['task']}-{metrics['method']}-s{metrics['seed']}")
+        assert (cell / "train" / "run" / "metrics.json").is_file()
         assert not (cell / "train" / "run" / "checkpoints").exists()
         evaluation = json.loads((cell / "evaluate" / "evaluation" / "eval.json").read_text())
-        assert list(evaluation) == [f"{metrics['task']}-{metrics['method']}-s{metrics['seed']}"]
+        assert len(evaluation) == 1
+        names.update(evaluation)
         assert (cell / "evaluate" / "evaluation" / "predictions" / "test.jsonl").is_file()
-    assert names == {"cb-dpt-s0", "cb-pt-s0"}
+    assert names == {"cb-dpt-s0", "cb-pt-s0", "cb-dpt-s0@bottleneck=3"}
     assert (run / "prepare" / "superglue" / "CB" / "train.jsonl").is_file()
     assert (run / "sample" / "samples" / "cb" / "k8-s0.json").is_file()
     assert "data:image/png;base64," in (run / "probe" / "figure").read_text()
@@ -94,15 +94,19 @@ def test_mlflow_has_one_run_per_grid_cell_with_its_evaluation(local_run):
     client: MlflowClient = local_run["mlflow"]
     experiment = client.get_experiment_by_name("dptune")
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["method"] for r in runs) == ["dpt", "pt"]
+    # the grid's two cells and the sweep's point, which differs from its grid cell in b alone
+    assert sorted(r.data.tags["method"] for r in runs) == ["dpt", "dpt", "pt"]
+    dpt = [r for r in runs if r.data.tags["method"] == "dpt"]
+    assert sorted(r.data.params["bottleneck"] for r in dpt) == ["2", "3"]
     for run in runs:
         assert run.data.tags["task"] == "cb" and run.data.tags["dvc_stage"] == "train"
         assert "kfp_run_id" in run.data.tags
         assert {"eval_test_accuracy", "eval_val_accuracy"} <= set(run.data.metrics)
     probe = client.get_experiment_by_name("dptune-probe")
     assert len(client.search_runs([probe.experiment_id])) == 1
-    report = client.get_experiment_by_name("dptune-report")
-    assert len(client.search_runs([report.experiment_id])) == 1
+    report = client.get_experiment_by_name("dptune-report")  # the table, and the sweep's own
+    reports = client.search_runs([report.experiment_id])
+    assert sorted(r.info.run_name for r in reports) == ["results-table", "sweep-bottleneck"]
 
 
 def test_both_prompts_are_registered_and_the_best_is_champion(local_run):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from dptune.cli.stage import app
 from dptune.kfp import adapter
-from dptune.stages import baseline, prepare, probe, sample, train
+from dptune.stages import baseline, prepare, probe, sample, sweep, train
 from dptune.stages.backbone import backbone_stage
 
 PATH_FIELDS = ("out",)  # where each adapter writes differs by design; nothing else may
@@ -54,7 +54,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]]
 
     def fake_probe(cfg, report_dir, **kwargs):
         Path(report_dir).mkdir(parents=True, exist_ok=True)
-        (Path(report_dir) / "rank_probe.png").write_bytes(b"png")
+        (Path(report_dir) / f"{cfg.task}.png").write_bytes(b"png")
         return {"last": {"rank": 1}}
 
     summary = {"test": {"accuracy": 0.5}, "dev": {"accuracy": 0.5}, "trainable_params": 1}
@@ -63,6 +63,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]]
     monkeypatch.setattr(train, "train_stage", record("train", summary))
     monkeypatch.setattr(baseline, "baseline_stage", record("baseline", {}))
     monkeypatch.setattr(probe, "probe_stage", record("probe", fake_probe))
+    monkeypatch.setattr(sweep, "sweep_stage", record("sweep", lambda cfgs, *a, **k: []))
     return calls
 
 
@@ -77,8 +78,10 @@ def setting(tmp_path: Path, tiny_t5_dir: Path, superglue: Path) -> dict[str, Any
         few_shot={"shots": [8], "train_on": 8},
         probe={"task": "rte", "seed": 5, "config": {"epochs": 2}},
         task_overrides={"rte": {"format": "paper"}},
-        mlflow={"track": False, "register_prompts": False, "auto_promote": False},
+        mlflow={"track": False, "register_prompts": True, "auto_promote": False},
+        sweeps={"bottleneck": {"methods": ["dpt"], "values": {"bottleneck": [2, 3]}}},
     ).model_dump(mode="json")
+    values["mlflow"]["track"] = False
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(values))
     backbone_dir = tmp_path / "backbone"
@@ -116,8 +119,10 @@ def _run_cli(setting: dict[str, Any], cells: list[dict[str, Any]]) -> None:
         out = tmp / "runs" / cell["name"]
         _cli(setting, "train", "--task", cell["task"], "--method", cell["method"],
              "--seed", str(cell["seed"]), "--out", out, *inputs)  # fmt: skip
+    _cli(setting, "sweep", "--name", "bottleneck", "--runs", tmp / "runs", *inputs)
     _cli(setting, "baseline", "--out", tmp / "baselines.json", *inputs)
-    _cli(setting, "probe", "--out", tmp / "probe", "--report", tmp / "probe-report", *inputs)
+    _cli(setting, "probe", "--out", tmp / "probe", "--report", tmp / "probe-report",
+         "--summary", tmp / "probe.json", *inputs)  # fmt: skip
 
 
 def _run_kfp(setting: dict[str, Any]) -> list[dict[str, Any]]:
@@ -145,10 +150,27 @@ def _split(calls: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, A
 
 def test_both_adapters_give_every_stage_the_same_inputs(setting, recorded):
     cells = adapter.grid(setting["json"])
-    assert [c["name"] for c in cells] == ["cb-dpt-s0", "cb-dpt-s1", "cb-pt-s0", "cb-pt-s1"]
-    _run_cli(setting, cells)
+    grid = ["cb-dpt-s0", "cb-dpt-s1", "cb-pt-s0", "cb-pt-s1"]
+    # the sweep's own cells follow the grid; its b = 2 point is the grid's dpt cells
+    swept = ["cb-dpt-s0@bottleneck=3", "cb-dpt-s1@bottleneck=3"]
+    assert [c["name"] for c in cells] == grid + swept
+    _run_cli(setting, [c for c in cells if not c["point"]])
     assert _run_kfp(setting) == cells
+    sweep_calls = recorded.pop("sweep")
+    train_calls = recorded.pop("train")  # the CLI's grid cells, then Kubeflow's every cell
     calls = _split(recorded)
+    kfp_train = train_calls[len(grid) :]
+    calls["train"] = [train_calls[: len(grid)], kfp_train]
+
+    # the sweep: dvc.yaml's `dptune stage sweep` and the Kubeflow train items of its cells
+    (cli_sweep,) = sweep_calls
+    kfp_swept = [c for c in kfp_train if c["args"][0].bottleneck == 3]
+    assert [_config(c) for c in cli_sweep["args"][0]] == [_config(c["args"][0]) for c in kfp_swept]
+    assert [c.bottleneck for c in cli_sweep["args"][0]] == [3, 3]
+    assert [Path(c.out).name for c in cli_sweep["args"][0]] == swept
+    assert all(c["kwargs"]["register"] is False for c in kfp_swept)  # analyses: not registered
+    calls["train"][1] = [c for c in kfp_train if c not in kfp_swept]
+    cells = cells[: len(grid)]
 
     cli, kfp = calls["prepare"]
     assert (
@@ -192,5 +214,7 @@ def test_both_adapters_give_every_stage_the_same_inputs(setting, recorded):
     assert cfg.sample == str(setting["samples"] / "rte" / "k8-s5.json")
     assert _config(cfg) == _config(theirs["args"][0])
     assert (
-        ours["kwargs"]["title"] == theirs["kwargs"]["title"] == "Rank probe on rte (c = 4, seed 5)"
+        ours["kwargs"]["title"]
+        == theirs["kwargs"]["title"]
+        == "Figure 3: rank probe on rte (c = 4, seed 5)"
     )

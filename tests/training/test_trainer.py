@@ -1,8 +1,6 @@
 import json
 import math
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +15,8 @@ from dptune.errors import DptuneError
 from dptune.training.checkpoint import load_checkpoint
 from dptune.training.run import train
 from dptune.training.trainer import Trainer
+from helpers import cli
+from helpers.faults import record_fault
 
 
 def _run(values: dict) -> dict:
@@ -118,25 +118,6 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(base_config, monkeypatch):
     assert all(torch.isfinite(t).all() for t in saved["trainable"].values())
 
 
-def _cli(args: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "dptune.cli.main", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
-
-
-def _flags(values: dict) -> list[str]:
-    flags = []
-    for key, value in values.items():
-        flags += [f"--{key.replace('_', '-')}", str(value)]
-    return flags
-
-
 @pytest.mark.slow  # three training subprocesses
 def test_sigkill_then_resume_gives_the_same_prompt(base_config, tmp_path):
     values = {**base_config, "epochs": 3, "checkpoint_every": 1, "train_limit": 48}
@@ -144,20 +125,24 @@ def test_sigkill_then_resume_gives_the_same_prompt(base_config, tmp_path):
 
     killed = {**values, "out": str(tmp_path / "killed")}
     ckpt = tmp_path / "killed" / "checkpoints" / "last.json"
-    proc = _cli(["train", *_flags(killed)])
+    proc = cli.train(killed)
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)  # land somewhere inside the run, possibly mid-write
     proc.send_signal(signal.SIGKILL)
+    killed_at = time.perf_counter()
     proc.wait()
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
-    proc = _cli(["train", *_flags(killed), "--resume"])
+    proc = cli.train(killed, "--resume")
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
     ref = load_file(str(tmp_path / "ref" / "prompt.safetensors"))["prompt"]
     got = load_file(str(tmp_path / "killed" / "prompt.safetensors"))["prompt"]
     assert torch.equal(ref, got)
+    record_fault("SIGKILL (node lost) mid-run, then --resume", True,
+                 "none (steps since the last checkpoint redone)",
+                 time.perf_counter() - killed_at)  # fmt: skip
 
 
 def test_cli_bad_config_writes_nothing(base_config, tmp_path, monkeypatch, capsys):
@@ -172,7 +157,7 @@ def test_cli_bad_config_writes_nothing(base_config, tmp_path, monkeypatch, capsy
     )
     for bad in bad_flags:
         monkeypatch.setattr(
-            sys, "argv", ["dptune", "train", *_flags({**base_config, "out": str(out)}), *bad]
+            sys, "argv", ["dptune", "train", *cli.flags({**base_config, "out": str(out)}), *bad]
         )
         with pytest.raises(SystemExit) as info:
             main()

@@ -22,7 +22,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from dptune.cli import data, registry, score, train
+    from dptune.cli import data, registry, score, track, train
 
     app.add_typer(data.app, name="data")
     from dptune.cli import stage
@@ -35,6 +35,8 @@ def _register() -> None:
     app.command("train")(train.train)
     app.command("predict")(train.predict)
     app.command("promote")(registry.promote)
+    app.command("serve")(registry.serve)
+    app.command("track")(track.track)
 
 
 _register()

@@ -10,7 +10,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,14 +58,20 @@ CONFIG_OPTION = inspect.Parameter(
 )
 
 
-def with_config_options(func: Callable[[TrainConfig], Any]) -> Callable[..., Any]:
-    """Turn `func(cfg)` into a typer command taking every TrainConfig field as a flag."""
+def with_config_options(
+    func: Callable[..., Any], extra: Sequence[inspect.Parameter] = ()
+) -> Callable[..., Any]:
+    """Turn `func(cfg)` into a typer command taking every TrainConfig field as a flag; the
+    `extra` options (not config fields) are passed on as `func(cfg, name=value, ...)`."""
+    extra_names = [p.name for p in extra]
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> Any:
-        return func(config_from_flags(kwargs.pop("config"), kwargs))
+        extras = {name: kwargs.pop(name) for name in extra_names}
+        return func(config_from_flags(kwargs.pop("config"), kwargs), **extras)
 
-    params = [CONFIG_OPTION] + [_option(n, f) for n, f in TrainConfig.model_fields.items()]
+    params = [CONFIG_OPTION, *extra]
+    params += [_option(n, f) for n, f in TrainConfig.model_fields.items()]
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     del command.__wrapped__
@@ -85,3 +91,17 @@ def config_from_flags(config: Path | None, flags: dict[str, Any]) -> TrainConfig
         flags_needed = ", ".join("--" + m.replace("_", "-") for m in missing)
         raise DptuneError(f"{source}: missing {flags_needed} (as flags or in --config)")
     return make_config(values, source=source)
+
+
+TRACK_OPTION = inspect.Parameter(
+    "track",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=typer.Option(
+        None,
+        "--track/--no-track",
+        help="Log the run to MLflow live, while it trains (default: when MLFLOW_TRACKING_URI "
+        "is set)",
+        show_default=False,
+    ),
+    annotation=bool | None,
+)

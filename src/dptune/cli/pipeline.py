@@ -65,8 +65,9 @@ def resolve_profile(value: str) -> Path:
     path = Path(value)
     if path.is_file():
         return path
+    # A profile name is one path component: `--profile ../x` must not reach outside profiles/.
     named = PROFILES_DIR / f"{value}.yaml"
-    if named.is_file():
+    if path.name == value and value not in ("", ".", "..") and named.is_file():
         return named
     known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) or "none"
     raise DptuneError(f"--params: {value}: no such file, nor profile (in {PROFILES_DIR}/: {known})")
@@ -94,8 +95,11 @@ def _options(
     train_timeout: int | None = None,
     step_timeout: int | None = None,
     mlflow_from_backend: bool = False,
+    hf_token_secret: str | None = None,
 ) -> PipelineOptions:
     changes: dict[str, Any] = {}
+    if hf_token_secret:
+        changes["hf_token_secret"] = hf_token_secret
     if data_pvc:
         changes["data_pvc"] = data_pvc
     if image:
@@ -151,6 +155,14 @@ MlflowBackendOpt = Annotated[
         help="The backend's MLflow plugin (KFP 2.17+) injects MLFLOW_TRACKING_URI, "
         "MLFLOW_RUN_ID and credentials: the secret then maps only MLFLOW_S3_ENDPOINT_URL and "
         "the AWS keys",
+    ),
+]
+HfTokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hf-token-secret",
+        help="Kubernetes secret whose key HF_TOKEN the backbone task gets as HF_TOKEN (a "
+        "private or gated hub model); later tasks run with the hub offline",
     ),
 ]
 WorkspaceOpt = Annotated[
@@ -253,6 +265,7 @@ def compile_command(
     parallelism: ParallelismOpt = None,
     mlflow_secret: SecretOpt = None,
     mlflow_from_backend: MlflowBackendOpt = False,
+    hf_token_secret: HfTokenOpt = None,
     workspace_size: WorkspaceOpt = None,
     storage_class: StorageClassOpt = None,
     access_mode: AccessModeOpt = None,
@@ -270,7 +283,7 @@ def compile_command(
     options = _options(
         image, parallelism, mlflow_secret, workspace_size, storage_class, data_pvc,
         access_mode, image_pull_secret, gpu_node_selector, accelerator, gpus, train_timeout,
-        step_timeout, mlflow_from_backend,
+        step_timeout, mlflow_from_backend, hf_token_secret,
     )  # fmt: skip
     values = profile_values(profile)
     if not allow_placeholder_image:
@@ -358,6 +371,7 @@ def submit_command(
     parallelism: ParallelismOpt = None,
     mlflow_secret: SecretOpt = None,
     mlflow_from_backend: MlflowBackendOpt = False,
+    hf_token_secret: HfTokenOpt = None,
     workspace_size: WorkspaceOpt = None,
     storage_class: StorageClassOpt = None,
     access_mode: AccessModeOpt = None,
@@ -386,7 +400,7 @@ def submit_command(
     options = _options(
         image, parallelism, mlflow_secret, workspace_size, storage_class, data_pvc,
         access_mode, image_pull_secret, gpu_node_selector, accelerator, gpus, train_timeout,
-        step_timeout, mlflow_from_backend,
+        step_timeout, mlflow_from_backend, hf_token_secret,
     )  # fmt: skip
     if not allow_placeholder_image:
         for used in sorted(package_images(package)) if package else [options.image]:

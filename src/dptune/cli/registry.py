@@ -1,7 +1,10 @@
-"""`dptune promote`: move the `champion` alias in the MLflow model registry."""
+"""`dptune promote` (move the `champion` alias in the MLflow model registry) and `dptune serve`
+(serve a registered prompt over HTTP with `mlflow models serve`)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -45,3 +48,42 @@ def promote(
 
 
 promote.__doc__ = PROMOTE_HELP
+
+
+SERVE_HELP = (
+    "Serve a registered prompt over HTTP: `mlflow models serve -m models:/<model>@<alias> "
+    "--env-manager local` in this environment, after checking the model, alias (or version) and "
+    'its signature. POST {"dataframe_records": [...]} or {"inputs": ...} to /invocations; '
+    "a record that lacks a field or has one of the wrong type gets HTTP 400 naming it."
+    "\n\n"
+    "Exit codes: the server's; 2 for an unknown model or version, an alias that is not set, a "
+    "version without a signature, or an unreachable tracking server."
+)
+
+
+def serve(
+    model: Annotated[str, typer.Option(help="Registered model, e.g. dptune-cb-minilm")],
+    alias: Annotated[str, typer.Option(help="Alias to serve")] = "champion",
+    version: Annotated[str | None, typer.Option(help="Serve this version instead")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 5001,
+    root: Annotated[
+        Path, typer.Option(help="Project folder holding mlflow.db (without MLFLOW_TRACKING_URI)")
+    ] = Path("."),
+) -> None:
+    from dptune.tracking import check_tracking_server, configure
+    from dptune.tracking.registry import servable_uri
+
+    uri = configure(root)
+    check_tracking_server(uri, must_exist=True)
+    model_uri = servable_uri(model, alias=alias, version=version)
+    bin_dir = str(Path(sys.executable).parent)  # mlflow runs uvicorn by name
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    command = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", model_uri,
+               "--env-manager", "local", "-h", host, "-p", str(port)]  # fmt: skip
+    print(f"serving {model_uri} on http://{host}:{port}/invocations", file=sys.stderr, flush=True)
+    os.execve(command[0], command, env)  # the server takes over this process (and its signals)
+
+
+serve.__doc__ = SERVE_HELP

@@ -19,8 +19,8 @@ from dptune.stages.plan import Cell, Plan, StageInputs
 from dptune.tasks.jsonl import quiet_progress
 
 app = typer.Typer(
-    help="Pipeline stages (as run by dvc.yaml): backbone, prepare, sample, train, evaluate, "
-    "baseline, probe, report, register.",
+    help="Pipeline stages (as run by dvc.yaml): plan, backbone, prepare, sample, train, sweep, "
+    "evaluate, baseline, probe, report, register.",
     no_args_is_help=True,
 )
 
@@ -68,6 +68,16 @@ def tasks_command(params_file: ParamsOpt = DEFAULT_PARAMS) -> None:
     typer.echo(",".join(Plan.from_file(params_file).data_tasks()))
 
 
+@app.command("plan")
+def plan_command(
+    out: Annotated[Path, typer.Option(help="Folder for the per-stage records")],
+    params_file: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Write what the profile asks of each training stage (one record per grid cell, sweep,
+    the probe and the baselines): each DVC stage depends on its own record only."""
+    _echo(Plan.from_file(params_file).write(out))
+
+
 @app.command("tiny-model")
 def tiny_model_command(
     out: Annotated[Path, typer.Option(help="Folder to write the model and tokenizer to")],
@@ -86,10 +96,11 @@ def backbone_command(
     params_file: ParamsOpt = DEFAULT_PARAMS,
     data_dir: DataOpt = DEFAULT_DATA,
 ) -> None:
-    """Resolve the profile's model reference (building tiny:t5 / tiny:bert)."""
+    """Materialise the profile's backbone in one folder (downloaded, copied or built)."""
     from dptune.stages.backbone import backbone_stage
 
-    _echo(backbone_stage(Plan.from_file(params_file).params.model, out, data_dir))
+    params = Plan.from_file(params_file).params
+    _echo(backbone_stage(params.model, out, data_dir, params.model_revision))
 
 
 @app.command("prepare")
@@ -148,6 +159,32 @@ def train_command(
     _echo(summary)
 
 
+@app.command("sweep")
+def sweep_command(
+    name: Annotated[str, typer.Option("--name", help="Sweep of the profile's sweeps")],
+    runs: Annotated[Path, typer.Option(help="Folder of the run folders (as for report)")],
+    params_file: ParamsOpt = DEFAULT_PARAMS,
+    data_dir: DataOpt = DEFAULT_DATA,
+    backbone: BackboneOpt = None,
+    samples: SamplesOpt = None,
+    track: TrackOpt = None,
+) -> None:
+    """Train a sweep's own cells (those that are not grid cells) into <runs>/sweeps/<name>."""
+    from dptune.stages.plan import SWEEPS_DIR
+    from dptune.stages.sweep import sweep_stage
+
+    plan = Plan.from_file(params_file)
+    inputs = StageInputs(data_dir, backbone, samples)
+    cfgs = [
+        plan.cell_config(cell, inputs, plan.run_dir(runs, cell, name))
+        for cell in plan.sweep_cells(name)
+    ]
+    quiet_progress()
+    summaries = sweep_stage(cfgs, runs / SWEEPS_DIR / name, track=plan.track(track),
+                            tags={**_data_tags(), "sweep": name}, progress=True)  # fmt: skip
+    _echo({"sweep": name, "trained": [Path(s["run_dir"]).name for s in summaries]})
+
+
 @app.command("evaluate")
 def evaluate_command(
     runs: Annotated[Path, typer.Option(help="Folder of the grid's run folders")],
@@ -184,22 +221,25 @@ def baseline_command(
 
 @app.command("probe")
 def probe_command(
-    out: Annotated[Path, typer.Option(help="Run folder of the probe")],
-    report: Annotated[Path, typer.Option(help="Folder for the figure, series and summary")],
+    out: Annotated[Path, typer.Option(help="Folder of the probe run folders (one per task)")],
+    report: Annotated[Path, typer.Option(help="Folder for each task's figure and series")],
+    summary: Annotated[Path, typer.Option(help="Summary json to write (every probe task)")],
     params_file: ParamsOpt = DEFAULT_PARAMS,
     data_dir: DataOpt = DEFAULT_DATA,
     backbone: BackboneOpt = None,
     samples: SamplesOpt = None,
     track: TrackOpt = None,
 ) -> None:
-    """Train the rank probe on the profile's probe task and draw the Sigma-sign / rank figure."""
-    from dptune.stages.probe import probe_stage
+    """Train the rank probe on each of the profile's probe tasks and draw paper Fig. 3 for it
+    (the counts of positive and negative entries of Sigma per step, and the rank of P)."""
+    from dptune.stages.probe import probes_stage
 
     quiet_progress()
     plan = Plan.from_file(params_file)
-    cfg = plan.probe_config(StageInputs(data_dir, backbone, samples), out)
-    _echo(probe_stage(cfg, report, title=plan.probe_title(cfg), track=plan.track(track),
-                      progress=True))  # fmt: skip
+    inputs = StageInputs(data_dir, backbone, samples)
+    cfgs = [plan.probe_config(cell, inputs, out / cell.name) for cell in plan.probe_cells()]
+    _echo(probes_stage(cfgs, report, summary, titles=[plan.probe_title(c) for c in cfgs],
+                       track=plan.track(track), progress=True))  # fmt: skip
 
 
 @app.command("report")
@@ -209,19 +249,39 @@ def report_command(
     baselines: Annotated[Path | None, typer.Option(help="Baselines json")] = None,
     evals: Annotated[Path | None, typer.Option(help="Eval json")] = None,
     probe: Annotated[Path | None, typer.Option(help="Probe summary json")] = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Write this sweep's <out>/<sweep>.json, .md and .png instead of the table "
+            "(repeatable)"
+        ),
+    ] = None,
     params_file: ParamsOpt = DEFAULT_PARAMS,
     track: TrackOpt = None,
 ) -> None:
-    """Build the paper-style results table (results.md, results.json) from the profile's grid."""
-    from dptune.stages.report import report_stage
+    """Build the paper-style results table (results.md, results.json) from the profile's grid;
+    with --sweep, a sweep's table and figure instead."""
+    from dptune.stages.report import report_stage, sweep_report_stage
 
     plan = Plan.from_file(params_file)
+    if sweep:
+        layout = plan.sweep_runs(runs)
+        for name in sweep:
+            if name not in layout:
+                known = ", ".join(layout) or "none"
+                raise DptuneError(f"--sweep: {params_file} has no sweep {name!r} ({known})")
+        results = {
+            name: sweep_report_stage(name, layout[name], out, track=plan.track(track))["files"]
+            for name in sweep
+        }
+        _echo({"out": str(out), "sweeps": results})
+        return
     result = report_stage(
         plan.grid_runs(runs), out, baselines=baselines, evals=evals, probe=probe,
         track=plan.track(track),
     )  # fmt: skip
     averages = {name: row["avg"] for name, row in result["table"]["rows"].items()}
-    _echo({"out": result["out"], "avg": averages})
+    _echo({"out": result["out"], "avg": averages, "unfinished": result["table"]["unfinished"]})
 
 
 @app.command("register")

@@ -3,27 +3,42 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dptune.cli.options import with_config_options
+from dptune.cli.options import TRACK_OPTION, with_config_options
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
 
 
-def _train(cfg: TrainConfig) -> None:
+def wants_tracking(track: bool | None) -> bool:
+    """`--track` / `--no-track` when given, else whether MLFLOW_TRACKING_URI is set."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) if track is None else track
+
+
+def _train(cfg: TrainConfig, track: bool | None = None) -> None:
     """Train a prompt (or fine-tune) on one SuperGLUE task and export the run folder."""
     from dptune.training.run import train as run_training
 
-    metrics = run_training(cfg)
+    callbacks = []
+    if wants_tracking(track):  # checked before training: a bad server is one line now
+        from dptune.tracking import check_tracking_access, configure
+        from dptune.tracking.live import LiveRun
+
+        check_tracking_access(configure())
+        callbacks.append(LiveRun(stage="train"))
+    metrics = run_training(cfg, callbacks=callbacks)
     summary = {k: metrics[k] for k in ("task", "method", "trainable_params", "best_epoch")}
     summary.update({"dev": metrics["dev"], "test": metrics["test"], "out": cfg.out})
+    for live in callbacks:
+        summary["mlflow"] = {"run_id": live.run_id, "logged": live.logged}
     typer.echo(json.dumps(summary))
 
 
-train = with_config_options(_train)
+train = with_config_options(_train, extra=[TRACK_OPTION])
 
 
 def predict(

@@ -22,7 +22,9 @@ import html
 import json
 import os
 import shutil
+import sys
 import tempfile
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +45,9 @@ WORKSPACE_RUNS = "runs"
 # 2.17+) logs them into the MLflow run the task trained in, which has its own `dev_<m>` curve,
 # `best_dev_<m>`, `test_<m>` and `trainable_params`; prefixed, no key is logged twice
 METRICS_PREFIX = "kfp_"
+# What a train or probe task whose training raised leaves in its outputs instead of results: the
+# task still succeeds, so the report of what finished and the promotion of complete tasks run.
+FAILED_FILE = "failed.json"
 
 
 class ArtifactLike(Protocol):
@@ -107,20 +112,26 @@ def publish_run(work: Path, artifact: ArtifactLike) -> None:
     shutil.rmtree(target / CHECKPOINTS_DIR, ignore_errors=True)
 
 
-def run_label(run_dir: str | Path) -> str:
-    """The grid name of a run folder (`cb-dpt-s0`), read from its config.yaml."""
+def run_label(run_dir: str | Path, plan: Plan | None = None) -> str:
+    """The grid name of a run folder (`cb-dpt-s0`; with `plan`, a sweep cell's own name such as
+    `cb-dpt-s0@bottleneck=4`), read from its config.yaml (a failed cell's from failed.json)."""
+    failed = failure_of(run_dir)
+    if failed is not None and not RunFolder(run_dir).has_config():
+        return str(failed["name"])
     config = RunFolder(run_dir).read_config()
-    return run_name(config["task"], config["method"], config["seed"])
+    cell = plan.cell_of(config) if plan is not None else None
+    return cell.name if cell is not None else run_name(config["task"], config["method"],
+                                                       config["seed"])  # fmt: skip
 
 
 @contextlib.contextmanager
-def named_runs(run_dirs: Sequence[str | Path]) -> Iterator[list[Path]]:
-    """The run folders under their grid names (symlinks in a temporary folder): in Kubeflow
+def named_runs(run_dirs: Sequence[str | Path], plan: Plan | None = None) -> Iterator[list[Path]]:
+    """The run folders under their cell names (symlinks in a temporary folder): in Kubeflow
     every run artifact's folder has the same name, and stages name outputs after the folder."""
     with tempfile.TemporaryDirectory(prefix="dptune-runs-") as tmp:
         links = []
         for run_dir in run_dirs:
-            link = Path(tmp) / run_label(run_dir)
+            link = Path(tmp) / run_label(run_dir, plan)
             if link.exists():
                 raise DptuneError(f"runs: two run folders of {link.name}")
             link.symlink_to(Path(run_dir).resolve(), target_is_directory=True)
@@ -128,10 +139,70 @@ def named_runs(run_dirs: Sequence[str | Path]) -> Iterator[list[Path]]:
         yield links
 
 
+def failure_of(folder: str | Path) -> dict[str, Any] | None:
+    """What a failed train or probe task recorded in its output `folder`, or None."""
+    path = Path(folder) / FAILED_FILE
+    return read_json(path) if path.is_file() else None
+
+
+@contextlib.contextmanager
+def recording_failure(
+    what: Mapping[str, Any], artifacts: Sequence[ArtifactLike], metrics: MetricsLike
+) -> Iterator[dict[str, Any]]:
+    """Run the block; if it raises, record the error as failed.json in each of `artifacts` and
+    end the task normally (the yielded dict then holds it under `failed`).
+
+    An exception in training is as deterministic as its config, data and seed, so retrying the
+    pod repeats it; recorded, it leaves the rest of the pipeline to report and promote what
+    finished. An interruption (SIGTERM on preemption or eviction) is not caught: the pod fails,
+    KFP retries it and the retry resumes from the checkpoint."""
+    from dptune.training.interrupt import TrainingInterrupted
+
+    outcome: dict[str, Any] = {}
+    try:
+        yield outcome
+    except TrainingInterrupted:
+        raise
+    except Exception as err:
+        text = " ".join(str(err).split()) or type(err).__name__
+        record = {**what, "error": text, "error_type": type(err).__name__}
+        traceback.print_exc()  # the pod's log keeps the traceback; the outputs keep one line
+        print(f"dptune: {record.get('name', 'task')} failed: {text}", file=sys.stderr)
+        for artifact in artifacts:
+            write_json(Path(artifact.path) / FAILED_FILE, record)
+            artifact.metadata.update(status="failed", error=text)
+        metrics.log_metric(f"{METRICS_PREFIX}failed", 1.0)
+        outcome["failed"] = record
+
+
 def log_scores(metrics: MetricsLike, prefix: str, scores: Mapping[str, Any] | None) -> None:
     for name, value in (scores or {}).items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             metrics.log_metric(f"{prefix}{name}", float(value))
+
+
+def figures_html(pages: Sequence[tuple[Path, str]]) -> str:
+    """One self-contained HTML page showing each (png, title)."""
+    body = "".join(
+        f'<h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" style="max-width:100%" '
+        f'src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode("ascii")}">\n'
+        for png, title in pages
+    )
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>Rank probe</title></head>\n'
+        f"<body>{body}</body></html>\n"
+    )
+
+
+def figure_html_failed(failures: Sequence[Mapping[str, Any]]) -> str:
+    """The probe's HTML page when no probe task finished: what failed."""
+    items = "".join(
+        f"<li>{html.escape(f['name'])}: {html.escape(f['error'])}</li>" for f in failures
+    )
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>Rank probe</title></head>\n'
+        f"<body><h3>Rank probe: not finished</h3><ul>{items}</ul></body></html>\n"
+    )
 
 
 def figure_html(png: Path, title: str) -> str:
@@ -188,11 +259,15 @@ def prepare(
 
 
 def backbone(params: str | Mapping[str, Any], superglue: ArtifactLike, out: ArtifactLike) -> dict:
-    """Resolve the profile's model (building `tiny:` ones) into the backbone artifact."""
+    """Materialise the profile's model (downloaded at its pinned revision, copied, or built)
+    into the backbone artifact, which every later task loads it from."""
     from dptune.stages.backbone import backbone_stage
 
-    record = backbone_stage(plan_of(params).params.model, out.path, superglue.path)
-    out.metadata.update(reference=record["reference"], kind=record["kind"])
+    p = plan_of(params).params
+    record = backbone_stage(p.model, out.path, superglue.path, p.model_revision)
+    out.metadata.update(
+        {k: record[k] for k in ("reference", "revision", "source", "folder", "kind") if record[k]}
+    )
     return record
 
 
@@ -211,8 +286,9 @@ def sample(params: str | Mapping[str, Any], superglue: ArtifactLike, samples: Ar
 
 
 def grid(params: str | Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Validate the profile and list its grid cells."""
-    return [cell.as_item() for cell in plan_of(params).grid()]
+    """Validate the profile and list every cell to train: the grid's, then the sweeps' own
+    (`Plan.cells`, the list dvc.yaml's train and sweep stages cover)."""
+    return [cell.as_item() for cell in plan_of(params).cells()]
 
 
 def train(
@@ -233,21 +309,24 @@ def train(
     quiet_progress()
     plan = plan_of(params)
     item = Cell.from_item(cell, PARAMS_SOURCE)
-    work = work_dir(workspace, WORKSPACE_RUNS, item.name, run)
-    cfg = plan.cell_config(item, stage_inputs(superglue, backbone, samples), work)
-    tags = {"kfp_run_id": pipeline_run}
-    digest = superglue.metadata.get("manifest_sha256") or _manifest_digest(superglue.path)
-    if digest:
-        tags["data_manifest_sha256"] = digest
-    summary = train_stage(cfg, track=plan.track(), register=plan.register_prompts, tags=tags)
-    publish_run(work, run)
     run.metadata.update(item.as_item())
-    if "mlflow" in summary:
-        run.metadata.update(mlflow={k: str(v) for k, v in summary["mlflow"].items()})
-    log_scores(metrics, f"{METRICS_PREFIX}test_", summary.get("test"))
-    log_scores(metrics, f"{METRICS_PREFIX}best_dev_", summary.get("dev"))
-    log_scores(metrics, METRICS_PREFIX, {"trainable_params": summary.get("trainable_params")})
-    return summary
+    with recording_failure(item.as_item(), [run], metrics) as outcome:
+        work = work_dir(workspace, WORKSPACE_RUNS, item.name, run)
+        cfg = plan.cell_config(item, stage_inputs(superglue, backbone, samples), work)
+        tags = {"kfp_run_id": pipeline_run}
+        digest = superglue.metadata.get("manifest_sha256") or _manifest_digest(superglue.path)
+        if digest:
+            tags["data_manifest_sha256"] = digest
+        register = plan.register_prompts and not item.point  # sweep cells are analyses, as in DVC
+        summary = train_stage(cfg, track=plan.track(), register=register, tags=tags)
+        publish_run(work, run)
+        if "mlflow" in summary:
+            run.metadata.update(mlflow={k: str(v) for k, v in summary["mlflow"].items()})
+        log_scores(metrics, f"{METRICS_PREFIX}test_", summary.get("test"))
+        log_scores(metrics, f"{METRICS_PREFIX}best_dev_", summary.get("dev"))
+        log_scores(metrics, METRICS_PREFIX, {"trainable_params": summary.get("trainable_params")})
+        outcome["summary"] = summary
+    return outcome.get("failed") or outcome["summary"]
 
 
 def evaluate(
@@ -264,7 +343,13 @@ def evaluate(
     quiet_progress()
     plan = plan_of(params)
     out = Path(evaluation.path)
-    with named_runs([run.path]) as run_dirs:
+    failed = failure_of(run.path)
+    if failed is not None:  # nothing to re-score: pass the failure on to the report
+        write_json(out / EVAL_FILE, {})
+        write_json(out / FAILED_FILE, failed)
+        evaluation.metadata.update(name=failed["name"], status="failed")
+        return failed
+    with named_runs([run.path], plan) as run_dirs:
         records = evaluate_stage(run_dirs, superglue.path, out / EVAL_FILE, track=plan.track())
     (record,) = records.values()
     shutil.copytree(Path(run.path) / PREDICTIONS_DIR, out / PREDICTIONS_DIR, dirs_exist_ok=True)
@@ -304,22 +389,49 @@ def probe(
     figure: ArtifactLike,
     metrics: MetricsLike,
 ) -> dict[str, Any]:
-    """Train the rank probe on the profile's probe task and draw its figure (paper Fig. 3)."""
+    """Train the rank probe on each of the profile's probe tasks and draw its figure (paper
+    Fig. 3): `run` holds one run folder per task, `probe_report` the figures, series and
+    summary.json (task -> summary), `figure` every task's figure."""
     from dptune.stages.probe import probe_stage
 
     quiet_progress()
     plan = plan_of(params)
-    cell = plan.probe_cell()
-    work = work_dir(workspace, "probe", cell.name, run)
-    cfg = plan.probe_config(stage_inputs(superglue, backbone, samples), work)
-    title = plan.probe_title(cfg)
-    summary = probe_stage(cfg, probe_report.path, title=title, track=plan.track())
-    publish_run(work, run)
-    run.metadata.update(cell.as_item())
-    write_text(figure.path, figure_html(Path(probe_report.path) / "rank_probe.png", title))
-    log_scores(metrics, f"{METRICS_PREFIX}last_", summary.get("last"))
-    log_scores(metrics, f"{METRICS_PREFIX}test_", summary.get("test"))
-    return summary
+    summaries: dict[str, Any] = {}
+    pages = []
+    failures = []
+    for cell in plan.probe_cells():
+        target = _Folder(str(Path(run.path) / cell.name))
+        what = {**cell.as_item(), "name": f"probe {cell.name}"}
+        with recording_failure(what, [target], metrics) as outcome:
+            work = work_dir(workspace, "probe", cell.name, target)
+            cfg = plan.probe_config(cell, stage_inputs(superglue, backbone, samples), work)
+            title = plan.probe_title(cfg)
+            summary = probe_stage(cfg, probe_report.path, title=title, track=plan.track())
+            publish_run(work, target)
+            summaries[cell.task] = summary
+            pages.append((Path(probe_report.path) / f"{cell.task}.png", title))
+            log_scores(metrics, f"{METRICS_PREFIX}{cell.task}_last_", summary.get("last"))
+            log_scores(metrics, f"{METRICS_PREFIX}{cell.task}_test_", summary.get("test"))
+        if "failed" in outcome:
+            failures.append(outcome["failed"])
+    write_json(Path(probe_report.path) / PROBE_SUMMARY, summaries)
+    if failures:  # the report names them; the tasks that did finish are in summary.json
+        text = "; ".join(f"{f['name']}: {f['error']}" for f in failures)
+        record = {"name": "probe", "error": text, "failed": failures}
+        write_json(Path(probe_report.path) / FAILED_FILE, record)
+        for artifact in (run, probe_report):
+            artifact.metadata.update(status="failed", error=text)
+    run.metadata.update(tasks=list(summaries))
+    page = figures_html(pages) if pages else figure_html_failed(failures)
+    write_text(figure.path, page)
+    return summaries
+
+
+class _Folder:
+    """A sub-folder of an output artifact, for `work_dir` and `publish_run`."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.metadata = path, {}
 
 
 def report(
@@ -333,8 +445,9 @@ def report(
     metrics: MetricsLike,
 ) -> dict[str, Any]:
     """The paper-style results table of every grid run (Markdown), with results.json, the
-    curves and the merged evaluation records in `results`."""
-    from dptune.stages.report import report_stage
+    curves, the merged evaluation records and each sweep (`sweeps/<name>.json`, `.md`, `.png`)
+    in `results`. A grid cell with no run (it failed) is listed as unfinished."""
+    from dptune.stages.report import SWEEPS_OUT, report_stage, sweep_report_stage
 
     plan = plan_of(params)
     out = Path(results.path)
@@ -342,13 +455,31 @@ def report(
     for evaluation in evaluations:
         evals.update(read_json(Path(evaluation.path) / EVAL_FILE))
     write_json(out / EVAL_FILE, dict(sorted(evals.items())))
-    with named_runs([r.path for r in runs]) as run_dirs:
+    with named_runs([r.path for r in runs], plan) as run_dirs:
+        if not run_dirs:
+            raise DptuneError("report: no grid cell finished (no run artifacts)")
+        tree = run_dirs[0].parent
+        sweep_runs = plan.sweep_runs(tree)
+        for points in sweep_runs.values():  # the sweeps' own cells where Plan.sweep_runs says
+            for point, path in points:
+                if point.cell.point and (tree / point.cell.name).exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.symlink_to((tree / point.cell.name).resolve(), target_is_directory=True)
         result = report_stage(
-            run_dirs, out, baselines=Path(baselines.path) / BASELINES_FILE,
+            plan.grid_runs(tree), out, baselines=Path(baselines.path) / BASELINES_FILE,
             evals=out / EVAL_FILE, probe=Path(probe_report.path) / PROBE_SUMMARY,
             track=plan.track(),
         )  # fmt: skip
-    write_text(table.path, result["markdown"])
+        for name, points in sweep_runs.items():
+            sweep_report_stage(name, points, out / SWEEPS_OUT, track=plan.track())
+    failures = [f for f in map(failure_of, [*(r.path for r in runs), probe_report.path]) if f]
+    markdown = result["markdown"]
+    if failures:  # what the failed train and probe tasks recorded, one line each
+        write_json(out / FAILED_FILE, failures)
+        markdown += "\nFailed:\n\n" + "".join(f"- {f['name']}: {f['error']}\n" for f in failures)
+        table.metadata.update(failed=[str(f["name"]) for f in failures])
+    result["markdown"] = markdown
+    write_text(table.path, markdown)
     for row, summary in result["table"]["rows"].items():
         if summary.get("avg") is not None:
             metrics.log_metric(f"{row}_avg", float(summary["avg"]["mean"]))
@@ -357,12 +488,19 @@ def report(
 
 
 def register(
-    params: str | Mapping[str, Any], backbone: ArtifactLike, promotions: ArtifactLike
+    params: str | Mapping[str, Any],
+    backbone: ArtifactLike,
+    runs: Sequence[ArtifactLike],
+    promotions: ArtifactLike,
 ) -> list[dict[str, Any]]:
-    """Promote, per task, the best registered prompt version to alias `champion`."""
+    """Per task whose every grid cell finished in this pipeline run: set `challenger` to the
+    best version these runs registered, and promote `champion` as the profile says."""
     from dptune.stages.register import promote_profile
 
-    by_task = promote_profile(plan_of(params), StageInputs(backbone_dir=Path(backbone.path)))
+    by_task = promote_profile(
+        plan_of(params), StageInputs(backbone_dir=Path(backbone.path)),
+        run_dirs=[Path(r.path) for r in runs],
+    )  # fmt: skip
     if by_task is None:
         write_text(promotions.path, "Nothing to promote: the profile registers no prompts.\n")
         return []

@@ -32,7 +32,8 @@ def prepare(
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def backbone(params: str, superglue: Input[Dataset], backbone: Output[Model]):
-    """Resolve the profile's model reference (building tiny:t5 / tiny:bert)."""
+    """Materialise the profile's backbone once (hub snapshot at a recorded commit, a copied
+    folder, or a built tiny model); later tasks load it with the hub offline."""
     from dptune.kfp import adapter
 
     adapter.backbone(params, superglue, backbone)
@@ -142,11 +143,17 @@ def report(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def register(params: str, backbone: Input[Model], promotions: Output[Markdown]):
-    """Promote each task's best registered prompt version to alias `champion`."""
+def register(
+    params: str,
+    backbone: Input[Model],
+    runs: Input[list[Model]],
+    promotions: Output[Markdown],
+):
+    """Set each complete task's challenger to the best version of this pipeline run's runs,
+    and promote `champion` as the profile says."""
     from dptune.kfp import adapter
 
-    adapter.register(params, backbone, promotions)
+    adapter.register(params, backbone, runs, promotions)
 
 
 ALL = (prepare, backbone, sample, grid, train, evaluate, baseline, probe, report, register)

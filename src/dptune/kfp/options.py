@@ -74,6 +74,9 @@ class PipelineOptions:
     train_timeout_s: int = 48 * 3600
     step_timeout_s: int = 2 * 3600
     mlflow_secret: str | None = "dptune-mlflow"
+    # a secret whose key HF_TOKEN becomes the backbone task's HF_TOKEN (private or gated hub
+    # models); only that task downloads, every later one runs with the hub offline
+    hf_token_secret: str | None = None
     # the backend's MLflow plugin (KFP 2.17+) injects MLFLOW_TRACKING_URI, MLFLOW_RUN_ID and the
     # tracking credentials: the secret then maps only the artifact-store keys
     mlflow_from_backend: bool = False
@@ -97,6 +100,7 @@ class PipelineOptions:
         names = [("--storage-class", self.workspace_storage_class)]
         names += [("--image-pull-secret", s) for s in self.image_pull_secrets]
         names += [("--mlflow-secret", self.mlflow_secret), ("--data-pvc", self.data_pvc)]
+        names += [("--hf-token-secret", self.hf_token_secret)]
         for flag, name in names:
             if name and not _K8S_NAME.match(name):
                 raise DptuneError(f"{flag}: {name!r} is not a Kubernetes object name")

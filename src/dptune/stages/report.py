@@ -13,12 +13,17 @@ Outputs, in `out`:
   prints the table as rows): per task its paper metric, `Avg` and `SuperGLUE` (means, fractions);
 - `results.json`: the whole table (every metric's mean, std and n, parameters, protocol);
 - `results.md`: the table, with the protocol and what each column means;
-- `curves/<run>.csv` (step, epoch, dev_score) and `loss/<run>.csv` (step, train_loss), DVC plots.
+- `curves/<run>.csv` (step, epoch, dev_score) and `loss/<run>.csv` (step, train_loss), DVC plots;
+- `sweeps/<name>.json`, `.md` and `.png` per sweep: per task, method and point the test score
+  (the task's paper metric) over seeds, mean ± std, min and max, drawn as the paper's figures.
+A grid cell without metrics.json (failed, or never run) is left out and listed as unfinished,
+so the report of what did finish still comes out.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +34,7 @@ from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir, atomic_path, write_json, write_text
 from dptune.run_folder import RunFolder
 from dptune.stages.common import read_json, start_tracking
+from dptune.stages.plan import SweepPoint
 from dptune.tasks.registry import get_task
 
 BASELINE_ROWS: tuple[str, ...] = ("majority", "head-only")
@@ -115,13 +121,21 @@ class _Row:
 
 
 def _read_runs(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The finished runs (those with a metrics.json); a cell that failed or never ran is left
+    out here and listed by `unfinished`."""
     runs = []
     for run_dir in run_dirs:
-        metrics = RunFolder(run_dir).read_metrics()
-        runs.append({"dir": Path(run_dir), **metrics})
+        folder = RunFolder(run_dir)
+        if folder.is_complete():
+            runs.append({"dir": Path(run_dir), **folder.read_metrics()})
     if not runs:
-        raise DptuneError("report: no runs to report")
+        raise DptuneError("report: no finished runs to report (no run folder has metrics.json)")
     return runs
+
+
+def unfinished(run_dirs: Iterable[str | Path]) -> list[str]:
+    """The names of the run folders without a metrics.json (a failed or missing cell)."""
+    return [Path(d).name for d in run_dirs if not RunFolder(d).is_complete()]
 
 
 def _protocol(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -173,6 +187,7 @@ def collect(
         "paper_metrics": {task: paper_metric(task) for task in tasks},
         "wsc_eval": _wsc_eval(runs) if "wsc" in tasks else None,
         "rows": {name: rows[name].summary(tasks) for name in order if name in rows},
+        "unfinished": unfinished(run_dirs),
     }
 
 
@@ -268,6 +283,11 @@ def to_markdown(table: dict[str, Any]) -> str:
         notes.append(
             f"WSC scoring (`wsc_eval: {table['wsc_eval']}`): {WSC_EVALS[table['wsc_eval']]}"
         )
+    if table.get("unfinished"):
+        notes.append(
+            f"Not finished ({len(table['unfinished'])} cells without metrics.json, left out of "
+            f"the table and its averages): {', '.join(table['unfinished'])}."
+        )
     notes.append(
         "#Params counts trainable parameters (prompt plus, for encoder-only backbones, the "
         "classification head); majority is the most frequent training label."
@@ -308,11 +328,12 @@ def _checks(evals: Mapping[str, Any] | None, probe: Mapping[str, Any] | None) ->
             f"Re-scored from the submission files: {agree} of {len(evals)} runs match their "
             "metrics.json (decode: generate counts invalid outputs wrong only in metrics.json)."
         )
-    if probe:
-        first, last = probe["first"], probe["last"]
+    summaries = [probe] if probe and "first" in probe else list((probe or {}).values())
+    for summary in summaries:  # {task: summary}; a single summary (older probe stage) too
+        first, last = summary["first"], summary["last"]
         lines.append(
-            f"Rank probe ({TASK_TITLES.get(probe['task'], probe['task'])}, c = "
-            f"{probe['prompt_length']}): positive / negative entries of Sigma "
+            f"Rank probe ({TASK_TITLES.get(summary['task'], summary['task'])}, c = "
+            f"{summary['prompt_length']}): positive / negative entries of Sigma "
             f"{first['sigma_pos']:.0f} / {first['sigma_neg']:.0f} at step {first['step']} -> "
             f"{last['sigma_pos']:.0f} / {last['sigma_neg']:.0f} at step {last['step']}; "
             f"rank of P {first['rank']:.0f} -> {last['rank']:.0f}."
@@ -346,6 +367,123 @@ def report_stage(
     if track:
         result["mlflow_run_id"] = _log_report(table, out)
     return result
+
+
+def sweep_report_stage(
+    name: str, points: Sequence[tuple[SweepPoint, Path]], out: str | Path, *, track: bool = True
+) -> dict[str, Any]:
+    """Write sweep `name` as `out/<name>.json`, `.md` and `.png` (points: `Plan.sweep_runs`);
+    with `track`, log them and the mean score of each point to MLflow."""
+    sweep = collect_sweep(name, points)
+    files = write_sweep(sweep, Path(out))
+    result: dict[str, Any] = {"sweep": sweep, "files": [str(f) for f in files]}
+    if track:
+        result["mlflow_run_id"] = _log_sweep(sweep, files)
+    return result
+
+
+# ---- sweeps ----------------------------------------------------------------------------------
+SWEEPS_OUT = "sweeps"
+
+
+def _label(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in values.items())
+
+
+def collect_sweep(name: str, points: Sequence[tuple[SweepPoint, Path]]) -> dict[str, Any]:
+    """One sweep as JSON: per task, method and point, the test score (the task's paper metric,
+    a fraction) over seeds: mean, std, min, max, n; and the cells that did not finish."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    missing = []
+    for point, run_dir in points:
+        cell = point.cell
+        key = (cell.task, cell.method, _label(point.values))
+        group = groups.setdefault(
+            key, {"task": cell.task, "method": cell.method, "values": point.values,
+                  "label": key[2], "runs": [], "scores": []},
+        )  # fmt: skip
+        folder = RunFolder(run_dir)
+        if not folder.is_complete():
+            missing.append(Path(run_dir).name)
+            continue
+        metrics = folder.read_metrics()
+        group["runs"].append(Path(run_dir).name)
+        group["scores"].append(_paper_score(cell.task, metrics["test"]))
+    series = []
+    for group in groups.values():
+        scores = group.pop("scores")
+        stats = _stats(scores) if scores else None
+        if stats is not None:
+            stats.update(min=min(scores), max=max(scores))
+        series.append({**group, "metric": paper_metric(group["task"]), "score": stats})
+    parameters = list(dict.fromkeys(k for p, _ in points for k in p.values))
+    return {"sweep": name, "parameters": parameters, "series": series,
+            "unfinished": sorted(set(missing))}  # fmt: skip
+
+
+def sweep_markdown(sweep: dict[str, Any]) -> str:
+    lines = [
+        f"# Sweep `{sweep['sweep']}` ({', '.join(sweep['parameters'])})",
+        "",
+        "| Task | Method | Point | Mean ± std | Min | Max | Seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in sweep["series"]:
+        stats = row["score"]
+        cells = [TASK_TITLES[row["task"]], row["method"], row["label"]]
+        if stats is None:
+            cells += ["not finished", "–", "–", "0"]
+        else:
+            cells += [
+                f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}",
+                f"{100 * stats['min']:.1f}", f"{100 * stats['max']:.1f}", str(stats["n"]),
+            ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    metrics = sorted({f"{TASK_TITLES[r['task']]} {METRIC_NAMES[r['metric']]}"
+                      for r in sweep["series"]})  # fmt: skip
+    lines += [
+        "",
+        f"Test-split score in % ({', '.join(metrics)}: the paper's metric of each task), over "
+        "the grid's seeds. A point equal to the profile's own config is its grid cell.",
+    ]
+    if sweep["unfinished"]:
+        lines.append(f"Not finished (no metrics.json): {', '.join(sweep['unfinished'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep(sweep: dict[str, Any], folder: Path) -> list[Path]:
+    from dptune import figures
+
+    name = sweep["sweep"]
+    files = [folder / f"{name}.{ext}" for ext in ("json", "md", "png")]
+    figures.plot_sweep(sweep, files[2], task_titles=TASK_TITLES)  # first: it may refuse
+    write_json(files[0], sweep)
+    write_text(files[1], sweep_markdown(sweep))
+    return files
+
+
+def _metric_key(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def _log_sweep(sweep: dict[str, Any], files: Sequence[Path]) -> str:
+    from dptune.tracking import log_stage_results
+
+    start_tracking()
+    name = sweep["sweep"]
+    metrics = {  # e.g. cb_dpt_bottleneck_4: the mean test score of that point
+        _metric_key(f"{row['task']}_{row['method']}_{row['label']}"): row["score"]["mean"]
+        for row in sweep["series"]
+        if row["score"] is not None
+    }
+    return log_stage_results(
+        "report",
+        metrics=metrics,
+        params={"sweep": name, "parameters": ",".join(sweep["parameters"])},
+        tags={"dvc_stage": "report", "sweep": name},
+        artifact_dirs={SWEEPS_OUT: files},
+        run_name=f"sweep-{name}",
+    )
 
 
 def _log_report(table: dict[str, Any], out: Path) -> str:

@@ -1,14 +1,16 @@
 """Stage `train`: one grid cell (task x method x seed) -> a complete run folder, then MLflow.
 
-Order matters: the trainer writes the whole run folder (metrics.json last); only then is the
-folder logged to MLflow (stage tag `train`) and its prompt registered as a new version with
-alias `challenger`. Calling the stage again is safe: a finished folder with the same config is
-not retrained, a folder with a checkpoint resumes, and a folder already logged to the same
-tracking store (`tracking.json`) is not logged twice.
+The run is tracked live (`dptune.tracking.live`): it shows in MLflow while it trains, and once
+the trainer has written the whole folder (metrics.json last) the folder is logged into that run
+and its prompt registered as a new version. Calling the stage again is safe: a finished folder
+with the same config is not retrained, a folder with a checkpoint resumes (into the same MLflow
+run), and a folder already logged to the same tracking store (`tracking.json`) is not logged
+twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,11 @@ def _check_same_run(folder: RunFolder, cfg: TrainConfig, what: str) -> None:
         )
 
 
-def run_or_reuse(cfg: TrainConfig, progress: bool = False) -> dict[str, Any]:
-    """metrics.json of the run in `cfg.out`: reused if finished, resumed if checkpointed."""
+def run_or_reuse(
+    cfg: TrainConfig, progress: bool = False, callbacks: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """metrics.json of the run in `cfg.out`: reused if finished, resumed if checkpointed;
+    `callbacks` (training events) hear a run that trains."""
     from dptune.training.run import train
 
     folder = RunFolder(cfg.out)
@@ -51,26 +56,52 @@ def run_or_reuse(cfg: TrainConfig, progress: bool = False) -> dict[str, Any]:
     if folder.has_checkpoint():
         _check_same_run(folder, cfg, "an interrupted run")
         cfg = cfg.model_copy(update={"resume": True})
-    return train(cfg, progress=progress)
+    return train(cfg, progress=progress, callbacks=callbacks)
+
+
+def live_tracking(uri: str | None, stage: str, tags: dict[str, str] | None = None) -> list[Any]:
+    """The callbacks that track a stage's training live in MLflow (none when `uri` is None);
+    the server is checked, credentials included, before any training."""
+    if uri is None:
+        return []
+    from dptune import tracking
+    from dptune.tracking.live import LiveRun
+
+    tracking.check_tracking_access(uri)
+    return [LiveRun(stage=stage, tags=tags, log_model=True)]
 
 
 def log_run(
     run_dir: str | Path, uri: str, stage: str, register: bool, tags: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Log a complete run folder (once per tracking store) and optionally register its prompt."""
+    """Log a complete run folder (once per tracking store; a live run is completed) and
+    optionally register its prompt."""
     from dptune import tracking
+    from dptune.tracking.client import TRACKING_ERRORS
 
     folder = RunFolder(run_dir)
     record = folder.read_tracking(uri)
-    if record is not None and (record.get("version") or not register):
+    logged = record is not None and record.get("logged", True)
+    if logged and (record.get("version") or not register):
         return record
-    if record is None:
-        run_id = tracking.log_run_folder(run_dir, stage=stage, tags=tags)
-        record = {"tracking_uri": uri, "run_id": run_id}
-    if register:
-        config = folder.read_config()
-        record["registered_model"] = tracking.registered_model_name(config["task"], config["model"])
-        record["version"] = tracking.register_run_folder(record["run_id"], run_dir)
+    try:
+        if not logged:
+            run_id = tracking.log_run_folder(
+                run_dir, stage=stage, tags=tags, run_id=(record or {}).get("run_id")
+            )
+            record = {**(record or {}), "tracking_uri": uri, "run_id": run_id, "logged": True}
+            folder.write_tracking(record)
+        if register:
+            config = folder.read_config()
+            name = tracking.registered_model_name(config["task"], config["model"])
+            record["registered_model"] = name
+            record["version"] = tracking.register_run_folder(record["run_id"], run_dir)
+    except TRACKING_ERRORS as err:
+        reason = " ".join(str(getattr(err, "message", err)).split())[:160]
+        raise DptuneError(
+            f"MLFLOW_TRACKING_URI: logging {run_dir} to {uri} failed ({reason}); the run folder "
+            "is complete: run the stage again, or `dptune track` it, when the server is back"
+        ) from None
     folder.write_tracking(record)
     return record
 
@@ -96,7 +127,8 @@ def train_stage(
     MLflow run id and registered version.
     """
     uri = start_tracking() if track else None  # fail fast, before any training
-    metrics = run_or_reuse(cfg, progress=progress)
+    callbacks = live_tracking(uri, "train", tags)  # the run shows in MLflow while it trains
+    metrics = run_or_reuse(cfg, progress=progress, callbacks=callbacks)
     summary = summarize(cfg.out, metrics)
     if uri is not None:
         summary["mlflow"] = log_run(cfg.out, uri, "train", register, tags)

@@ -24,6 +24,20 @@ INDEX_FIELDS = frozenset({"span1_index", "span2_index", "start1", "end1", "start
 ID_FIELDS = frozenset({"passage_idx"})
 TEXT_LIST_FIELDS = frozenset({"entities", "answers", "referents"})
 MULTIRC_IDX_KEYS = ("paragraph", "question", "answer")
+# The fields of one request record (an `Example.data`) per task: the first tuple is required,
+# the second optional (COPA's `question` only the natural format reads; ReCoRD's gold `answers`
+# and `passage_idx` and WSC's `referents` are never needed to predict). tests/tasks check them
+# against what each task module's reader puts in `Example.data`.
+REQUEST_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "boolq": (("question", "passage"), ()),
+    "cb": (("premise", "hypothesis"), ()),
+    "copa": (("premise", "choice1", "choice2"), ("question",)),
+    "multirc": (("paragraph", "question", "answer"), ()),
+    "record": (("passage", "query", "entities"), ("answers", "passage_idx")),
+    "rte": (("premise", "hypothesis"), ()),
+    "wic": (("word", "sentence1", "sentence2", "start1", "end1", "start2", "end2"), ()),
+    "wsc": (("text", "span1_index", "span1_text", "span2_index", "span2_text"), ("referents",)),
+}
 # Word and character offsets beyond this are not in any text a model reads (and would overflow
 # the regular expressions that mark WSC spans).
 MAX_INDEX = 10**7
@@ -122,3 +136,48 @@ def check_formats(task: Any, example: Any, where: str) -> None:
         raise DptuneError(f"{where}: malformed record (a field is not text)")
     if not candidates:  # rank decoding needs at least one (ReCoRD: an empty "entities")
         raise DptuneError(f"{where}: nothing to choose from (no candidate answers)")
+
+
+def field_kind(name: str) -> str:
+    """The JSON type of a request field: `text`, `integer` or `text_list`."""
+    if name in TEXT_FIELDS:
+        return "text"
+    if name in INDEX_FIELDS or name in ID_FIELDS:
+        return "integer"
+    if name in TEXT_LIST_FIELDS:
+        return "text_list"
+    raise KeyError(name)
+
+
+def request_fields(task: str) -> list[tuple[str, str, bool]]:
+    """(name, kind, required) of each field a request record for `task` carries."""
+    try:
+        required, optional = REQUEST_FIELDS[task.strip().lower()]
+    except KeyError:
+        raise DptuneError(f"task: unknown task {task!r}") from None
+    return [(n, field_kind(n), True) for n in required] + [
+        (n, field_kind(n), False) for n in optional
+    ]
+
+
+def label_kind(task: Any) -> str:
+    """The JSON type of a task's predicted label: `text`, `boolean` or `integer`."""
+    labels = tuple(getattr(task, "labels", ()) or ())
+    if labels and all(isinstance(label, bool) for label in labels):
+        return "boolean"
+    if labels and all(is_int(label) for label in labels):
+        return "integer"
+    return "text"  # label words, or ReCoRD's entity
+
+
+def check_request(task: str, data: Any, where: str) -> None:
+    """One request record: an object holding every required field of `task`, each of its
+    official type (`check_data`)."""
+    if not isinstance(data, Mapping):
+        raise DptuneError(f"{where}: expected a JSON object of fields, got {_kind(data)}")
+    missing = [name for name, _, required in request_fields(task) if required and name not in data]
+    if missing:
+        names = ", ".join(f'"{name}"' for name in missing)
+        noun = "field" if len(missing) == 1 else "fields"
+        raise DptuneError(f"{where}: missing {noun} {names} (required in a {task} record)")
+    check_data(data, where)

@@ -2,14 +2,16 @@
 
 Typical use by a stage, after the run folder is complete:
 
-    configure(); check_tracking_server()          # before training starts
-    run_id = log_run_folder(out, stage="train", tags={"data_hash": h})
+    check_tracking_access(configure())            # before training starts
+    train(cfg, callbacks=[LiveRun("train")])     # tracking.live: the run shows while it trains
+    run_id = log_run_folder(out, stage="train")   # or, afterwards, from the folder alone
     version = register_run_folder(run_id, out)    # a new version, tagged comparable
     set_challenger("dptune-cb-minilm", [version])  # the best of one pipeline run's versions
     promote("dptune-cb-minilm")                   # `champion`, if it beats the current one on dev
 """
 
 from dptune.tracking.client import (
+    check_tracking_access,
     check_tracking_server,
     configure,
     ensure_experiment,
@@ -30,7 +32,7 @@ from dptune.tracking.registry import (
     set_challenger,
     short_backbone_name,
 )
-from dptune.tracking.runs import log_run_folder
+from dptune.tracking.runs import log_run_folder, track_run_folder
 from dptune.tracking.stage_results import log_stage_results
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "CHAMPION",
     "PromotionResult",
     "PromptModel",
+    "check_tracking_access",
     "check_tracking_server",
     "configure",
     "current_champion",
@@ -53,5 +56,6 @@ __all__ = [
     "registered_model_name",
     "set_challenger",
     "short_backbone_name",
+    "track_run_folder",
     "tracking_uri",
 ]

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from dptune.errors import DptuneError
+from dptune.run_folder import credentials, redact_uri, without_userinfo
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -32,6 +33,8 @@ STAGE_EXPERIMENTS: dict[str, str] = {
     "report": "dptune-report",
 }
 SERVER_TIMEOUT_S = 5.0
+# What a failed request to the tracking store raises (for callers that import no MLflow).
+TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)
 
 
 def project_root(root: str | Path | None = None) -> Path:
@@ -67,13 +70,21 @@ def tracking_uri(root: str | Path | None = None) -> str:
 
 def configure(root: str | Path | None = None) -> str:
     """Point this process's MLflow at `tracking_uri(root)` (the registry too, unless
-    `MLFLOW_REGISTRY_URI` is set) and return that URI.
+    `MLFLOW_REGISTRY_URI` is set) and return that URI, less any `user:pass@` part (those credentials
+    go to `MLFLOW_TRACKING_USERNAME`/`PASSWORD`, unless they are set).
 
     MLflow's set_*_uri also export the URIs to the environment; that is undone, so the
     environment only ever holds the user's choice and a later `configure` with another root
     is not mistaken for one. Child processes compute the same default from the same root.
     """
     uri = tracking_uri(root)
+    login = credentials(uri)
+    if login is not None:
+        # MLflow prints run and experiment URLs built from the tracking URI; a `user:pass@` URI
+        # would put the password in every log. Send it as MLflow's basic-auth variables instead.
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", login[0])
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", login[1])
+        uri = without_userinfo(uri)
     registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
     before = {name: os.environ.get(name) for name in URI_VARIABLES}
     mlflow.set_tracking_uri(uri)
@@ -132,7 +143,7 @@ def check_tracking_server(
 
 
 def _probe_http(uri: str, timeout: float) -> None:
-    health = uri.rstrip("/") + "/health"
+    health = without_userinfo(uri).rstrip("/") + "/health"  # (urllib takes no user:pass@)
     try:
         with urllib.request.urlopen(health, timeout=timeout):
             return
@@ -142,7 +153,9 @@ def _probe_http(uri: str, timeout: float) -> None:
         reason = f"HTTP {err.code}"
     except (urllib.error.URLError, OSError) as err:
         reason = str(getattr(err, "reason", err))
-    raise DptuneError(f"MLFLOW_TRACKING_URI: tracking server {uri} unreachable ({reason})")
+    raise DptuneError(
+        f"MLFLOW_TRACKING_URI: tracking server {redact_uri(uri)} unreachable ({reason})"
+    )
 
 
 def experiment_name(stage: str) -> str:
@@ -179,30 +192,69 @@ def injected_run_id() -> str | None:
     return os.environ.get("MLFLOW_RUN_ID") or None
 
 
+def find_run(run_id: str, variable: str = "MLFLOW_RUN_ID", client: MlflowClient | None = None):
+    """Run `run_id` at the tracking URI; one line naming `variable` when it is not there."""
+    try:
+        return (client or MlflowClient()).get_run(run_id)
+    except MlflowException:
+        raise DptuneError(
+            f"{variable}: run {run_id} not found at {mlflow.get_tracking_uri()}"
+        ) from None
+
+
 @contextlib.contextmanager
 def active_run(
-    experiment: str, run_name: str | None = None, tags: dict[str, str] | None = None
+    experiment: str,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start a run in `experiment`, or resume the one named by `MLFLOW_RUN_ID`; either way
-    tagged with the DVC experiment it belongs to, if any."""
+    """Start a run in `experiment`, or resume run `run_id`, else the one named by
+    `MLFLOW_RUN_ID`; either way tagged with the DVC experiment it belongs to, if any."""
     client = MlflowClient()
     tags = {**experiment_tags(), **(tags or {})}
-    run_id = injected_run_id()
-    if run_id is not None:
+    injected = injected_run_id()
+    if run_id is not None or injected is not None:
+        resumed = run_id or injected
+        find_run(resumed, "run_id" if run_id else "MLFLOW_RUN_ID", client)
         try:
-            client.get_run(run_id)
-        except MlflowException:
-            raise DptuneError(
-                f"MLFLOW_RUN_ID: run {run_id} not found at {mlflow.get_tracking_uri()}"
-            ) from None
-        try:
-            with mlflow.start_run(run_id=run_id, tags=tags) as run:
+            with mlflow.start_run(run_id=resumed, tags=tags) as run:
                 yield run
         finally:
             # MLflow unsets the variable when the run ends; later stages of this process log
             # into the same injected run.
-            os.environ["MLFLOW_RUN_ID"] = run_id
+            if injected is not None:
+                os.environ["MLFLOW_RUN_ID"] = injected
         return
     experiment_id = ensure_experiment(experiment, client)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         yield run
+
+
+def check_tracking_access(uri: str | None = None) -> str:
+    """`check_tracking_server`, then one authenticated request: a server that refuses this
+    process's credentials (MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN) is one line now,
+    before training, not a failure hours later. The URI."""
+    uri = check_tracking_server(uri)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as err:
+        code = getattr(err, "get_http_status_code", lambda: None)()
+        if code in (401, 403):
+            raise DptuneError(
+                f"MLFLOW_TRACKING_URI: tracking server {_public(uri)} refused the credentials "
+                f"(HTTP {code}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        reason = " ".join(str(err.message).split())[:160]
+        raise DptuneError(
+            f"MLFLOW_TRACKING_URI: tracking server {_public(uri)} does not answer ({reason})"
+        ) from None
+    return uri
+
+
+def _public(uri: str) -> str:
+    """`uri` without any user:password@ part."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return uri
+    return f"{scheme}://{rest.split('@', 1)[1]}"

@@ -1,34 +1,48 @@
 """A trained run as an MLflow pyfunc model (mlflow.transformers cannot log T5 under transformers 5).
 
 The model's artifact is the inference part of the run folder (config, prompt, trainable
-tensors, adapter); the backbone is referenced by the model name or path recorded in
-config.yaml, or shipped inside the model with `include_backbone` when it is a local folder.
+tensors, adapter). The backbone is pinned: a local folder travels inside the model (so
+`models:/...` loads on a machine without the training folder), a Hugging Face snapshot is
+recorded as its repository and revision SHA, and the bundled MiniLM package by its pinned
+requirement. Each model has a signature (the task's request fields, typed; see
+`dptune.tasks.fields.REQUEST_FIELDS`) and an input example from the run's val records.
 Loading builds `dptune.inference.Predictor.from_run`, so serving runs the same code as
 `dptune predict`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import json
 import math
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
+from mlflow.protos.databricks_pb2 import BAD_REQUEST
 from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types import DataType
+from mlflow.types.schema import Array, ColSpec, Schema
 
 import dptune
 from dptune import run_folder
+from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
 from dptune.run_folder import RunFolder
+from dptune.tasks.fields import check_request, label_kind, request_fields
+
+# MLflow 3.17 compares DataFrame columns with a range when it saves or checks an input example,
+# which pandas 3 deprecates (Pandas4Warning); the warning is MLflow's, and says nothing to users.
+if hasattr(pd.errors, "Pandas4Warning"):
+    warnings.filterwarnings("ignore", category=pd.errors.Pandas4Warning, module="mlflow")
 
 MODEL_NAME = "model"
 RUN_ARTIFACT = "run"
@@ -42,6 +56,28 @@ NOT_FOR_SERVING: frozenset[str] = frozenset(
 NOT_NEEDED_FOR_SERVING: frozenset[str] = frozenset({"kfp", "kfp-kubernetes", "dvc"})
 # load_model(uri, model_config={SERVING_DEVICE: "cuda"}) serves from a GPU.
 SERVING_DEVICE = "serving_device"
+# model_config keys of a hub-snapshot backbone: loaded by repository and revision when the
+# snapshot folder of the training machine is not there.
+BACKBONE_REPO = "backbone_repo"
+BACKBONE_REVISION = "backbone_revision"
+BACKBONE_PACKAGE = "backbone_package"
+LABEL_COLUMN = "label"
+# A Hugging Face cache snapshot: <cache>/models--<org>--<name>/snapshots/<revision sha>
+_SNAPSHOT = re.compile(r"models--(?P<repo>[^/\\]+)[/\\]snapshots[/\\](?P<sha>[0-9a-f]{40})")
+_COLUMN_TYPES: dict[str, Any] = {
+    "text": DataType.string,
+    "integer": DataType.long,
+    "boolean": DataType.boolean,
+    "text_list": Array(DataType.string),
+}
+
+
+class BadRequest(MlflowException, DptuneError):
+    """A request dptune refuses, in one line naming the record and the field: MLflow's
+    BAD_REQUEST (a server answers 400 with the line, no traceback) and a DptuneError."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=BAD_REQUEST)
 
 
 class PromptModel(PythonModel):
@@ -51,22 +87,54 @@ class PromptModel(PythonModel):
         from dptune.inference import Predictor  # heavy (torch, transformers): load time only
 
         config = context.model_config or {}
+        run_dir = context.artifacts[RUN_ARTIFACT]
         kwargs: dict[str, Any] = {}
-        backbone = context.artifacts.get(BACKBONE_ARTIFACT)
+        backbone = context.artifacts.get(BACKBONE_ARTIFACT) or _pinned_snapshot(config, run_dir)
         if backbone:
             kwargs["model"] = backbone
         self.predictor = Predictor.from_run(
-            context.artifacts[RUN_ARTIFACT], device=config.get(SERVING_DEVICE, "cpu"), **kwargs
+            run_dir, device=config.get(SERVING_DEVICE, "cpu"), **kwargs
         )
 
-    # A DataFrame hint tells MLflow to pass the input through without schema validation.
+    # MLflow enforces the signature before this runs; the check here also covers what a schema
+    # cannot say (a null or NaN in a required field) and callers of the model object itself.
+    # Bad input is MLflow's BAD_REQUEST, so a server answers 400 with the one line, no traceback.
     def predict(
         self,
         context: PythonModelContext,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> list[Any]:
-        return list(self.predictor.predict(to_records(model_input)))
+        try:
+            records = to_records(model_input)
+            for i, record in enumerate(records):
+                check_request(self.predictor.task_name, record, f"record {i}")
+            return list(self.predictor.predict(records))
+        except BadRequest:
+            raise
+        except DptuneError as err:
+            raise BadRequest(str(err)) from None
+
+
+def _pinned_snapshot(config: dict[str, Any], run_dir: str) -> str | None:
+    """The backbone to load when the training machine's folder is not here: the pinned hub
+    snapshot (from the local cache when offline) or the pinned MiniLM package."""
+    if Path(str(read_run_config(run_dir).get("model", ""))).is_dir():
+        return None
+    if config.get(BACKBONE_PACKAGE):
+        return str(config[BACKBONE_PACKAGE])
+    repo, revision = config.get(BACKBONE_REPO), config.get(BACKBONE_REVISION)
+    if not repo or not revision:
+        return None
+    from huggingface_hub import snapshot_download
+
+    from dptune.backbones.loader import offline
+
+    try:
+        return snapshot_download(str(repo), revision=str(revision), local_files_only=offline())
+    except Exception as err:  # hub errors: not cached offline, unknown revision, no network
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DptuneError(f"backbone: cannot load {repo}@{revision}: {first[:200]}") from None
 
 
 def to_records(model_input: Any) -> list[dict[str, Any]]:
@@ -122,22 +190,90 @@ def serving_requirements() -> list[str]:
     ] or [f"mlflow=={mlflow.__version__}"]
 
 
-class _NoSignatureNotice(logging.Filter):
-    """Drops MLflow's warning that a DataFrame hint gives no signature: records differ per task,
-    so the model deliberately has none."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Failed to infer model signature: Type hint")
+SOURCE_TAG = "mlflow.source.name"
 
 
-@contextlib.contextmanager
-def _without_signature_notice() -> Iterator[None]:
-    logger, notice_filter = logging.getLogger("mlflow.pyfunc"), _NoSignatureNotice()
-    logger.addFilter(notice_filter)
+def source_name() -> str:
+    """What MLflow records as the source of a run or model (by default the absolute path of
+    the entry point): the program's name, e.g. `dptune`."""
+    import sys
+
+    return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+
+
+def model_signature(task: str) -> ModelSignature:
+    """The task's request fields, typed (text, integer offsets, lists of entities), in; one
+    official label per record, out."""
+    from dptune.tasks.registry import get_task
+
+    inputs = Schema(
+        [
+            ColSpec(_COLUMN_TYPES[kind], name, required=required)
+            for name, kind, required in request_fields(task)
+        ]
+    )
+    outputs = Schema([ColSpec(_COLUMN_TYPES[label_kind(get_task(task))], LABEL_COLUMN)])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def backbone_pin(config: dict[str, Any]) -> dict[str, str]:
+    """What pins the backbone of a run, without a path of the training machine: its short name
+    and `backbone_source`: `run` (a fine-tuned run holds its model), `package` (the MiniLM
+    package, pinned by requirement), `snapshot` (a hub repository at a revision SHA: a cache
+    snapshot folder, a folder the backbone stage downloaded, or a hub id found in the local
+    cache), `folder` (a local folder, bundled with the model) or `hub` (a hub id not in the
+    cache: unpinned)."""
+    from dptune.backbones.loader import MINILM_ALIASES
+
+    model = str(config.get("model", ""))
+    pin = {"backbone": short_backbone_name(model)}
+    if config.get("method") == "finetune":
+        return {**pin, "backbone_source": "run"}
+    record = _backbone_record(model)
+    if model in MINILM_ALIASES or record.get("source") == "package":
+        return {**pin, "backbone_source": "package", BACKBONE_PACKAGE: MINILM_ALIASES[0]}
+    if record.get("source") == "hub" and record.get("revision"):
+        repo, revision = str(record.get("reference")), str(record["revision"])
+        return {
+            **pin,
+            "backbone_source": "snapshot",
+            BACKBONE_REPO: repo,
+            BACKBONE_REVISION: revision,
+        }
+    local = Path(model).is_dir()
+    match = _SNAPSHOT.search(str(Path(model).resolve()) if local else _cached_snapshot(model) or "")
+    if match is not None:
+        repo, revision = match["repo"].replace("--", "/"), match["sha"]
+        return {
+            **pin,
+            "backbone_source": "snapshot",
+            BACKBONE_REPO: repo,
+            BACKBONE_REVISION: revision,
+        }
+    return {**pin, "backbone_source": "folder" if local else "hub"}
+
+
+def _backbone_record(model: str) -> dict[str, Any]:
+    """backbone.json beside a model folder the backbone stage made ({} if there is none)."""
+    from dptune.stages.backbone import BACKBONE_FILE
+
+    path = Path(model).parent / BACKBONE_FILE
     try:
-        yield
-    finally:
-        logger.removeFilter(notice_filter)
+        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _cached_snapshot(repo_id: str) -> str | None:
+    """The snapshot folder of `repo_id` in the local Hugging Face cache, if it is there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not a valid repository id: nothing cached
+        return None
+    return str(Path(found).parent) if isinstance(found, str) else None
 
 
 def _stage_run_folder(run_dir: Path, staging: Path) -> Path:
@@ -154,41 +290,48 @@ def _stage_run_folder(run_dir: Path, staging: Path) -> Path:
 
 
 def log_prompt_model(
-    run_dir: str | Path, name: str = MODEL_NAME, include_backbone: bool = False
+    run_dir: str | Path, name: str = MODEL_NAME, include_backbone: bool | None = None
 ) -> ModelInfo:
     """Log `run_dir` as a pyfunc model named `name` in the active run.
 
-    `include_backbone` copies the backbone folder into the model when config.yaml names a local
-    folder (self-contained serving); a hub name is always just referenced. A fine-tuned run
-    already holds its whole model.
+    `include_backbone` copies the backbone folder into the model; by default (None) a local
+    folder is included unless it is a pinned hub snapshot, and True insists on it. A hub name
+    is pinned by its revision, never copied; a fine-tuned run already holds its whole model.
     """
     folder = RunFolder(run_dir)
     run_dir = folder.path
     config = folder.read_config()
     backbone = str(config.get("model", ""))
+    pin = backbone_pin(config)
+    bundle = pin["backbone_source"] == "folder" if include_backbone is None else include_backbone
     with tempfile.TemporaryDirectory(prefix="dptune-pyfunc-") as tmp:
         artifacts = {RUN_ARTIFACT: str(_stage_run_folder(run_dir, Path(tmp)))}
-        if include_backbone and config.get("method") != "finetune":
+        if bundle and pin["backbone_source"] != "run":
             if not Path(backbone).is_dir():
                 raise DptuneError(
                     f"{folder.config_path}: model: {backbone!r} is not a local folder; "
                     "include_backbone needs one"
                 )
             artifacts[BACKBONE_ARTIFACT] = str(Path(backbone).resolve())
-        with _without_signature_notice():
-            return mlflow.pyfunc.log_model(
-                input_example=input_example(config),
-                name=name,
-                python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-                artifacts=artifacts,
-                code_paths=[str(Path(dptune.__file__).parent)],
-                pip_requirements=serving_requirements(),
-                metadata={
-                    "task": str(config.get("task", "")),
-                    "method": str(config.get("method", "")),
-                    "backbone": backbone,
-                    "backbone_included": BACKBONE_ARTIFACT in artifacts,
-                },
-                # not "device": MLflow logs model_config as run params, and `device` is one
-                model_config={SERVING_DEVICE: "cpu"},
-            )
+        model_config: dict[str, Any] = {SERVING_DEVICE: "cpu"}
+        # not "device": MLflow logs model_config as run params, and `device` is one
+        if BACKBONE_ARTIFACT not in artifacts:
+            pinned = (BACKBONE_REPO, BACKBONE_REVISION, BACKBONE_PACKAGE)
+            model_config.update({k: pin[k] for k in pinned if k in pin})
+        return mlflow.pyfunc.log_model(
+            input_example=input_example(config),
+            signature=model_signature(str(config["task"])),
+            name=name,
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            artifacts=artifacts,
+            code_paths=[str(Path(dptune.__file__).parent)],
+            pip_requirements=serving_requirements(),
+            metadata={
+                "task": str(config.get("task", "")),
+                "method": str(config.get("method", "")),
+                **pin,
+                "backbone_included": BACKBONE_ARTIFACT in artifacts,
+            },
+            model_config=model_config,
+            tags={SOURCE_TAG: source_name()},
+        )

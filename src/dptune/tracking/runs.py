@@ -17,12 +17,13 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 
 from dptune import figures, run_folder
 from dptune.errors import DptuneError
 from dptune.run_folder import RunFolder
 from dptune.tracking.client import active_run, experiment_name, injected_run_id
-from dptune.tracking.pyfunc import log_prompt_model
+from dptune.tracking.pyfunc import MODEL_NAME, SOURCE_TAG, log_prompt_model, source_name
 from dptune.tracking.registry import short_backbone_name
 
 ARTIFACT_FILES: tuple[str, ...] = (
@@ -106,6 +107,9 @@ def run_tags(
         "protocol": metrics.get("protocol", config.get("protocol")),
         "primary_metric": metrics.get("primary_metric"),
     }
+    if tags["model"] is not None:  # a path of the training machine, relative or shortened
+        tags["model"] = portable("model", tags["model"])
+    tags[SOURCE_TAG] = source_name()  # not MLflow's default, the entry point's absolute path
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
@@ -123,11 +127,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def history_metrics(history: list[dict[str, Any]], timestamp_ms: int) -> list[Metric]:
-    """Every numeric field of every history row (except the step itself), at that row's step."""
+def history_metrics(history: list[dict[str, Any]], timestamp_ms: int | list[int]) -> list[Metric]:
+    """Every numeric field of every history row (except the step itself), at that row's step;
+    `timestamp_ms`: one for all rows, or one per row."""
+    stamps = timestamp_ms if isinstance(timestamp_ms, list) else [timestamp_ms] * len(history)
     return [
-        Metric(key, float(value), timestamp_ms, int(row["step"]))
-        for row in history
+        Metric(key, float(value), stamp, int(row["step"]))
+        for row, stamp in zip(history, stamps, strict=True)
         for key, value in row.items()
         if key != "step" and _is_number(value)
     ]
@@ -149,17 +155,94 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return final
 
 
-def _params_to_log(client: MlflowClient, run_id: str, params: dict[str, str]) -> list[Param]:
-    """Params not yet in the run; a resumed run that holds a different value is an error (MLflow
-    params are immutable)."""
+# Config fields that may change when a run is continued (`--resume`, a retried task): the run's
+# first value is kept rather than refused.
+RUNTIME_PARAMS: frozenset[str] = frozenset(
+    {"resume", "device", "compile", "log_every", "checkpoint_every"}
+)
+MAX_BATCH_METRICS = 1000  # MLflow's limits on one log_batch request
+MAX_BATCH_PARAMS = 100
+
+
+def params_to_log(client: MlflowClient, run_id: str, params: dict[str, str]) -> list[Param]:
+    """Params not yet in the run; a continued run that holds a different value is an error
+    (MLflow params are immutable), except for the runtime fields."""
     existing = client.get_run(run_id).data.params
     for key, value in params.items():
-        if key in existing and existing[key] != value:
+        if key in existing and existing[key] != value and key not in RUNTIME_PARAMS:
             raise DptuneError(
                 f"MLFLOW_RUN_ID: run {run_id} already has param {key}={existing[key]!r}, "
                 f"not {value!r}"
             )
     return [Param(key, value) for key, value in params.items() if key not in existing]
+
+
+_params_to_log = params_to_log  # the name other modules used
+
+
+def config_params(config: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """The params of a run: its config (paths made portable) and `extra`."""
+    return {key: portable(key, value) for key, value in {**config, **(extra or {})}.items()}
+
+
+PointKey = tuple[str, int, float]  # what identifies a metric point: key, step, value
+
+
+def logged_points(client: MlflowClient, run_id: str) -> set[PointKey]:
+    """Every metric point of the run, as (key, step, value)."""
+    keys = client.get_run(run_id).data.metrics
+    return {
+        (metric.key, metric.step, metric.value)
+        for key in keys
+        for metric in client.get_metric_history(run_id, key)
+    }
+
+
+def missing_points(metrics: list[Metric], logged: set[PointKey]) -> list[Metric]:
+    """`metrics` less those already logged (or repeated in `metrics` itself)."""
+    seen = set(logged)
+    todo = []
+    for metric in metrics:
+        point = (metric.key, metric.step, metric.value)
+        if point not in seen:
+            seen.add(point)
+            todo.append(metric)
+    return todo
+
+
+def log_batches(
+    client: MlflowClient,
+    run_id: str,
+    metrics: list[Metric] = (),  # type: ignore[assignment]
+    params: list[Param] = (),  # type: ignore[assignment]
+) -> None:
+    """log_batch within MLflow's per-request limits."""
+    metrics, params = list(metrics), list(params)
+    for i in range(0, len(params), MAX_BATCH_PARAMS):
+        client.log_batch(run_id, params=params[i : i + MAX_BATCH_PARAMS])
+    for i in range(0, len(metrics), MAX_BATCH_METRICS):
+        client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH_METRICS])
+
+
+def history_timestamps(history: list[dict[str, Any]], start_ms: int, end_ms: int) -> list[int]:
+    """A time for each history row of a run logged from its folder alone (which keeps no clock):
+    spread over the run's span in proportion to the row's step."""
+    last = max((int(row["step"]) for row in history), default=0) or 1
+    span = max(end_ms - start_ms, 0)
+    return [start_ms + span * int(row["step"]) // last for row in history]
+
+
+def _span_ms(
+    folder: RunFolder, run_start_ms: int | None, metrics: dict[str, Any]
+) -> tuple[int, int]:
+    """(start, end) of a run in ms: the end when its folder was completed (metrics.json, else
+    history.jsonl), the start from MLflow when the run was live, else end - wall_s."""
+    ends = [p for p in (folder.metrics_path, folder.history_path) if p.is_file()]
+    end_ms = int(ends[0].stat().st_mtime * 1000) if ends else int(time.time() * 1000)
+    if run_start_ms is not None and run_start_ms <= end_ms:
+        return run_start_ms, end_ms
+    wall = metrics.get("wall_s")
+    return end_ms - int(float(wall) * 1000) if _is_number(wall) else end_ms, end_ms
 
 
 def _log_figures(history: list[dict[str, Any]], title: str) -> None:
@@ -181,22 +264,36 @@ def _log_artifacts(run_dir: Path) -> None:
             mlflow.log_artifacts(str(run_dir / name), artifact_path=name)
 
 
+def has_model(client: MlflowClient, run_id: str, name: str = MODEL_NAME) -> bool:
+    """Whether run `run_id` already logged a model called `name`."""
+    outputs = client.get_run(run_id).outputs.model_outputs
+    return any(client.get_logged_model(o.model_id).name == name for o in outputs)
+
+
 def log_run_folder(
     run_dir: str | Path,
     stage: str,
     tags: dict[str, Any] | None = None,
     extra_params: dict[str, Any] | None = None,
     log_model: bool = True,
-    include_backbone: bool = False,
+    include_backbone: bool | None = None,
     experiment: str | None = None,
+    run_id: str | None = None,
 ) -> str:
     """Log the finished run folder `run_dir` (produced by DVC stage `stage`) and return the run id.
 
     `tags` adds provenance the caller knows (e.g. `data_hash`); `extra_params` adds or overrides
     params beside the resolved config. With `log_model` the folder is also logged as the pyfunc
-    model `model`, ready for `register_prompt`. Logs into the run named by `MLFLOW_RUN_ID` when
-    set (`experiment` is then ignored).
+    model `model`, ready for `register_prompt`. Logs into run `run_id` (a live run, or one
+    being completed), else the run named by `MLFLOW_RUN_ID`, else a new run in `experiment`.
+
+    Idempotent: into a run that holds part of the folder already (a live run that lost its
+    server, a second call) it adds only what is missing: params, metric points (by key, step
+    and value), datasets and the model; artifacts overwrite their own copies. The run ends
+    FINISHED.
     """
+    from dptune.tracking.lineage import log_lineage
+
     folder = RunFolder(run_dir)
     run_dir = folder.path
     if not run_dir.is_dir():
@@ -205,23 +302,59 @@ def log_run_folder(
     metrics = folder.read_metrics()
     history = folder.read_history(missing_ok=True)
 
-    values = {**config, **(extra_params or {})}
-    params = {key: portable(key, value) for key, value in values.items()}
+    params = config_params(config, extra_params)
     all_tags = run_tags(config, metrics, stage, tags)
     client = MlflowClient()
     name = _run_name(config)
-    run_name = None if injected_run_id() else name
-    with active_run(experiment or experiment_name(stage), run_name=run_name, tags=all_tags) as run:
+    run_name = None if (run_id or injected_run_id()) else name
+    with active_run(
+        experiment or experiment_name(stage), run_name=run_name, tags=all_tags, run_id=run_id
+    ) as run:
         run_id = run.info.run_id
-        now_ms = int(time.time() * 1000)
-        client.log_batch(
+        start_ms, end_ms = _span_ms(folder, run.info.start_time, metrics)
+        points = history_metrics(history, history_timestamps(history, start_ms, end_ms))
+        points += [Metric(k, v, end_ms, 0) for k, v in final_metrics(metrics).items()]
+        log_batches(
+            client,
             run_id,
-            metrics=history_metrics(history, now_ms)
-            + [Metric(k, v, now_ms, 0) for k, v in final_metrics(metrics).items()],
-            params=_params_to_log(client, run_id, params),
+            metrics=missing_points(points, logged_points(client, run_id)),
+            params=params_to_log(client, run_id, params),
         )
+        log_lineage(client, run_id, config)
         _log_artifacts(run_dir)
         _log_figures(history, title=name)
-        if log_model:
+        if log_model and not has_model(client, run_id):
             log_prompt_model(run_dir, include_backbone=include_backbone)
     return run_id
+
+
+def track_run_folder(run_dir: str | Path, stage: str | None = None) -> dict[str, Any]:
+    """Log, or complete, the MLflow run of the finished run folder `run_dir` from the folder
+    alone (what `dptune track` does): into the run its tracking.json names for this store (a
+    live run, perhaps cut short by an outage), else a new one; nothing logged already is
+    logged again. The record written to tracking.json, with the run's `status`."""
+    from dptune.tracking.client import tracking_uri
+
+    folder = RunFolder(run_dir)
+    if not folder.has_config():
+        raise DptuneError(f"{folder.config_path}: missing; not a dptune run folder")
+    folder.read_metrics()  # a folder that did not finish is one line, before any request
+    uri = tracking_uri()
+    record = dict(folder.read_tracking(uri) or {})
+    run_id = record.get("run_id") or injected_run_id()
+    client = MlflowClient()
+    if run_id is not None:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise DptuneError(
+                f"{folder.tracking_path}: run {run_id} not found at {uri}; delete that file "
+                "to log the folder as a new run"
+            ) from None
+        stage = stage or run.data.tags.get("dvc_stage")
+    method = folder.read_config().get("method")
+    stage = stage or ("probe" if method == "probe" else "train")
+    run_id = log_run_folder(folder.path, stage=stage, run_id=run_id)
+    record.update({"tracking_uri": uri, "run_id": run_id, "logged": True})
+    folder.write_tracking(record)
+    return {**record, "status": client.get_run(run_id).info.status}

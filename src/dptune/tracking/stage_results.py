@@ -29,9 +29,10 @@ def log_stage_results(
     artifact_path: str | None = None,
     run_id: str | None = None,
     run_name: str | None = None,
+    artifact_dirs: Mapping[str, Iterable[str | Path]] | None = None,
 ) -> str:
     """Log into run `run_id` if given, else into a new run of `stage`'s experiment; return the
-    run id."""
+    run id. `artifact_dirs` maps an artifact folder to more files logged into it."""
     now_ms = int(time.time() * 1000)
     metric_list = [Metric(k, float(v), now_ms, 0) for k, v in (metrics or {}).items()]
     param_list = [Param(k, str(v)) for k, v in (params or {}).items()]
@@ -43,9 +44,15 @@ def log_stage_results(
             client.log_batch(run_id, metrics=metric_list, params=param_list)
             for path in artifacts:
                 mlflow.log_artifact(str(path), artifact_path=artifact_path)
+            for folder, paths in (artifact_dirs or {}).items():
+                for path in paths:
+                    mlflow.log_artifact(str(path), artifact_path=folder)
         return run_id
     tag_list = [RunTag(k, v) for k, v in tag_map.items() if k != "dvc_stage"]
     client.log_batch(run_id, metrics=metric_list, params=param_list, tags=tag_list)
     for path in artifacts:
         client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+    for folder, paths in (artifact_dirs or {}).items():
+        for path in paths:
+            client.log_artifact(run_id, str(path), artifact_path=folder)
     return run_id

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from dptune.errors import DptuneError
-from dptune.fileio import atomic_dir, write_json
+from dptune.fileio import WriteFailed, atomic_dir, write_json
 from dptune.run_folder import LEGACY_CHECKPOINT_FILE, RunFolder
 
 FORMAT = "dptune-checkpoint"
@@ -185,9 +185,12 @@ def save_checkpoint(
             (tmp / STATE_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
         write_json(folder.checkpoint_path, {"checkpoint": target.name, "step": state.step})
     except (OSError, SafetensorError) as err:  # a full disk, a read-only volume
-        reason = getattr(err, "strerror", None) or " ".join(str(err).split())
+        if isinstance(err, WriteFailed):
+            where, reason = err.path, err.reason
+        else:
+            where, reason = target, getattr(err, "strerror", None) or " ".join(str(err).split())
         raise DptuneError(
-            f"{target}: cannot write the checkpoint ({reason}); the previous checkpoints in "
+            f"{where}: cannot write the checkpoint ({reason}); the previous checkpoints in "
             f"{folder.checkpoints_dir} are kept"
         ) from None
     _prune(folder, state.step)

@@ -40,8 +40,12 @@ def run_folder_lock(out: str | os.PathLike[str]) -> Iterator[Path]:
     path = folder.lock_path
     fd = _acquire(path, folder.path)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        except OSError as err:  # a full disk: the lock is held, only the pid note is missing
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise DptuneError(f"out: cannot write the lock {path} ({err.strerror})") from None
         yield path
     finally:
         with contextlib.suppress(OSError):

@@ -24,6 +24,7 @@ from dptune.training import checkpoint as ckpt
 from dptune.training.data import Collator, build_eval_features, build_train_features, epoch_batches
 from dptune.training.device import autocast_for, resolve_device, seed_everything, to_device
 from dptune.training.evaluate import predict_examples, score
+from dptune.training.events import Events
 from dptune.training.interrupt import StopNow, StopSignals, TrainingInterrupted
 from dptune.training.loop import (
     NonFiniteLoss,
@@ -35,8 +36,11 @@ from dptune.training.loop import (
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: TrainConfig, progress: bool = True, events: Events | None = None
+    ) -> None:
         self.cfg = cfg
+        self.events = events or Events()  # step, epoch-end and checkpoint events go here
         self.run_dir = Path(cfg.out)
         self.folder = RunFolder(cfg.out)
         self.progress = progress
@@ -197,6 +201,7 @@ class Trainer:
         if self.backbone.prompt is not None:
             record.update(self.backbone.prompt.log_stats())
         self.state.history.append(record)
+        self.events.step(record["step"], loss, record["lr"], record)
 
     def _end_epoch(self) -> None:
         state, task = self.state, self.data.task
@@ -209,6 +214,7 @@ class Trainer:
         if self.backbone.prompt is not None:
             record.update(self.backbone.prompt.log_stats())
         state.history.append(record)
+        self.events.epoch_end(state.epoch, state.step, dev, record)
         if record_dev(state, dev, task.primary_metric):
             self.best_trainable = {
                 k: v.cpu() for k, v in self.backbone.trainable_state_dict().items()
@@ -221,7 +227,7 @@ class Trainer:
         position = (self.state.step, self.state.epoch)
         if self._saved_at == position:
             return
-        ckpt.save_checkpoint(
+        path = ckpt.save_checkpoint(
             self.folder,
             self.state,
             self.backbone.trainable_state_dict(),
@@ -230,6 +236,7 @@ class Trainer:
             self.scheduler,
         )
         self._saved_at = position
+        self.events.checkpoint(path, self.state.step)
 
     # ---- evaluation -------------------------------------------------------------------------
     def predict(self, examples: list[Example], features=None, desc: str = "eval") -> dict:

@@ -1,0 +1,52 @@
+"""Pieces both sides of the throughput benchmarks share: peak memory, the PEFT DPT encoder."""
+
+from __future__ import annotations
+
+import resource
+
+import torch
+from torch import nn
+
+ADAPTER = "default"
+
+
+def peak_memory_mb(device: str) -> float:
+    """The process's peak: RSS on CPU (imports included), allocated tensor memory on CUDA."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class _ComputedWeight:
+    """Where PEFT reads `prompt_encoder.embedding.weight`: P = A @ B, computed now."""
+
+    def __init__(self, owner: LowRankPromptEncoder) -> None:
+        self._owner = owner
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._owner.prompt()
+
+
+class LowRankPromptEncoder(nn.Module):
+    """PEFT prompt encoder for DPT: forward(indices) -> rows of A @ B (SPEC §6).
+
+    A (c x b) and B (b x e) start from Uniform(-0.5, 0.5), as dptune's `dpt` does.
+    """
+
+    def __init__(self, num_tokens: int, bottleneck: int, dim: int) -> None:
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(num_tokens, bottleneck).uniform_(-0.5, 0.5))
+        self.B = nn.Parameter(torch.empty(bottleneck, dim).uniform_(-0.5, 0.5))
+        self.embedding = _ComputedWeight(self)
+
+    def prompt(self) -> torch.Tensor:
+        return self.A @ self.B
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.prompt()[indices]
+
+
+def install_dpt_prompt(peft_model: nn.Module, num_tokens: int, bottleneck: int, dim: int) -> None:
+    """Replace PEFT's prompt embedding by DPT's low-rank encoder (the prompt-encoder hook)."""
+    peft_model.prompt_encoder[ADAPTER] = LowRankPromptEncoder(num_tokens, bottleneck, dim)

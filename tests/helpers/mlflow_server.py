@@ -1,0 +1,106 @@
+"""A real `mlflow server` on a loopback port, for tests: its own process group (stopped as a
+group), job execution off (SPEC §6), a sqlite store and served artifacts under a folder.
+
+    server = MlflowServer(folder).start()
+    ... MLFLOW_TRACKING_URI=server.uri ...
+    server.kill()      # the whole group, at once (an outage)
+    server.start()     # again, on the same store and port
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+START_TIMEOUT_S = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MlflowServer:
+    def __init__(
+        self,
+        folder: Path,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`folder` holds mlflow.db (copy a migrated one in first: `new_store`) and artifacts/;
+        `args` and `env` add to the command line (e.g. `--app-name basic-auth`) and the
+        environment (e.g. MLFLOW_AUTH_CONFIG_PATH)."""
+        self.folder = Path(folder)
+        self.port = port or free_port()
+        self.args, self.env = tuple(args), dict(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.log = self.folder / "server.log"
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MlflowServer:
+        bin_dir = str(Path(sys.executable).parent)
+        env = {
+            **os.environ,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            **self.env,
+        }
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+            env.pop(name, None)
+        command = [
+            str(Path(bin_dir) / "mlflow"), "server",
+            "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+            "--artifacts-destination", str(self.folder / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1", *self.args,
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        self.kill()
+        raise RuntimeError(f"mlflow server did not answer in {START_TIMEOUT_S:.0f} s")
+
+    def _signal_group(self, signum: int) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the server dies as in a crash."""
+        self._signal_group(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        """SIGTERM the group, then SIGKILL what is left after 10 s."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self.kill()

@@ -1,0 +1,130 @@
+"""The champion served over real HTTP: `dptune serve` runs `mlflow models serve -m
+models:/<name>@champion --env-manager local` on a loopback port; valid requests (one record, many,
+`dataframe_records` and `inputs`) get labels, malformed ones a 400 that names the field, with no
+traceback and no file path in the body."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # a real server process: model load and uvicorn start, ~20 s
+
+BIN = Path(sys.executable).parent
+LABELS = {"entailment", "contradiction", "neutral"}
+START_TIMEOUT_S = 180
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _post(port: int, body: object) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def server(smoke_registry, tmp_path_factory) -> Iterator[int]:
+    """The champion (the dpt version, promoted through dptune) served on a free port."""
+    from dptune.tracking import configure, promote
+
+    os.environ["MLFLOW_TRACKING_URI"] = smoke_registry.uri
+    try:
+        configure()
+        promote(smoke_registry.model, version=smoke_registry.versions["dpt"])
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": smoke_registry.uri, "PATH": os.environ["PATH"]}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "dptune"), "serve", "--model", smoke_registry.model, "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as ping:
+                    if ping.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"server did not answer /ping; its log:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        assert f"serving models:/{smoke_registry.model}@champion" in log.read_text()
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+RECORD = {"premise": "It is raining, yes.", "hypothesis": "It rains."}
+OTHER = {"premise": "The sun is out.", "hypothesis": "It rains."}
+
+
+@pytest.mark.parametrize(
+    ("body", "count"),
+    [
+        ({"dataframe_records": [RECORD]}, 1),
+        ({"dataframe_records": [RECORD, OTHER, RECORD]}, 3),
+        ({"inputs": [RECORD, OTHER]}, 2),
+        ({"inputs": {"premise": [RECORD["premise"]], "hypothesis": [RECORD["hypothesis"]]}}, 1),
+        ({"dataframe_split": {"columns": ["premise", "hypothesis"], "data": [["a", "b"]]}}, 1),
+    ],
+)
+def test_valid_requests_get_one_label_per_record(server, body, count):
+    status, text = _post(server, body)
+    assert status == 200, text
+    predictions = json.loads(text)["predictions"]
+    assert len(predictions) == count and set(predictions) <= LABELS
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"dataframe_records": [{"premise": "It rains."}]}, "hypothesis"),
+        ({"inputs": [RECORD, {"hypothesis": "h"}]}, "premise"),
+        ({"dataframe_records": [{"premise": 7, "hypothesis": "h"}]}, "premise"),
+        ({"dataframe_records": [{"premise": None, "hypothesis": "h"}]}, "premise"),
+        ({"inputs": [{"premise": ["a", "list"], "hypothesis": "h"}]}, "premise"),
+    ],
+)
+def test_malformed_requests_get_a_400_naming_the_field(server, body, field, tmp_path_factory):
+    status, text = _post(server, body)
+    assert status == 400, text
+    error = json.loads(text)
+    assert field in error["message"]
+    assert "stack_trace" not in error and "Traceback" not in text
+    for path in (str(REPO_ROOT), str(tmp_path_factory.getbasetemp()), "site-packages"):
+        assert path not in text
