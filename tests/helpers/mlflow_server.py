@@ -29,6 +29,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_answering(proc: subprocess.Popen, url: str, log: Path, timeout_s: float) -> None:
+    """Return once GET `url` answers 200; RuntimeError with the tail of `log` if `proc` exits
+    first or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited; its log:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # refused, reset or timed out while it starts
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"{url}: no answer in {timeout_s:.0f} s; the log:\n{log.read_text()[-3000:]}"
+    )
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM `proc`'s process group, then SIGKILL what is left after 20 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 class MlflowServer:
     def __init__(
         self,
@@ -70,18 +101,12 @@ class MlflowServer:
             self.proc = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        self.kill()
-        raise RuntimeError(f"mlflow server did not answer in {START_TIMEOUT_S:.0f} s")
+        try:
+            wait_until_answering(self.proc, f"{self.uri}/health", self.log, START_TIMEOUT_S)
+        except RuntimeError:
+            self.kill()
+            raise
+        return self
 
     def _signal_group(self, signum: int) -> None:
         if self.proc is None:

@@ -8,14 +8,7 @@ pins playwright. Screenshots of a failing page are kept under test-artifacts/mlf
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from helpers.mlflow_server import MlflowServer
 from helpers.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # a real server and a browser: about a minute
@@ -34,47 +28,14 @@ BIN = Path(sys.executable).parent
 TIMEOUT_MS = 60_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(smoke_registry, tmp_path_factory) -> Iterator[str]:
+def server(smoke_registry) -> Iterator[str]:
     """`mlflow server` on the smoke store, in its own process group; its base URL."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--backend-store-uri", smoke_registry.uri,
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=smoke_registry.root,
-            start_new_session=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    server = MlflowServer(smoke_registry.root).start()  # the store is root/mlflow.db
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as health:
-                    if health.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start; its log:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        yield base
+        yield server.uri
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture(scope="module")

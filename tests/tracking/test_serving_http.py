@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.mlflow_server import free_port, stop_group, wait_until_answering
 from helpers.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # a real server process: model load and uvicorn start, ~20 s
@@ -26,12 +24,6 @@ pytestmark = pytest.mark.slow  # a real server process: model load and uvicorn s
 BIN = Path(sys.executable).parent
 LABELS = {"entailment", "contradiction", "neutral"}
 START_TIMEOUT_S = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _post(port: int, body: object) -> tuple[int, str]:
@@ -58,7 +50,7 @@ def server(smoke_registry, tmp_path_factory) -> Iterator[int]:
         promote(smoke_registry.model, version=smoke_registry.versions["dpt"])
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": smoke_registry.uri, "PATH": os.environ["PATH"]}
     with log.open("w") as out:
@@ -67,26 +59,14 @@ def server(smoke_registry, tmp_path_factory) -> Iterator[int]:
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as ping:
-                    if ping.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not answer /ping; its log:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+        try:
+            wait_until_answering(process, f"http://127.0.0.1:{port}/ping", log, START_TIMEOUT_S)
+        except RuntimeError as err:
+            pytest.fail(str(err))
         assert f"serving models:/{smoke_registry.model}@champion" in log.read_text()
         yield port
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_group(process)
 
 
 RECORD = {"premise": "It is raining, yes.", "hypothesis": "It rains."}
