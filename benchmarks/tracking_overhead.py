@@ -1,10 +1,14 @@
 """Per-step cost of live MLflow tracking: steps/s of a tiny-T5 run untracked, then tracked live
 (`dptune.tracking.live.LiveRun`, every step logged) against a real local `mlflow server`.
 
-    .venv/bin/python benchmarks/tracking_overhead.py [--steps 60] [--data-dir DIR]
+    .venv/bin/python benchmarks/tracking_overhead.py [--steps 60] [--repeats 3] [--data-dir DIR]
 
-Prints one JSON line. Steps/s is timed between the first and the last logged step (the step
-loop alone: no model loading, dev evaluation or export).
+Prints one JSON line. Torch runs on one thread, so process CPU time per step (every thread, the
+tracker's sender included) is the figure to trust on a shared machine; wall steps/s swings with
+the other jobs. Both are timed between the first and the last logged step (the step
+loop alone: no model loading, dev evaluation or export). The server runs throughout and the two
+kinds of run alternate (untracked, tracked, untracked, ...), so both see the same machine;
+the medians over repeats are reported, with each repeat's figures.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,12 +35,18 @@ class StepClock:
 
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.cpu: list[float] = []
 
     def on_step(self, step: int, loss: float, lr: float, record: Any) -> None:
         self.times.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
     def steps_per_s(self) -> float:
         return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+    def cpu_ms_per_step(self) -> float:
+        """Process CPU time per step, every thread included (the tracker's sender too)."""
+        return 1000 * (self.cpu[-1] - self.cpu[0]) / (len(self.cpu) - 1)
 
 
 def _clock():
@@ -72,9 +83,13 @@ def _server(folder: Path) -> tuple[subprocess.Popen, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
 
+    import torch
+
+    torch.set_num_threads(1)  # no spinning OpenMP workers inflating CPU time on a busy machine
     from dptune.backbones.tiny import build_tiny_model
     from dptune.config import make_config
     from dptune.training.run import train
@@ -88,29 +103,52 @@ def main() -> None:
             "train_limit": 4 * args.steps, "max_source_length": 64, "log_every": 1,
             "device": "cpu",
         }  # fmt: skip
-        plain = _clock()
-        train(make_config({**values, "out": str(root / "plain")}), False, [plain])
-
         proc, uri = _server(root)
+        plain_sps: list[float] = []
+        tracked_sps: list[float] = []
+        plain_cpu: list[float] = []
+        tracked_cpu: list[float] = []
+        logged = 0
         try:
-            os.environ["MLFLOW_TRACKING_URI"] = uri
             from dptune.tracking import check_tracking_access, configure
             from dptune.tracking.live import LiveRun
 
-            check_tracking_access(configure())
-            live, tracked = LiveRun(stage="train"), _clock()
-            train(make_config({**values, "out": str(root / "tracked")}), False, [live, tracked])
+            for repeat in range(args.repeats):
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+                plain = _clock()
+                train(make_config({**values, "out": str(root / f"plain{repeat}")}), False, [plain])
+                os.environ["MLFLOW_TRACKING_URI"] = uri
+                check_tracking_access(configure())
+                live, tracked = LiveRun(stage="train"), _clock()
+                out = str(root / f"tracked{repeat}")
+                train(make_config({**values, "out": out}), False, [live, tracked])
+                plain_sps.append(plain.steps_per_s())
+                tracked_sps.append(tracked.steps_per_s())
+                plain_cpu.append(plain.cpu_ms_per_step())
+                tracked_cpu.append(tracked.cpu_ms_per_step())
+                logged = live.logged
+                print(f"repeat {repeat}: untracked {plain_sps[-1]:.2f} steps/s "
+                      f"({plain_cpu[-1]:.1f} CPU ms/step), tracked {tracked_sps[-1]:.2f} steps/s "
+                      f"({tracked_cpu[-1]:.1f} CPU ms/step)", file=sys.stderr)  # fmt: skip
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
-    untracked_sps, tracked_sps = plain.steps_per_s(), tracked.steps_per_s()
+    untracked, tracked_median = statistics.median(plain_sps), statistics.median(tracked_sps)
     print(json.dumps({
         "steps": args.steps,
-        "untracked_steps_per_s": round(untracked_sps, 2),
-        "tracked_steps_per_s": round(tracked_sps, 2),
-        "overhead_ms_per_step": round(1000 * (1 / tracked_sps - 1 / untracked_sps), 2),
-        "overhead_pct": round(100 * (untracked_sps / tracked_sps - 1), 1),
-        "tracked_logged": live.logged,
+        "repeats": args.repeats,
+        "untracked_steps_per_s": round(untracked, 2),
+        "tracked_steps_per_s": round(tracked_median, 2),
+        "overhead_ms_per_step": round(1000 * (1 / tracked_median - 1 / untracked), 2),
+        "overhead_pct": round(100 * (untracked / tracked_median - 1), 1),
+        "untracked_cpu_ms_per_step": round(statistics.median(plain_cpu), 2),
+        "tracked_cpu_ms_per_step": round(statistics.median(tracked_cpu), 2),
+        "cpu_overhead_ms_per_step": round(
+            statistics.median(t - u for t, u in zip(tracked_cpu, plain_cpu, strict=True)), 2
+        ),
+        "untracked_per_repeat": [round(v, 2) for v in plain_sps],
+        "tracked_per_repeat": [round(v, 2) for v in tracked_sps],
+        "tracked_logged": logged,
     }))  # fmt: skip
 
 

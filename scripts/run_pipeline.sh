@@ -27,7 +27,7 @@ cat reports/results.md
 elapsed=$((SECONDS - started))
 echo
 echo "Pipeline finished in $((elapsed / 60)) min $((elapsed % 60)) s."
-echo "Metrics: dvc metrics show / dvc metrics diff | plots: dvc plots show (writes dvc_plots/index.html)"
+echo "Metrics: dvc metrics show / dvc metrics diff | plots: make plots (dvc plots show, offline: dvc_plots/index.html)"
 if [[ -n "${MLFLOW_TRACKING_URI:-}" ]]; then
   echo "MLflow runs are on $MLFLOW_TRACKING_URI"
 else

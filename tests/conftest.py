@@ -65,3 +65,14 @@ def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved 2-layer BERT (hidden 64) with a WordPiece tokenizer trained on local text."""
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def smoke_project(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, superglue_dir: Path
+) -> dict:
+    """The smoke profile's project after a complete `dvc repro` (minutes), built once for the
+    pipeline tests and the plots page test (helpers/smoke_project.py)."""
+    from helpers.smoke_project import build_smoke_project  # imports MLflow: only when used
+
+    return build_smoke_project(tmp_path_factory, pytestconfig, superglue_dir)

@@ -8,9 +8,6 @@ redone, the MLflow runs, registered prompts and aliases, promotion and the pyfun
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,67 +17,19 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from helpers.mlflow_store import new_store
+from helpers.smoke_project import run as _run
 
 pytestmark = pytest.mark.slow  # a whole `dvc repro` of the smoke profile: minutes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = (
-    ".gitignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-    ".dvcignore",
-    "dvc.yaml",
-    "data.dvc",
-)
-
-
-def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, (
-        f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    )
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, superglue_dir):
-    """A git + DVC repository holding the project's pipeline, after a complete `dvc repro`."""
-    repo = tmp_path_factory.mktemp("dvc-project")
-    for name in PROJECT_FILES:
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO_ROOT / name, repo / name)
-    shutil.copy(REPO_ROOT / "profiles" / "smoke.yaml", repo / "params.yaml")
-    # dvc.yaml lists the package's source files as the stages' dependencies, as paths inside
-    # the project: the project holds a copy of src/, and PYTHONPATH makes the stages run that
-    # copy (ahead of the editable install), so its deps are the code that runs.
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO_ROOT / "src" / "dptune", repo / "src" / "dptune", ignore=ignore)
-    new_store(pytestconfig, repo)  # an empty, migrated mlflow.db where the stages look for it
-
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "DPTUNE_CACHE": str(tmp_path_factory.getbasetemp() / "dptune-cache"),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(repo / "src"),
-    }
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(name, None)
-    remote = tmp_path_factory.mktemp("dvc-remote")
-    _run(["git", "init", "-q"], repo, env)
-    _run(["dvc", "remote", "modify", "local", "url", str(remote)], repo, env)
-    tasks = _run(["dptune", "stage", "tasks"], repo, env).strip()
-    _run(["dptune", "data", "fetch", "--source", str(superglue_dir), "--out", "data/superglue",
-          "--tasks", tasks], repo, env)  # fmt: skip
-    # a run interrupted after its first grid cell, then the whole pipeline
-    first = _run(["dvc", "repro", "train@cb-dpt-0"], repo, env)
-    rest = _run(["dvc", "repro"], repo, env)
-    scratch = tmp_path_factory.mktemp("scratch")
-    return {"repo": repo, "env": env, "remote": remote, "scratch": scratch, "first": first,
-            "rest": rest}  # fmt: skip
+def project(smoke_project):
+    """A git + DVC repository holding the project's pipeline, after a complete `dvc repro`
+    (built once per session: tests/helpers/smoke_project.py)."""
+    return smoke_project
 
 
 def test_every_stage_ran_once_and_finished_cells_were_not_redone(project):

@@ -88,3 +88,31 @@ def test_gpu_check_flop_count_matches_torchs_counter() -> None:
         backbone.loss(batch)
     estimate = gpu_check.forward_flops(gpu_check.TINY, args, args.batch_size, args.target_length)
     assert abs(sum(estimate.values()) - counter.get_total_flops()) < 0.01 * estimate["linear"]
+
+
+def test_cost_growth_measures_each_curve(tmp_path: Path) -> None:
+    args = ["--sizes", "8", "16", "--candidates", "1", "3", "--lengths", "16", "48", "--no-plot"]
+    result = load("cost_growth").main(args)
+    assert [r["options"] for r in result["size"]] == [8, 16]
+    assert all(r["epoch_cpu_s"] > 0 and r["eval_cpu_s"] > 0 for r in result["size"])
+    assert [r["candidates"] for r in result["candidates"]] == [1, 3]
+    lengths = result["length"]
+    assert [r["length"] for r in lengths] == [16, 48]
+    # The peak is reset before the step, so it is the step's own memory, not the loader's.
+    assert all(0 <= r["extra_mb"] < 200 for r in lengths)
+
+
+def test_profile_case_counts_padding_and_groups_operators(capsys) -> None:
+    # 12 val examples make one eval batch larger than a training batch: the counter splits by size.
+    args = [
+        "--side", "peft", "--profile", "--train-size", "16", "--val-size", "12",
+        "--batch-size", "8", "--prompt-length", "4", "--max-source-length", "32",
+    ]  # fmt: skip
+    result = load("profile_case").main(args)
+    tokens = result["tokens"]
+    assert tokens["train_padded"] >= tokens["train_real"] > 0
+    assert tokens["eval_padded"] >= tokens["eval_real"] > 0
+    groups = result["groups_s"]
+    assert groups.keys() == {"attention", "dropout", "linear", "other_ops", "outside_ops"}
+    assert groups["linear"] > 0 and 0 <= result["accuracy"] <= 1
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["side"] == "peft"

@@ -71,3 +71,28 @@ def test_errors_name_what_is_missing(superglue, tmp_path):
         backbone_stage("tiny:gpt", tmp_path / "b", superglue)
     with pytest.raises(DptuneError, match="model"):
         backbone_stage(str(tmp_path / "no-such-model"), tmp_path / "b", superglue)
+
+
+def _mpnet_installed() -> bool:
+    import importlib.metadata
+
+    from dptune.backbones.mpnet import MPNET
+
+    try:
+        return all(importlib.metadata.distribution(p.distribution) for p in MPNET.pieces)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mpnet_installed(), reason="the mpnet extra is not installed")
+def test_mpnet_is_reassembled_rehashed_and_copied_like_a_package(superglue, tmp_path):
+    record = backbone_stage("all-mpnet-base-v2", tmp_path / "b", superglue)
+    assert record["kind"] == "encoder" and record["source"] == "package"
+    assert record["folder"] == "mpnet" and record["revision"] is None
+    model = Path(model_of("all-mpnet-base-v2", tmp_path / "b"))
+    assert model == (tmp_path / "b" / "mpnet").resolve()
+    assert (model / "model.safetensors").stat().st_size == 437971872
+    assert not (model / ".dptune-verified.json").exists()  # the cache's marker stays there
+    # registered model names: dptune-<task>-mpnet
+    assert short_backbone_name(str(model)) == "mpnet"

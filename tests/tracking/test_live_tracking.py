@@ -151,3 +151,46 @@ def test_sigterm_ends_the_run_killed_and_resume_continues_it(server_tracking, va
     assert run.info.status == "FINISHED"
     assert _steps(client, run_id) == list(range(1, 9))  # each step once, across both processes
     assert run.data.params["resume"] == "False"  # the first value of a runtime field stays
+
+
+@pytest.mark.slow  # two `dptune train` and two `dptune track` processes: about a minute on 2 cores
+def test_a_sigkilled_run_is_ended_killed_by_dptune_track_and_resume_finishes_it(
+    server_tracking, values
+):
+    """SIGKILL (an OOM kill, a lost node) leaves no chance to end the run: it stays RUNNING
+    until `dptune track` finds the folder unfinished and nobody training into it."""
+    import signal
+
+    out = Path(values["out"])
+    env = {"MLFLOW_TRACKING_URI": server_tracking.uri}
+    proc = cli.train(values, "--track", env=env)
+    pointer = out / "checkpoints" / "last.json"
+    deadline = time.time() + 300
+    while not pointer.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    run_id = json.loads((out / "tracking.json").read_text())["run_id"]
+    client = MlflowClient()
+    assert client.get_run(run_id).info.status == "RUNNING"
+    assert not (out / "metrics.json").exists()
+
+    warned = []
+    for _ in range(2):  # the second call finds it KILLED already and says nothing
+        proc = cli.dptune(["track", str(out)], env=env)
+        stdout, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert json.loads(stdout.strip().splitlines()[-1])["status"] == "KILLED"
+        warned.append([line for line in err.splitlines() if line.startswith("warning:")])
+    assert len(warned[0]) == 1 and "is now KILLED" in warned[0][0], warned
+    assert warned[1] == []
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED"
+    assert killed.data.tags["dptune.ended_by"].startswith("dptune track")
+
+    proc = cli.train(values, "--resume", env=env)
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(stdout.strip().splitlines()[-1])["mlflow"]["run_id"] == run_id
+    assert client.get_run(run_id).info.status == "FINISHED"

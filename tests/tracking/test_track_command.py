@@ -112,3 +112,15 @@ def test_dptune_track_twice_on_the_command_line(tracking, make_run, tmp_path):
     proc = cli.dptune(["track", str(tmp_path / "nowhere")], env=env)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_folder_still_being_trained_into_is_one_line(tracking, make_run, tmp_path):
+    from dptune.training.lock import run_folder_lock
+
+    run_dir = make_run(tmp_path / "run")
+    (run_dir / "metrics.json").unlink()
+    still = pytest.raises(DptuneError, match=r"process \d+ is still training into it")
+    with run_folder_lock(run_dir), still:  # a second open file: flock refuses it as another
+        track_run_folder(run_dir)
+    with pytest.raises(DptuneError, match=r"metrics\.json: missing; the run did not finish"):
+        track_run_folder(run_dir)  # lock free, no run tracked it: nothing to end

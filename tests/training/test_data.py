@@ -42,3 +42,24 @@ def test_collator_pads_sources_targets_and_candidates():
     assert batch["cand_valid"].tolist() == [[True, True, False], [True, True, True]]
     assert batch["cand_mask"][1, 1].tolist() == [1, 1, 1]
     assert batch["cand_ids"].dtype == torch.long
+
+
+def test_answers_that_fill_max_target_length_are_warned_about(tiny_t5_dir, superglue_dir, capsys):
+    from transformers import AutoTokenizer
+
+    from dptune.tasks.registry import get_task
+    from dptune.training.data import build_train_features
+
+    task = get_task("copa", "natural")  # targets and candidates are whole sentences
+    examples = task.read(str(superglue_dir), "val")[:20]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_t5_dir)
+
+    build_train_features(task, examples, tokenizer, 64, 128)
+    assert "max_target_length" not in capsys.readouterr().err
+
+    build_train_features(task, examples, tokenizer, 64, 3)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("warning: max_target_length: ") and "training targets" in lines[0]
+    assert "distinct candidate answers fill its 3 tokens" in lines[1]
+    assert lines[1].endswith("raise --max-target-length")

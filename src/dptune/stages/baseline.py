@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from dptune.config import TrainConfig
 from dptune.fileio import write_json
 from dptune.stages.backbone import model_kind
+from dptune.stages.bootstrap import outcomes
 from dptune.tasks.base import Example, Task
 from dptune.tasks.protocols import split_for_protocol
 from dptune.tasks.registry import task_of
@@ -35,7 +36,12 @@ def majority_baseline(task: Task, train: Sequence[Example], test: Sequence[Examp
     """Test metrics of always predicting the most frequent training label."""
     counts = Counter(ex.label for ex in train if ex.label is not None)
     label, _ = max(counts.items(), key=lambda item: (item[1], str(item[0])))
-    return {"label": label, "test": task.score(test, {ex.key: label for ex in test})}
+    predictions = {ex.key: label for ex in test}
+    return {
+        "label": label,
+        "test": task.score(test, predictions),
+        "test_outcomes": outcomes(task, test, predictions, task.paper_metric),
+    }
 
 
 @torch.no_grad()
@@ -51,16 +57,21 @@ def _pooled(backbone: Any, features: Sequence[Any], batch_size: int) -> torch.Te
     return torch.cat(chunks)
 
 
-def _scores(
+def _predictions(
     task: Task, head: torch.nn.Module, pooled: torch.Tensor, examples: Sequence[Example]
-) -> dict[str, float]:
+) -> dict[Any, Any]:
     with torch.no_grad():
         best = head(pooled).argmax(dim=-1).tolist()
-    predictions = {
+    return {
         ex.key: task.to_label(task.candidates(ex)[k], ex)
         for ex, k in zip(examples, best, strict=True)
     }
-    return task.score(examples, predictions)
+
+
+def _scores(
+    task: Task, head: torch.nn.Module, pooled: torch.Tensor, examples: Sequence[Example]
+) -> dict[str, float]:
+    return task.score(examples, _predictions(task, head, pooled, examples))
 
 
 def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
@@ -104,7 +115,7 @@ def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
     def forward(batch: list[int]) -> torch.Tensor:
         return F.cross_entropy(head(train_x[batch]), train_y[batch])
 
-    state, best_test = TrainState(), None
+    state, best_test, best_outcomes = TrainState(), None, None
     while state.step < plan.total_steps:
         batches = epoch_batches([1] * len(train_features), cfg.batch_size, cfg.seed, state.epoch)
         for batch in batches:
@@ -116,7 +127,9 @@ def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
             state.step += 1
         state.epoch += 1
         if record_dev(state, _scores(task, head, dev_x, dev), task.primary_metric):
-            best_test = _scores(task, head, test_x, test)
+            predictions = _predictions(task, head, test_x, test)
+            best_test = task.score(test, predictions)
+            best_outcomes = outcomes(task, test, predictions, task.paper_metric)
     return {
         "seed": cfg.seed,
         "trainable_params": sum(p.numel() for p in head.parameters()),
@@ -125,6 +138,7 @@ def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
         "best_epoch": state.best_epoch,
         "dev": state.best_dev,
         "test": best_test,
+        "test_outcomes": best_outcomes,  # per-example scores: the report's bootstrap intervals
     }
 
 
@@ -142,7 +156,11 @@ def task_baselines(configs: Sequence[TrainConfig], baselines: Sequence[str]) -> 
     fixed_labels = task.name not in NO_LABEL_SET_TASKS
     if "majority" in baselines and fixed_labels:
         majority = majority_baseline(task, splits.train, splits.test)
-        record["majority"] = {"label": str(majority["label"]), "test": majority["test"]}
+        record["majority"] = {
+            "label": str(majority["label"]),
+            "test": majority["test"],
+            "test_outcomes": majority["test_outcomes"],
+        }
     linear_head = fixed_labels and first.head == "linear"
     if "head-only" in baselines and linear_head and model_kind(first.model) == "encoder":
         runs = [head_only_baseline(cfg) for cfg in configs]

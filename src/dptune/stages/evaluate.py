@@ -8,7 +8,8 @@ format) and the official val file, rebuilds the run's protocol split, and scores
 records whether `test` matches the run's metrics.json (with `decode: generate` it may not:
 metrics.json counts an invalid generation wrong, the submission file holds the first label),
 and checks that `predictions/test.jsonl` labels every official test example (ready for the
-leaderboard). Writes one json of every run's eval record.
+leaderboard), and keeps each test example's score of the paper metric (`test_outcomes`, for
+the report's bootstrap intervals). Writes one json of every run's eval record.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from dptune.errors import DptuneError
 from dptune.fileio import write_json
 from dptune.run_folder import RunFolder
+from dptune.stages.bootstrap import outcomes
 from dptune.stages.common import start_tracking
 from dptune.tasks.base import Example
 from dptune.tasks.common import SuperGlueTask
@@ -77,6 +79,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path) -> dict[str, Any]:
         "test": test_metrics,
         "val": task.score(val, predicted),
         "matches_run_metrics": _agrees(test_metrics, metrics.get("test")),
+        # per-example scores of the paper metric: the report's bootstrap intervals
+        "test_outcomes": outcomes(task, splits.test, predicted, task.paper_metric),
     }
     test_file = Path(data_dir) / task.dirname / "test.jsonl"
     if test_file.is_file():

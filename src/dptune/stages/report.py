@@ -12,7 +12,9 @@ Outputs, in `out`:
 - `metrics/<row>.json`: numbers only, a DVC metric (one file per row, so `dvc metrics show`
   prints the table as rows): per task its paper metric, `Avg` and `SuperGLUE` (means, fractions);
 - `results.json`: the whole table (every metric's mean, std and n, parameters, protocol);
-- `results.md`: the table, with the protocol and what each column means;
+- `results.md`: the table, with the protocol and what each column means, and 95% bootstrap
+  intervals over test examples (dptune.stages.bootstrap) where the evaluate and baseline
+  stages recorded per-example outcomes;
 - `curves/<run>.csv` (step, epoch, dev_score) and `loss/<run>.csv` (step, train_loss), DVC plots;
 - `sweeps/<name>.json`, `.md` and `.png` per sweep: per task, method and point the test score
   (the task's paper metric) over seeds, mean ± std, min and max, drawn as the paper's figures.
@@ -341,6 +343,23 @@ def _checks(evals: Mapping[str, Any] | None, probe: Mapping[str, Any] | None) ->
     return lines
 
 
+def _intervals_markdown(
+    table: Mapping[str, Any],
+    run_dirs: Sequence[str | Path],
+    evals: Mapping[str, Any] | None,
+    baselines: Mapping[str, Any] | None,
+) -> str:
+    """The bootstrap section (dptune.stages.bootstrap), for the runs the table reports."""
+    from dptune.stages import bootstrap
+
+    reported = {Path(d).name for d in run_dirs} - set(table.get("unfinished", []))
+    runs = {name: record for name, record in (evals or {}).items() if name in reported}
+    by_row = bootstrap.collect_outcomes(runs, baselines)
+    by_row = {row: by_row[row] for row in table["rows"] if row in by_row}
+    result = bootstrap.intervals(by_row, table["tasks"])
+    return bootstrap.to_markdown(result, table["tasks"], TASK_TITLES)
+
+
 def report_stage(
     run_dirs: Sequence[str | Path],
     out: str | Path,
@@ -354,9 +373,14 @@ def report_stage(
 
     `baselines`, `evals` and `probe` are the json files of those stages (each optional)."""
     out = Path(out)
-    table = collect(run_dirs, read_json(baselines) if baselines else None)
-    extra = _checks(read_json(evals) if evals else None, read_json(probe) if probe else None)
-    markdown = to_markdown(table) + "".join(f"\n{line}\n" for line in extra)
+    baseline_records = read_json(baselines) if baselines else None
+    eval_records = read_json(evals) if evals else None
+    table = collect(run_dirs, baseline_records)
+    extra = _checks(eval_records, read_json(probe) if probe else None)
+    markdown = to_markdown(table) + _intervals_markdown(
+        table, run_dirs, eval_records, baseline_records
+    )
+    markdown += "".join(f"\n{line}\n" for line in extra)
     _write_curves(_read_runs(run_dirs), out)
     with atomic_dir(out / "metrics") as folder:
         for name, values in metric_rows(table).items():

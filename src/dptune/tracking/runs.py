@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -338,10 +339,11 @@ def track_run_folder(run_dir: str | Path, stage: str | None = None) -> dict[str,
     folder = RunFolder(run_dir)
     if not folder.has_config():
         raise DptuneError(f"{folder.config_path}: missing; not a dptune run folder")
-    folder.read_metrics()  # a folder that did not finish is one line, before any request
     uri = tracking_uri()
     record = dict(folder.read_tracking(uri) or {})
     run_id = record.get("run_id") or injected_run_id()
+    if not folder.metrics_path.is_file():
+        return end_abandoned_run(folder, run_id, uri)
     client = MlflowClient()
     if run_id is not None:
         try:
@@ -358,3 +360,34 @@ def track_run_folder(run_dir: str | Path, stage: str | None = None) -> dict[str,
     record.update({"tracking_uri": uri, "run_id": run_id, "logged": True})
     folder.write_tracking(record)
     return {**record, "status": client.get_run(run_id).info.status}
+
+
+def end_abandoned_run(folder: RunFolder, run_id: str | None, uri: str) -> dict[str, Any]:
+    """A folder whose training never finished (no metrics.json): when no process trains into
+    it any more (its lock is free) and its live run is still RUNNING, as after a SIGKILL, an
+    out-of-memory kill or a lost node, that run is ended KILLED with one warning line. The
+    points it logged live stay; `--resume` continues the same run. Anything else is one line."""
+    from dptune.training.lock import holder_of
+
+    holder = holder_of(folder.path)
+    if holder is not None:
+        raise DptuneError(f"{folder.path}: {holder} is still training into it; track it when done")
+    if run_id is None:
+        folder.read_metrics()  # nothing tracked it: "metrics.json: missing; the run did not finish"
+    client = MlflowClient()
+    try:
+        status = client.get_run(run_id).info.status
+    except MlflowException:
+        folder.read_metrics()  # not in this store either: "metrics.json: missing; ..."
+        raise
+    if status == "RUNNING":
+        client.set_tag(run_id, "dptune.ended_by", "dptune track: training process gone")
+        client.set_terminated(run_id, "KILLED")
+        status = "KILLED"
+        print(
+            f"warning: {folder.path}: training stopped before it finished (no "
+            f"{folder.metrics_path.name}, nobody training into it); its MLflow run {run_id} "
+            "is now KILLED; `dptune train ... --resume` continues it",
+            file=sys.stderr,
+        )
+    return {"tracking_uri": uri, "run_id": run_id, "logged": False, "status": status}

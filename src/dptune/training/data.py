@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,13 +33,28 @@ def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[lis
     return token_cache.tokenize(tokenizer, texts, max_length)
 
 
+def warn_if_cut(what: str, ids: Sequence[Sequence[int]], max_target_length: int) -> int:
+    """Warn on stderr when answers fill `max_target_length`: they may have been cut, and a
+    cut answer is trained on, or ranked, as a different text. Returns how many fill it."""
+    full = sum(len(row) >= max_target_length for row in ids)
+    if full:
+        print(
+            f"warning: max_target_length: {full} of {len(ids)} {what} fill its "
+            f"{max_target_length} tokens and may be cut; raise --max-target-length",
+            file=sys.stderr,
+        )
+    return full
+
+
 def _candidate_ids(
     tokenizer: Any, task: Task, examples: Sequence[Example], max_target_length: int
 ) -> tuple[list[list[str]], list[list[list[int]]]]:
     """Tokenise each example's candidates once (shared texts are tokenised once overall)."""
     cands = [task.candidates(ex) for ex in examples]
     unique = sorted({c for row in cands for c in row})
-    ids = dict(zip(unique, _tokenize(tokenizer, unique, max_target_length), strict=True))
+    unique_ids = _tokenize(tokenizer, unique, max_target_length)
+    warn_if_cut("distinct candidate answers", unique_ids, max_target_length)
+    ids = dict(zip(unique, unique_ids, strict=True))
     return cands, [[ids[c] for c in row] for row in cands]
 
 
@@ -52,6 +68,7 @@ def build_train_features(
     pairs = [(i, pair) for i, ex in enumerate(examples) for pair in task.train_pairs(ex)]
     sources = _tokenize(tokenizer, [p.source for _, p in pairs], max_source_length)
     targets = _tokenize(tokenizer, [p.target for _, p in pairs], max_target_length)
+    warn_if_cut("training targets", targets, max_target_length)
     cands, cand_ids = _candidate_ids(tokenizer, task, examples, max_target_length)
     features = []
     for (i, pair), src, tgt in zip(pairs, sources, targets, strict=True):

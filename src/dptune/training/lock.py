@@ -79,3 +79,19 @@ def _acquire(path: Path, out: Path) -> int:
         if same:
             return fd
         os.close(fd)  # the holder removed the file after we opened it: lock the new one
+
+
+def holder_of(out: str | os.PathLike[str]) -> str | None:
+    """Who trains into run folder `out` now ("process N"), or None: nobody holds its lock."""
+    path = RunFolder(out).lock_path
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: no live holder (a holder's file is removed only at its end)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _holder(path)
+    finally:
+        os.close(fd)  # closing releases our probe lock too
+    return None
