@@ -76,3 +76,21 @@ def smoke_project(
     from helpers.smoke_project import build_smoke_project  # imports MLflow: only when used
 
     return build_smoke_project(tmp_path_factory, pytestconfig, superglue_dir)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven by Playwright, for the MLflow UI and the DVC plots page.
+    Missing either is a failure, not a skip."""
+    assert CHROMIUM.is_file(), f"{CHROMIUM} missing: apt-get install -y chromium (see .ci/run)"
+    from playwright.sync_api import sync_playwright  # the dev extra pins it
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
+        )
+        yield chromium
+        chromium.close()

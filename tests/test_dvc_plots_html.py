@@ -30,7 +30,6 @@ from helpers.smoke_project import run
 
 pytestmark = pytest.mark.slow  # needs the smoke project's `dvc repro` (shared, minutes)
 
-CHROMIUM = Path("/usr/bin/chromium")
 LIBRARIES = REPO_ROOT / "node_modules"
 LIBRARY_FILES = (
     "vega/build/vega.min.js",
@@ -72,20 +71,6 @@ class PageReport:
 
     def __str__(self) -> str:
         return json.dumps(self.__dict__, indent=1)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian Chromium driven by Playwright. Missing either is a failure, not a skip."""
-    assert CHROMIUM.is_file(), f"{CHROMIUM} missing: apt-get install -y chromium (see .ci/run)"
-    from playwright.sync_api import sync_playwright  # the dev extra pins it
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

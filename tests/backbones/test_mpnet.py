@@ -17,6 +17,7 @@ import torch
 
 from dptune.backbones import mpnet
 from dptune.backbones.mpnet import MARKER, MPNET, Piece, SplitModel, check_folder, ensure_folder
+from dptune.backbones.mpnet import installed as mpnet_installed
 from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
 
@@ -235,17 +236,8 @@ def test_the_cli_names_an_incomplete_folder_with_exit_2(tmp_path: Path, superglu
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def _parts_installed() -> bool:
-    import importlib.metadata
-
-    try:
-        return all(importlib.metadata.distribution(p.distribution) for p in MPNET.pieces)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _parts_installed(), reason="the mpnet extra is not installed")
+@pytest.mark.skipif(not mpnet_installed(MPNET), reason="the mpnet extra is not installed")
 def test_the_real_parts_reassemble_load_and_take_a_dpt_prompt(tmp_path: Path):
     from dptune.backbones.encoder import EncoderBackbone
     from dptune.backbones.loader import build_backbone

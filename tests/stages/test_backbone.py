@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from dptune.backbones.mpnet import MPNET
+from dptune.backbones.mpnet import installed as mpnet_installed
 from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
 from dptune.stages.backbone import TINY_DIR, backbone_stage, model_of, read_backbone
@@ -73,19 +75,8 @@ def test_errors_name_what_is_missing(superglue, tmp_path):
         backbone_stage(str(tmp_path / "no-such-model"), tmp_path / "b", superglue)
 
 
-def _mpnet_installed() -> bool:
-    import importlib.metadata
-
-    from dptune.backbones.mpnet import MPNET
-
-    try:
-        return all(importlib.metadata.distribution(p.distribution) for p in MPNET.pieces)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _mpnet_installed(), reason="the mpnet extra is not installed")
+@pytest.mark.skipif(not mpnet_installed(MPNET), reason="the mpnet extra is not installed")
 def test_mpnet_is_reassembled_rehashed_and_copied_like_a_package(superglue, tmp_path):
     record = backbone_stage("all-mpnet-base-v2", tmp_path / "b", superglue)
     assert record["kind"] == "encoder" and record["source"] == "package"

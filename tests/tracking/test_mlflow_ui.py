@@ -22,7 +22,6 @@ from helpers.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # a real server and a browser: about a minute
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "mlflow-ui"
 BIN = Path(sys.executable).parent
 TIMEOUT_MS = 60_000
@@ -36,20 +35,6 @@ def server(smoke_registry) -> Iterator[str]:
         yield server.uri
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian Chromium driven by Playwright. Missing either is a failure, not a skip."""
-    assert CHROMIUM.is_file(), f"{CHROMIUM} missing: apt-get install -y chromium (see .ci/run)"
-    from playwright.sync_api import sync_playwright  # the dev extra pins it
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -91,6 +91,14 @@ MPNET = SplitModel(
 MPNET_ALIASES = ("all-mpnet-base-v2", "mpnet")
 
 
+def installed(model: SplitModel) -> bool:
+    """Whether every distribution holding a piece of `model` is installed."""
+    try:
+        return all(importlib.metadata.distribution(p.distribution) for p in model.pieces)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
 def models_cache() -> Path:
     """`$DPTUNE_CACHE/models`, default `~/.cache/dptune/models`."""
     from dptune.tasks.jsonl import cache_root
