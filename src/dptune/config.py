@@ -170,11 +170,17 @@ def applies_to(field: str) -> str:
     return f"applies to method{'s' if len(owners) > 1 else ''} {', '.join(owners)} only"
 
 
+def _printable(text: str, limit: int = 60) -> str:
+    """`text` as is when it prints on one line, else its repr, cut to `limit` characters: field
+    names come from the user's file (a mapping's keys), and an error must stay one line."""
+    return text if text.isprintable() and len(text) <= limit else repr(text[:limit])
+
+
 def first_error(err: ValidationError) -> str:
     """`field: message` of the first error (`message` alone for a model-level one)."""
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
+    where = ".".join(_printable(str(p)) for p in first["loc"])
+    msg = " ".join(first["msg"].removeprefix("Value error, ").splitlines())
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{where}: {msg}{extra}" if where else f"{msg}{extra}"
 

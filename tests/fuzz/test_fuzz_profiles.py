@@ -14,7 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dptune.errors import DptuneError
-from dptune.stages.params import PipelineParams, load_profile, run_name, sample_path
+from dptune.stages.params import (
+    PipelineParams,
+    load_profile,
+    parse_profile,
+    run_name,
+    sample_path,
+)
 from dptune.stages.plan import Plan
 from helpers.hostile import FUZZ, assert_one_line, json_values, mutated
 
@@ -91,6 +97,17 @@ def test_any_text(text: str) -> None:
 )
 def test_nasty_yaml(text: str) -> None:
     _load(text)
+
+
+@pytest.mark.parametrize("key", ["sweeps", "task_overrides"])
+@pytest.mark.parametrize("name", ["a\nb", "a\rb", "a\u2028b", "x" * 500])
+def test_a_mapping_key_that_breaks_lines_is_named_on_one_line(key: str, name: str) -> None:
+    # Field names in pydantic's error location come from the file's own keys (found by
+    # test_any_value_for_a_top_level_key: `sweeps: {"\n": 0}` printed two lines).
+    with pytest.raises(DptuneError) as err:
+        parse_profile({**BASE, key: {name: 1}})
+    message = assert_one_line(err.value, f"{key}.")
+    assert message.isprintable() and len(message) < 300, message
 
 
 def test_int_keys_in_train_are_one_line() -> None:

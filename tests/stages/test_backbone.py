@@ -9,7 +9,13 @@ from dptune.backbones.mpnet import MPNET
 from dptune.backbones.mpnet import installed as mpnet_installed
 from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
-from dptune.stages.backbone import TINY_DIR, backbone_stage, model_of, read_backbone
+from dptune.stages.backbone import (
+    TINY_DIR,
+    backbone_stage,
+    model_of,
+    read_backbone,
+    reference_of,
+)
 
 
 def test_a_tiny_model_is_built_and_found_where_the_folder_moved(superglue, tmp_path):
@@ -87,3 +93,17 @@ def test_mpnet_is_reassembled_rehashed_and_copied_like_a_package(superglue, tmp_
     assert not (model / ".dptune-verified.json").exists()  # the cache's marker stays there
     # registered model names: dptune-<task>-mpnet
     assert short_backbone_name(str(model)) == "mpnet"
+
+
+def test_a_report_names_the_backbone_without_this_machines_paths(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stage = tmp_path / "models" / "backbone"
+    (stage / "mpnet").mkdir(parents=True)
+    (stage / "backbone.json").write_text(json.dumps({"reference": "all-mpnet-base-v2"}))
+    assert reference_of(str(stage / "mpnet")) == "all-mpnet-base-v2"
+    (stage / "backbone.json").write_text(json.dumps({"reference": "/home/me/ckpt/t5-base"}))
+    assert reference_of(str(stage / "mpnet")) == "t5-base"
+    (stage / "backbone.json").write_text("not json")
+    assert reference_of(str(stage / "mpnet")) == "models/backbone/mpnet"
+    assert reference_of("google-t5/t5-base") == "google-t5/t5-base"
+    assert reference_of("/elsewhere/checkpoints/t5-small") == "t5-small"

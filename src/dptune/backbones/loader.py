@@ -25,6 +25,7 @@ from dptune.backbones.encoder import EncoderBackbone
 from dptune.backbones.mpnet import MPNET_ALIASES, mpnet_dir
 from dptune.backbones.seq2seq import Seq2SeqBackbone
 from dptune.config import TrainConfig
+from dptune.cpu import limit_threads
 from dptune.errors import DptuneError
 from dptune.prompts.base import PromptModule
 from dptune.prompts.build import build_prompt
@@ -113,6 +114,7 @@ def build_backbone(
     `num_classes` sizes the encoder's linear head (default: the size of the task's label set);
     `head_only` (encoder only) trains the head on the frozen encoder without any prompt.
     """
+    limit_threads()  # no more torch threads than the container has CPUs
     source = resolve_model(cfg.model)
     model_config = load_model_config(cfg.model)
     kind = backbone_kind(cfg, model_config)

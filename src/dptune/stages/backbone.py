@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir, write_json
 
@@ -156,6 +157,27 @@ def model_of(reference: str, backbone_dir: str | Path | None) -> str:
     if reference.startswith(TINY_PREFIX):
         raise DptuneError(f"model: {reference} is built by `dptune stage backbone`; run it first")
     return reference
+
+
+def reference_of(model: str) -> str:
+    """What a run's `model` was asked for, fit for a committed report: the backbone stage's
+    `reference` (`all-mpnet-base-v2`, a hub name) for a folder it materialised, else a path
+    relative to the working folder, else the short name; never this machine's absolute path."""
+    path = Path(model)
+    record = path.parent / BACKBONE_FILE
+    if path.is_absolute() and record.is_file():
+        try:
+            reference = json.loads(record.read_text(encoding="utf-8")).get("reference")
+        except (json.JSONDecodeError, AttributeError):
+            reference = None
+        if isinstance(reference, str) and reference:
+            return short_backbone_name(reference) if Path(reference).is_absolute() else reference
+    if not path.is_absolute():
+        return model
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return short_backbone_name(model)
 
 
 def read_backbone(folder: str | Path) -> dict[str, Any]:

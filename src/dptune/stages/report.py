@@ -35,6 +35,7 @@ from dptune.config import METHODS, TASKS
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir, atomic_path, write_json, write_text
 from dptune.run_folder import RunFolder
+from dptune.stages.backbone import reference_of
 from dptune.stages.common import read_json, start_tracking
 from dptune.stages.plan import SweepPoint
 from dptune.tasks.registry import get_task
@@ -183,7 +184,7 @@ def collect(
     order = [*BASELINE_ROWS, *METHODS]
     return {
         "protocol": _protocol(runs),
-        "backbone": sorted({str(run["model"]) for run in runs}),
+        "backbone": sorted({reference_of(str(run["model"])) for run in runs}),
         "seeds": sorted({run["seed"] for run in runs}),
         "tasks": tasks,
         "paper_metrics": {task: paper_metric(task) for task in tasks},
