@@ -280,6 +280,12 @@ def run_worker(side: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _sig(seconds: float, digits: int = 4) -> float:
+    """`seconds` to `digits` significant figures: a step of small shapes takes milliseconds, and
+    rounding it to 3 decimals would move the ratios computed from the printed values by %."""
+    return float(f"{seconds:.{digits}g}")
+
+
 def report(
     spec: dict[str, Any], runs: dict[str, list[dict[str, Any]]], majority: float | None
 ) -> dict[str, Any]:
@@ -295,12 +301,12 @@ def report(
     dptune_cpu, peft_cpu = median("dptune", "cpu_seconds"), median("peft", "cpu_seconds")
     result = {
         "case": spec["case"],
-        "dptune_s": round(dptune_s, 3),
-        "peft_trainer_s": round(peft_s, 3),
+        "dptune_s": _sig(dptune_s),
+        "peft_trainer_s": _sig(peft_s),
         "speedup": round(peft_s / dptune_s, 3),
         "speedup_per_repeat": [round(p["seconds"] / d["seconds"], 3) for d, p in pairs],
-        "dptune_cpu_s": round(dptune_cpu, 3),
-        "peft_trainer_cpu_s": round(peft_cpu, 3),
+        "dptune_cpu_s": _sig(dptune_cpu),
+        "peft_trainer_cpu_s": _sig(peft_cpu),
         "cpu_speedup": round(peft_cpu / dptune_cpu, 3),
         "dptune_acc": accuracy("dptune"),
         "peft_acc": accuracy("peft"),
