@@ -4,6 +4,7 @@ name) and the MLflow registry (registered model names, `backbone` tags)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 # Path parts that say nothing about which backbone a local folder holds.
 _GENERIC_PARTS = frozenset({"model", "models", "snapshots", "hf", "weights"})
@@ -32,3 +33,15 @@ def short_backbone_name(model: str) -> str:
         name = name.split("--")[-1]
     slug = _slug(name) or "backbone"
     return _SHORT_NAMES.get(slug, slug)
+
+
+def portable_model(model: str) -> str:
+    """A model path fit to leave this machine (an MLflow param, a committed report): relative
+    to the working folder when inside it, else the short name; hub names as they are."""
+    path = Path(model)
+    if not path.is_absolute():
+        return model
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return short_backbone_name(model)

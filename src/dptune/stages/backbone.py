@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dptune.backbones.names import short_backbone_name
+from dptune.backbones.names import portable_model, short_backbone_name
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir, write_json
 
@@ -172,12 +172,7 @@ def reference_of(model: str) -> str:
             reference = None
         if isinstance(reference, str) and reference:
             return short_backbone_name(reference) if Path(reference).is_absolute() else reference
-    if not path.is_absolute():
-        return model
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return short_backbone_name(model)
+    return portable_model(model)
 
 
 def read_backbone(folder: str | Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from dptune import figures, run_folder
+from dptune.backbones.names import portable_model
 from dptune.errors import DptuneError
 from dptune.run_folder import RunFolder
 from dptune.tracking.client import active_run, experiment_name, injected_run_id
@@ -61,12 +62,12 @@ def portable(key: str, value: Any) -> str:
     text = str(value)
     if key not in PATH_PARAMS or value is None or not Path(text).is_absolute():
         return text
+    if key == "model":
+        return portable_model(text)
     path = Path(text)
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
-        if key == "model":
-            return short_backbone_name(text)
         return str(Path(*path.parts[-2:]))
 
 
