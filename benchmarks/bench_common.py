@@ -1,8 +1,11 @@
-"""Pieces both sides of the throughput benchmarks share: peak memory, the PEFT DPT encoder."""
+"""Pieces both sides of the throughput benchmarks share: peak memory, the method's own fields,
+the PEFT DPT encoder."""
 
 from __future__ import annotations
 
 import resource
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,6 +18,15 @@ def peak_memory_mb(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def own_fields(method: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Those of `values` that are hyperparameters of `method` (the method registry's), for its
+    TrainConfig; a config refuses another method's."""
+    from dptune.prompts.registry import get_method
+
+    owned = get_method(method).fields
+    return {name: value for name, value in values.items() if name in owned}
 
 
 class _ComputedWeight:

@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from bench_common import install_dpt_prompt
+from bench_common import install_dpt_prompt, own_fields
 from torch import nn
 
 
 def run_dptune(spec: dict[str, Any], device: str) -> tuple[float, str]:
     from dptune.config import make_config
-    from dptune.training.run import train
+    from dptune.run import train
 
     out = Path(spec["work_dir"]) / "runs" / f"dptune-{spec['method']}-{time.time_ns()}"
     cfg = make_config(
@@ -42,7 +42,7 @@ def run_dptune(spec: dict[str, Any], device: str) -> tuple[float, str]:
             "data_dir": spec["data_dir"],
             "out": str(out),
             "prompt_length": spec["prompt_length"],
-            **({"bottleneck": spec["bottleneck"]} if spec["method"] == "dpt" else {}),
+            **own_fields(spec["method"], {"bottleneck": spec["bottleneck"]}),
             "epochs": spec["epochs"],
             "batch_size": spec["batch_size"],
             "eval_batch_size": spec["eval_batch_size"],

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_common import install_dpt_prompt
+from bench_common import install_dpt_prompt, own_fields
 
 T5_BASE = {"d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12}
 
@@ -66,7 +66,7 @@ def pretrain(folder: Path, spec: dict[str, Any], subset_dir: Path) -> None:
 
 def run_dptune_rte(spec: dict[str, Any], device: str) -> tuple[float, str]:
     from dptune.config import make_config
-    from dptune.training.run import train
+    from dptune.run import train
 
     out = Path(spec["work_dir"]) / "runs" / f"dptune-{spec['method']}-{time.time_ns()}"
     cfg = make_config(
@@ -78,8 +78,7 @@ def run_dptune_rte(spec: dict[str, Any], device: str) -> tuple[float, str]:
             "data_dir": spec["data_dir"],
             "out": str(out),
             "prompt_length": spec["prompt_length"],
-            **({"bottleneck": spec["bottleneck"]} if spec["method"] == "dpt" else {}),
-            **({"pt_init": "vocab"} if spec["method"] == "pt" else {}),
+            **own_fields(spec["method"], {"bottleneck": spec["bottleneck"], "pt_init": "vocab"}),
             "epochs": spec["epochs"],
             "batch_size": spec["batch_size"],
             "eval_batch_size": spec["eval_batch_size"],

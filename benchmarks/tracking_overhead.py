@@ -92,7 +92,7 @@ def main() -> None:
     torch.set_num_threads(1)  # no spinning OpenMP workers inflating CPU time on a busy machine
     from dptune.backbones.tiny import build_tiny_model
     from dptune.config import make_config
-    from dptune.training.run import train
+    from dptune.run import train
 
     with tempfile.TemporaryDirectory(prefix="dptune-bench-") as tmp:
         root = Path(tmp)

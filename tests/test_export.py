@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from dptune.backbones.seq2seq import Seq2SeqBackbone
+from dptune.run import train
 from dptune.run_folder import RunFolder
 from dptune.stages.evaluate import evaluate_run
 from dptune.tasks.registry import get_task
-from dptune.training.run import train
 from helpers.small_data import small_run_config, small_task_copy
 
 NOT_A_LABEL = "definitely not a cb label"

@@ -109,7 +109,7 @@ def test_a_bad_wsc_eval_is_one_line() -> None:
 
 
 def test_a_positives_run_scores_and_records_it_end_to_end(tiny_t5_dir: Path, tmp_path: Path):
-    from dptune.training.run import train
+    from dptune.run import train
 
     data = small_task_copy(tmp_path / "data", "WSC", lines=24)
     cfg = small_run_config(

@@ -7,7 +7,7 @@ import pytest
 from dptune.config import make_config
 from dptune.errors import DptuneError
 from dptune.inference import Predictor
-from dptune.training.run import train
+from dptune.run import train
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_writers_and_readers_round_trip(tmp_path):
     folder = RunFolder(cfg.out)
     assert not folder.is_complete() and not folder.has_config()
     folder.write_config(cfg)
-    assert folder.read_config()["bottleneck"] == 2
+    assert folder.read_config()["method_config"]["bottleneck"] == 2
     stored = folder.read_train_config(resume=True)
     assert stored.resume and stored.resolved() == {**cfg.resolved(), "resume": True}
 

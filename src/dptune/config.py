@@ -1,35 +1,40 @@
 """The one configuration model behind CLI flags, YAML files, params.yaml and Kubeflow parameters.
 
-Every default lives here, except a prompt method's own hyperparameters (`bottleneck`, `init`,
-`init_std`, `pt_init`, `residual_hidden`): their defaults and checks live in the method's config
-(`dptune/prompts/<method>/config.py`, found through `dptune.prompts.registry`). TrainConfig keeps
-them as flat fields (so the CLI has `--bottleneck`), None meaning "not given"; a field given for a
-method that does not own it is refused, and `TrainConfig.method_config` is the method's config
-with the defaults filled in. `TrainConfig.model_fields` is the single source from which the CLI
-builds its options and the pipeline its parameters.
+Every default lives here, except a method's own hyperparameters: those live in the method's
+config (`dptune/prompts/<method>/config.py`, found through `dptune.prompts.registry`), and a
+TrainConfig carries them as one object, `method_config`, of the class its `method` names. They
+may also be given flat, as `--bottleneck 4` on the command line or `bottleneck: 4` in a YAML
+file (and every config.yaml written before this layout): such a field is moved into
+`method_config`, and one the method does not own is refused. `TrainConfig.model_fields` (and
+the registry's method fields) are the single source from which the CLI builds its options and
+the pipeline its parameters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from dptune.errors import DptuneError
-from dptune.prompts.registry import (
-    MethodConfig,
-    get_method,
-    method_field_help,
-    method_fields,
-    method_names,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
 )
 
+from dptune.errors import DptuneError, one_line
+from dptune.prompts.registry import MethodConfig, get_method, method_fields, method_names
+from dptune.tasks.registry import TASK_NAMES
+
 METHODS: tuple[str, ...] = method_names()  # every registered method, in paper order
-# TrainConfig fields that belong to a method's config, each with the methods that own it.
+# Every method's own hyperparameters (flat names), each with the methods that own it.
 METHOD_FIELDS: dict[str, tuple[str, ...]] = method_fields()
-TASKS: tuple[str, ...] = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
+TASKS: tuple[str, ...] = TASK_NAMES
 
 
 class TrainConfig(BaseModel):
@@ -49,12 +54,10 @@ class TrainConfig(BaseModel):
 
     # the prompt
     prompt_length: int = Field(100, gt=0, description="Prompt tokens c")
-    # the methods' own hyperparameters: None = not given; defaults and checks in their configs
-    bottleneck: int | None = Field(None, description=method_field_help("bottleneck"))
-    init: str | None = Field(None, description=method_field_help("init"))
-    init_std: float | None = Field(None, description=method_field_help("init_std"))
-    pt_init: str | None = Field(None, description=method_field_help("pt_init"))
-    residual_hidden: int | None = Field(None, description=method_field_help("residual_hidden"))
+    method_config: SerializeAsAny[MethodConfig] = Field(
+        default_factory=MethodConfig,
+        description="The method's own hyperparameters (its config class; flat flags fill it)",
+    )
     head: Literal["linear", "similarity"] = Field(
         "linear", description="Encoder-only: linear head, or head-free label-word similarity"
     )
@@ -114,54 +117,78 @@ class TrainConfig(BaseModel):
         get_method(value)  # an unknown name: ValueError listing the valid ones
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_config(cls, values: Any) -> Any:
+        """Gather the method's hyperparameters (nested under `method_config`, or flat) into an
+        instance of its config class; a flat field the method does not own is refused."""
+        if not isinstance(values, Mapping):
+            return values
+        values = dict(values)
+        method = values.get("method", cls.model_fields["method"].default)
+        if not isinstance(method, str):
+            return values  # the field validator names the problem
+        try:
+            spec = get_method(method)
+        except ValueError:
+            return values  # likewise
+        nested = values.pop("method_config", None)
+        given = nested.model_dump() if isinstance(nested, MethodConfig) else nested
+        if given is None:
+            given = {}
+        if not isinstance(given, Mapping):
+            raise ValueError("method_config: expected a mapping of the method's own fields")
+        given = dict(given)
+        for name in [k for k in values if k in METHOD_FIELDS]:
+            if method not in METHOD_FIELDS[name]:
+                raise ValueError(f"{name}: {applies_to(name)} (method is {method})")
+            given[name] = values.pop(name)
+        for name in given:
+            if name not in spec.fields:
+                owned = ", ".join(spec.fields) or "none"
+                raise ValueError(f"method_config.{_printable(str(name))}: not a field of "
+                                 f"{method} (its fields: {owned})")  # fmt: skip
+        try:  # the method's config checks its own hyperparameters
+            values["method_config"] = spec.config.model_validate(given)
+        except ValidationError as err:
+            raise ValueError(first_error(err)) from None
+        return values
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.shots is not None and self.sample is not None:
             raise ValueError("give --shots or --sample, not both")
-        for name in self.method_values():
-            if self.method not in METHOD_FIELDS[name]:
-                raise ValueError(f"{name}: {applies_to(name)} (method is {self.method})")
-        try:  # the method's config checks its own hyperparameters
-            get_method(self.method).config(**self.method_values())
-        except ValidationError as err:
-            raise ValueError(first_error(err)) from None
+        if type(self.method_config) is not get_method(self.method).config:
+            raise ValueError(f"method_config: not the config of method {self.method}")
         return self
 
-    def method_values(self) -> dict[str, Any]:
-        """The method-specific fields that were given (not None)."""
-        return {n: v for n in METHOD_FIELDS if (v := getattr(self, n)) is not None}
-
-    @property
-    def method_config(self) -> MethodConfig:
-        """The method's config: the given method fields, the method's defaults for the rest."""
-        return get_method(self.method).config(**self.method_values())
+    def method_value(self, name: str) -> Any:
+        """A field by its flat name: a TrainConfig field, or one of the method's own (None
+        when the method has no such field)."""
+        if name in type(self).model_fields:
+            return getattr(self, name)
+        return getattr(self.method_config, name, None)
 
     @property
     def learning_rate(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 0.3 if get_method(self.method).has_prompt else 1e-4
+        return self.lr if self.lr is not None else get_method(self.method).lr
 
     def resolved(self) -> dict[str, Any]:
-        """Every field with its effective value: `lr` filled in, the method's own fields with
-        their values (defaults included), the other methods' fields left out."""
+        """Every field with its effective value: `lr` filled in, `method_config` complete."""
         data = self.model_dump(mode="json")
         data["lr"] = self.learning_rate
-        own = self.method_config.model_dump(mode="json")
-        for name in METHOD_FIELDS:
-            if name in own:
-                data[name] = own[name]
-            else:
-                del data[name]
         return data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False)
 
 
-_unchecked = set(METHOD_FIELDS) - set(TrainConfig.model_fields)
-if _unchecked:  # a method folder added a hyperparameter: give it a flat field above
-    raise RuntimeError(f"method fields missing from TrainConfig: {', '.join(sorted(_unchecked))}")
+_clashing = set(METHOD_FIELDS) & set(TrainConfig.model_fields)
+if _clashing:  # a flat flag could not say which it means
+    raise RuntimeError(
+        f"method fields named like TrainConfig fields: {', '.join(sorted(_clashing))}; "
+        "rename them in the method's config"
+    )
 
 
 def applies_to(field: str) -> str:
@@ -180,7 +207,7 @@ def first_error(err: ValidationError) -> str:
     """`field: message` of the first error (`message` alone for a model-level one)."""
     first = err.errors()[0]
     where = ".".join(_printable(str(p)) for p in first["loc"])
-    msg = " ".join(first["msg"].removeprefix("Value error, ").splitlines())
+    msg = one_line(first["msg"].removeprefix("Value error, "), None)
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{where}: {msg}{extra}" if where else f"{msg}{extra}"
 
@@ -214,8 +241,17 @@ def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
 
 def make_stored_config(values: dict[str, Any], source: str = "config.yaml") -> TrainConfig:
     """A run folder's stored config as a TrainConfig. Folders written before the method
-    registry stored every method's fields; those the run's method does not own are dropped."""
+    registry stored every method's fields flat; those the run's method does not own are
+    dropped (folders written before `method_config` store the method's own fields flat)."""
     method = str(values.get("method", TrainConfig.model_fields["method"].default))
     owned = get_method(method).fields if method in METHODS else ()  # else make_config says so
     kept = {k: v for k, v in values.items() if k not in METHOD_FIELDS or k in owned}
     return make_config(kept, source)
+
+
+def stored_value(config: Mapping[str, Any], name: str) -> Any:
+    """Field `name` (flat name) of a stored config mapping, old flat layout or new nested."""
+    if name in config:
+        return config[name]
+    nested = config.get("method_config")
+    return nested.get(name) if isinstance(nested, Mapping) else None

@@ -1,5 +1,5 @@
-"""Atomic file writes (readers never see a half-written file), and a JSON reader that fails in
-one line.
+"""Atomic file writes (readers never see a half-written file), a JSON reader that fails in one
+line, and a file's sha256.
 
 A write that the filesystem refuses (a full disk, a quota, a read-only volume) ends in
 `WriteFailed`, one line naming the file it was writing; the temporary is removed, so the target
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from dptune.errors import DptuneError
 _REFUSED = {
     errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM,
 }  # fmt: skip
+_CHUNK = 1 << 20  # bytes hashed at a time
 
 
 class WriteFailed(DptuneError, OSError):
@@ -136,3 +138,12 @@ def read_json(path: str | os.PathLike[str], missing: str = "no such file") -> An
         raise DptuneError(f"{path}:{err.lineno}: invalid JSON") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DptuneError(f"{path}: unreadable ({err.__class__.__name__})") from None
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -8,6 +8,7 @@ from typing import Any
 from dptune.backbones.base import Backbone
 from dptune.backbones.loader import build_backbone
 from dptune.config import TrainConfig
+from dptune.prompts.registry import get_method
 from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example, Task
 from dptune.tasks.fields import check_data, check_formats
@@ -31,13 +32,13 @@ class Predictor:
         """Load a run; `model` replaces the backbone named in its config (e.g. a shipped copy)."""
         folder = RunFolder(run_dir)
         overrides: dict[str, Any] = {"resume": False}
-        if folder.read_config().get("method") == "finetune":
+        if folder.trains_backbone():  # its own backbone is in the folder
             overrides["model"] = str(folder.model_dir)
         elif model is not None:
             overrides["model"] = model
         cfg = folder.read_train_config(**overrides)
         backbone = build_backbone(cfg)
-        if cfg.method != "finetune":
+        if not get_method(cfg.method).trains_backbone:
             backbone.load_trainable_state_dict(folder.read_trainable())
         return cls(cfg, backbone, get_task(cfg.task, cfg.format), device)
 

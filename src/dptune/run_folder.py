@@ -193,6 +193,17 @@ class RunFolder:
             raise DptuneError(f"{self.config_path}: missing; not a dptune run folder")
         return load_yaml(self.config_path)
 
+    def trains_backbone(self) -> bool:
+        """Whether the run's method trains the backbone itself (finetune: the folder holds the
+        whole model, `model/`), from config.yaml; False for a method this version lacks."""
+        from dptune.prompts.registry import get_method
+
+        method = self.read_config().get("method")
+        try:
+            return get_method(str(method)).trains_backbone
+        except ValueError:
+            return False
+
     def read_train_config(self, **overrides: Any) -> TrainConfig:
         """config.yaml validated into a TrainConfig, with `overrides` replacing fields."""
         from dptune.config import make_stored_config

@@ -10,7 +10,7 @@ import torch
 from dptune.backbones.encoder import SIMILARITY_TEMPERATURE, EncoderBackbone, mean_pool
 from dptune.backbones.loader import build_backbone, minilm_dir
 from dptune.config import TrainConfig
-from helpers.batches import make_batch
+from helpers.batches import make_batch, train_steps
 
 SOURCES = [
     "The cat sat on the mat. A cat is sitting.",
@@ -35,18 +35,6 @@ def encoder_for(
 def batch(tiny_bert_dir: Path) -> dict[str, torch.Tensor]:
     tokenizer = encoder_for(tiny_bert_dir).tokenizer
     return make_batch(tokenizer, SOURCES, [LABELS] * 3, GOLD)
-
-
-def train_steps(backbone: EncoderBackbone, batch: dict, steps: int) -> list[float]:
-    optimizer = torch.optim.AdamW(backbone.param_groups(0.3, 0.01, 0.0))
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = backbone.loss(batch)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 def test_linear_head_counts_groups_and_gradients(tiny_bert_dir: Path, batch: dict) -> None:

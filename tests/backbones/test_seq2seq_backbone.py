@@ -13,7 +13,7 @@ from transformers import AutoModelForSeq2SeqLM
 from dptune.backbones.loader import build_backbone
 from dptune.backbones.seq2seq import PROMPT_STATE_FILE, Seq2SeqBackbone
 from dptune.config import TrainConfig
-from helpers.batches import make_batch
+from helpers.batches import make_batch, train_steps
 
 SOURCES = [
     "premise: The cat sat on the mat. hypothesis: A cat is sitting.",
@@ -34,18 +34,6 @@ def backbone_for(model_dir: Path, method: str = "dpt", **overrides: object) -> S
 @pytest.fixture
 def batch(tiny_t5_dir: Path) -> dict[str, torch.Tensor]:
     return make_batch(backbone_for(tiny_t5_dir).tokenizer, SOURCES, CANDIDATES, GOLD)
-
-
-def train_steps(backbone: Seq2SeqBackbone, batch: dict, steps: int, lr: float = 0.3) -> list[float]:
-    optimizer = torch.optim.AdamW(backbone.param_groups(lr, 1e-3, 0.0))
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = backbone.loss(batch)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 @pytest.mark.parametrize("method", ["dpt", "pt", "residual", "probe"])

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from helpers.cli import run_dptune
 from helpers.paths import SUPERGLUE_DIR as SHARED
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
 
 
 def _dptune(*args: str | Path, cwd: Path, hash_seed: str = "0") -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "DPTUNE_CACHE": str(cwd / "cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "dptune.cli.main", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_dptune(*args, cwd=cwd, env={"PYTHONHASHSEED": hash_seed}, timeout=120)
 
 
 def _one_error_line(done: subprocess.CompletedProcess) -> str:

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dptune.data.fetch import (
-    MANIFEST_NAME,
-    TASK_DIRS,
-    expected_hashes,
-    fetch,
-    parse_tasks,
-    sha256_file,
-)
+from dptune.data.fetch import MANIFEST_NAME, TASK_DIRS, expected_hashes, fetch, parse_tasks
 from dptune.errors import DptuneError
+from dptune.fileio import sha256_file
 from helpers.paths import SUPERGLUE_DIR as SHARED
 
 SPLITS = ("train", "val", "test")

@@ -25,7 +25,7 @@ RACER = textwrap.dedent(
     """
     import os, sys, time
     from dptune.cli.main import main
-    import dptune.tracking.registry, mlflow.pyfunc, dptune.inference  # loaded before the start
+    import dptune.tracking.promotion, mlflow.pyfunc, dptune.inference  # loaded before the start
     barrier = sys.argv[1]
     open(f"{barrier}.{os.getpid()}", "w").close()
     while not os.path.exists(barrier):

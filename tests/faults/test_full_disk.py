@@ -18,8 +18,8 @@ import pytest
 from safetensors.torch import load_file
 
 from dptune.config import make_config
+from dptune.run import train
 from dptune.training.checkpoint import read_checkpoint
-from dptune.training.run import train
 from helpers import cli
 from helpers.faults import record_fault
 

@@ -22,22 +22,14 @@ from dptune.stages.params import (
     sample_path,
 )
 from dptune.stages.plan import Plan
-from helpers.hostile import FUZZ, assert_one_line, json_values, mutated
+from helpers.hostile import FUZZ, assert_one_line, json_values, load_or_one_line, mutated
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text(encoding="utf-8"))
 
 
 def _load(text: str) -> PipelineParams | None:
-    with tempfile.TemporaryDirectory(prefix="dptune-fuzz-") as tmp:
-        path = Path(tmp) / "params.yaml"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        try:
-            params = load_profile(path)
-        except DptuneError as err:
-            assert_one_line(err, str(path))
-            return None
-    return params
+    return load_or_one_line(text, "params.yaml", load_profile)
 
 
 def _assert_contained(params: PipelineParams, tmp: Path) -> None:

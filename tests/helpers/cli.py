@@ -46,3 +46,15 @@ def dptune(
 def train(values: Mapping[str, Any], *extra: str, **popen: Any) -> subprocess.Popen:
     """`dptune train` with `values` as flags (and `extra` arguments, e.g. --resume)."""
     return dptune(["train", *flags(values), *extra], **popen)
+
+
+def run_dptune(
+    *args: Any, cwd: Any, env: Mapping[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`dptune ARGS...` run to its end in `cwd` (with its own `$DPTUNE_CACHE` there); `env`
+    adds to this process's environment."""
+    full = {**os.environ, **_ENV, "DPTUNE_CACHE": os.path.join(str(cwd), "cache"), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "dptune.cli.main", *map(str, args)],
+        cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip

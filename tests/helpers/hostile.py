@@ -1,14 +1,19 @@
-"""Hypothesis strategies for hostile input, and the one-line-error check the fuzz tests share."""
+"""Hypothesis strategies for hostile input, and the one-line-error checks the fuzz tests share."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from dptune.errors import DptuneError
+
+T = TypeVar("T")
 
 # Modest and deadline-bound: the whole of tests/fuzz runs in well under a minute.
 FUZZ = settings(
@@ -77,3 +82,16 @@ def assert_one_line(err: DptuneError, *places: str) -> str:
     if places:
         assert any(p in message for p in places), (places, message)
     return message
+
+
+def load_or_one_line(text: str, name: str, load: Callable[[Path], T]) -> T | None:
+    """`load` of `text` written to a temporary file `name`: what it returns, or None once its
+    DptuneError is checked to be one line naming the file."""
+    with tempfile.TemporaryDirectory(prefix="dptune-fuzz-") as tmp:
+        path = Path(tmp) / name
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            return load(path)
+        except DptuneError as err:
+            assert_one_line(err, str(path))
+            return None

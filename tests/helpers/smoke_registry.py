@@ -53,6 +53,7 @@ ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "M
 
 
 def _build(root: Path, uri: str, tiny_t5_dir: Path, methods: tuple[str, ...]) -> SmokeRegistry:
+    from dptune.run import train
     from dptune.tracking import (
         configure,
         log_run_folder,
@@ -60,7 +61,6 @@ def _build(root: Path, uri: str, tiny_t5_dir: Path, methods: tuple[str, ...]) ->
         registered_model_name,
         set_challenger,
     )
-    from dptune.training.run import train
 
     configure()
     data = small_task_copy(root / "data")

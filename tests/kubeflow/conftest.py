@@ -14,9 +14,3 @@ def smoke() -> dict[str, Any]:
     from dptune.stages.params import load_profile
 
     return load_profile(SMOKE_PROFILE).model_dump(mode="json")
-
-
-@pytest.fixture(autouse=True)
-def _task_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the task readers' Arrow cache out of the home folder (subprocesses inherit it)."""
-    monkeypatch.setenv("DPTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "dptune-cache"))

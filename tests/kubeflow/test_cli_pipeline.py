@@ -1,5 +1,5 @@
 """`dptune pipeline compile | submit | run-local`: outputs on success, one error line (exit 2)
-otherwise."""
+otherwise; the deployment flags generated from `PipelineOptions`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer
 import yaml
 from kfp_helpers import REPO_ROOT, SMOKE_PROFILE
 from kfp_stub import StubState, kfp_stub
+from pydantic import Field
+
+from dptune.kfp.options import PipelineOptions
 
 
 def dptune(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
@@ -108,7 +112,6 @@ def stub() -> Iterator[tuple[str, StubState]]:
 
 @pytest.fixture(scope="module")
 def smoke_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dptune.kfp.options import PipelineOptions
     from dptune.kfp.pipeline import compile_pipeline
     from dptune.stages.params import load_profile
 
@@ -338,3 +341,100 @@ def test_run_local_needs_the_data(monkeypatch, capfd, tmp_path):
     assert error_line(capfd) == (
         f"error: --data-dir: {tmp_path / 'none'}: no such folder (run `dptune data fetch`)"
     )
+
+
+# ---- deployment flags, generated from PipelineOptions ----------------------------------------
+def option_names(command: str) -> set[str]:
+    import typer.main
+
+    from dptune.cli.pipeline import app
+
+    group = typer.main.get_command(app)
+    params = group.commands[command].params  # type: ignore[attr-defined]
+    return {name for p in params for name in [*p.opts, *p.secondary_opts]}
+
+
+@pytest.mark.parametrize("command", ["compile", "submit"])
+def test_every_pipeline_option_is_a_flag(command):
+    fields = PipelineOptions.model_fields
+    assert {PipelineOptions.flag_of(name) for name in fields} <= option_names(command)
+    assert {"--storage-class", "--access-mode", "--image-pull-secret", "--train-timeout"} <= (
+        option_names(command)
+    )  # the flags' names from before they were generated
+
+
+class ExtendedOptions(PipelineOptions):
+    """A deployment setting added later: one field, nothing else."""
+
+    node_pool: str | None = Field(None, description="Node pool the GPU pods run in")
+    spot: bool = Field(False, description="Run on spot nodes")
+
+
+def test_a_new_options_field_becomes_a_flag_with_its_help_and_value():
+    from typer.testing import CliRunner
+
+    from dptune.cli.pipeline import with_deployment_flags
+
+    received: list[PipelineOptions] = []
+
+    def command(options: PipelineOptions, name: str = "x") -> None:
+        received.append(options)
+
+    cli = typer.Typer()
+    cli.command()(with_deployment_flags(command, ExtendedOptions))
+    args = ["--node-pool", "a100", "--spot", "--gpus", "2", "--gpu-node-selector", "k=v"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (options,) = received
+    assert isinstance(options, ExtendedOptions)
+    assert options.node_pool == "a100" and options.spot and options.gpus == 2
+    assert options.gpu_node_selector == (("k", "v"),)
+    assert options.image == PipelineOptions().image  # flags not given keep their defaults
+    help_text = " ".join(CliRunner().invoke(cli, ["--help"], env={"COLUMNS": "200"}).output.split())
+    assert "--node-pool" in help_text and "Node pool the GPU pods run in" in help_text
+    assert "--no-spot" in help_text and "Run on spot nodes (default: off)" in help_text
+
+
+def test_deployment_flags_reach_the_compiled_pipeline(monkeypatch, capfd, tmp_path):
+    out = tmp_path / "p.yaml"
+    args = ["compile", "--out", str(out), "--profile", "smoke", "--image", "x:1"]
+    args += ["--train-cpu", "8", "--train-memory", "32Gi", "--step-memory", "2Gi"]
+    args += ["--retries", "0", "--no-gpu-toleration", "--data-pvc", "glue"]
+    args += ["--data-mount", "/data", "--image-pull-secret", "regcred", "--mlflow-from-backend"]
+    assert dptune(monkeypatch, *args) == 0, capfd.readouterr().err
+    spec, platform = list(yaml.safe_load_all(out.read_text()))
+    executors = spec["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]["resources"]
+    assert train["resourceCpuRequest"] == "8" and train["resourceMemoryRequest"] == "32Gi"
+    assert executors["exec-report"]["container"]["resources"]["resourceMemoryRequest"] == "2Gi"
+    (loop,) = [t for t in spec["root"]["dag"]["tasks"].values() if "iteratorPolicy" in t]
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert "retryPolicy" not in body["train"]
+    assert spec["root"]["inputDefinitions"]["parameters"]["data_source"]["defaultValue"] == "/data"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "tolerations" not in k8s["exec-train"]
+    assert k8s["exec-prepare"]["pvcMount"][0]["mountPath"] == "/data"
+    assert k8s["exec-report"]["imagePullSecret"][0]["secretName"] == "regcred"
+    names = [m["envVar"] for s in k8s["exec-train"]["secretAsEnv"] for m in s["keyToEnv"]]
+    assert "MLFLOW_TRACKING_URI" not in names  # --mlflow-from-backend
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "problem"),
+    [
+        ("--gpus", "-1", "-1 must be >= 0"),
+        ("--train-memory", "32GB", "'32GB' is not a memory quantity such as 16Gi"),
+        ("--retry-backoff", "1 hour", "'1 hour' is not a duration such as 60s or 5m"),
+        ("--image-pull-secret", "Reg_Cred", "'Reg_Cred' is not a Kubernetes object name"),
+        ("--data-mount", "data", "'data' is not an absolute path"),
+        ("--image", "", "'': string should have at least 1 character"),
+    ],
+)
+def test_a_bad_deployment_flag_is_one_error_line(
+    monkeypatch, capfd, tmp_path, flag, value, problem
+):
+    out = tmp_path / "p.yaml"
+    args = ["compile", "--out", str(out), "--profile", "smoke", "--allow-placeholder-image"]
+    assert dptune(monkeypatch, *args, flag, value) == 2
+    assert error_line(capfd) == f"error: {flag}: {problem}"
+    assert not out.exists()

@@ -72,11 +72,26 @@ def inputs(
     return made
 
 
+def as_protobuf(value: Any) -> Any:
+    """`value` as a ParallelFor item comes back through protobuf: every number a float."""
+    if isinstance(value, dict):
+        return {k: as_protobuf(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_protobuf(v) for v in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def grid_item(params: str, name: str) -> dict[str, Any]:
+    """The grid step's item for cell `name`, as the train step receives it."""
+    (item,) = [c for c in components.grid.python_func(params=params) if c["name"] == name]
+    return as_protobuf(item)
+
+
 def train_cell(
     params: str, inputs: dict[str, Any], folder: Path, method: str, workspace: str
 ) -> tuple[Model, Metrics]:
     run, metrics = artifact(Model, folder, "run"), artifact(Metrics, folder, "metrics")
-    cell = {"task": "cb", "method": method, "seed": 0.0, "name": f"cb-{method}-s0"}  # as KFP
+    cell = grid_item(params, f"cb-{method}-s0")
     components.train.python_func(
         params=params, cell=cell, superglue=inputs["superglue"], backbone=inputs["backbone"],
         samples=inputs["samples"], workspace=workspace, pipeline_run="run-123", run=run,
@@ -102,6 +117,9 @@ def trained(
 def test_grid_lists_the_cells_of_the_profile(params):
     cells = components.grid.python_func(params=params)
     assert all(isinstance(cell, dict) for cell in cells)  # STRUCT items, as train's cell
+    # each item is the cell's record (what dvc.yaml's plan stage writes): train trains it as is
+    assert [cell["fields"]["bottleneck"] for cell in cells if cell["method"] == "dpt"] == [2, 3]
+    assert all(cell.pop("train_on") is None and cell.pop("fields") for cell in cells)
     assert cells == [
         {"task": "cb", "method": "dpt", "seed": 0, "name": "cb-dpt-s0", "point": {}},
         {"task": "cb", "method": "pt", "seed": 0, "name": "cb-pt-s0", "point": {}},
@@ -272,7 +290,7 @@ def test_a_failed_cell_and_probe_still_yield_the_report_and_hold_back_promotion(
     Path(empty.path).mkdir()
     run, metrics = artifact(Model, tmp_path, "run"), artifact(Metrics, tmp_path, "metrics")
     components.train.python_func(
-        params=few_shot, cell={"task": "cb", "method": "pt", "seed": 0.0, "name": "cb-pt-s0"},
+        params=few_shot, cell=grid_item(few_shot, "cb-pt-s0"),
         superglue=inputs["superglue"], backbone=inputs["backbone"], samples=empty,
         workspace="", pipeline_run="run-9", run=run, metrics=metrics,
     )  # fmt: skip

@@ -13,7 +13,7 @@ import yaml
 from kfp_helpers import REPO_ROOT
 
 from dptune.errors import DptuneError
-from dptune.kfp.options import IMAGE, LOCAL_OPTIONS, PipelineOptions, Resources
+from dptune.kfp.options import IMAGE, LOCAL_OPTIONS, PipelineOptions
 from dptune.kfp.pipeline import (
     MLFLOW_OPTIONAL_ENV,
     OFFICIAL_DATA_SOURCE,
@@ -214,12 +214,14 @@ def test_options_change_what_they_say(smoke, tmp_path):
         workspace_size=None,
         gpus=2,
         gpu_toleration=False,
-        train_resources=Resources("8", "32Gi"),
+        train_cpu="8",
+        train_memory="32Gi",
     )
     _, task = loop(spec)
     assert "iteratorPolicy" not in task  # 0: no limit
     train = executor(spec, "train")["resources"]
     assert train["accelerator"]["resourceCount"] == "2" and train["resourceMemoryRequest"] == "32Gi"
+    assert train["resourceCpuRequest"] == "8"
     assert "retryPolicy" not in task_spec(spec, "train")
     workspace = task_spec(spec, "train")["inputs"]["parameters"]["workspace"]
     assert workspace["runtimeValue"]["constant"] == ""

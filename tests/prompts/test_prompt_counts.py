@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from prompt_helpers import build_prompt, spec
 from transformers import AutoModelForSeq2SeqLM, T5Config
 
 from dptune.backbones.seq2seq import Seq2SeqBackbone
-from dptune.config import TrainConfig
-from dptune.prompts.build import build_prompt
 
 # T5-small / base / large shapes; built on the meta device, so no weights are allocated.
 T5_SHAPES = {
@@ -28,17 +27,12 @@ def meta_t5(dim: int) -> torch.nn.Module:
         return AutoModelForSeq2SeqLM.from_config(T5Config(vocab_size=32128, **T5_SHAPES[dim]))
 
 
-def train_config(method: str, **overrides: object) -> TrainConfig:
-    values = dict(task="cb", method=method, model="t5-small", data_dir="d", out="o")
-    return TrainConfig(**values, **overrides)
-
-
 @pytest.mark.parametrize("dim", sorted(T5_SHAPES))
 @pytest.mark.parametrize("method", sorted(EXPECTED))
 def test_trainable_params_match_the_spec_table(method: str, dim: int) -> None:
     model = meta_t5(dim)
     embedding = model.get_input_embeddings()
-    prompt = build_prompt(train_config(method), embedding, dim, special_ids={0, 1, 2})
+    prompt = build_prompt(spec(method), embedding, dim, special_ids={0, 1, 2})
     assert prompt is not None and (prompt.num_tokens, prompt.dim) == (100, dim)
     backbone = Seq2SeqBackbone(model, tokenizer=None, prompt=prompt)
     counts = backbone.param_counts()
@@ -49,18 +43,18 @@ def test_trainable_params_match_the_spec_table(method: str, dim: int) -> None:
 @pytest.mark.parametrize(("c", "e"), [(100, 64), (20, 48), (10, 10)])
 def test_probe_count_formula(c: int, e: int) -> None:
     embedding = torch.nn.Embedding(200, e)
-    prompt = build_prompt(train_config("probe", prompt_length=c), embedding, e)
+    prompt = build_prompt(spec("probe", prompt_length=c), embedding, e)
     assert sum(p.numel() for p in prompt.parameters()) == e * e + min(c, e) + c * c
 
 
 def test_bottleneck_and_hidden_size_are_taken_from_the_config() -> None:
     embedding = torch.nn.Embedding(200, 32)
-    dpt = build_prompt(train_config("dpt", prompt_length=20, bottleneck=4), embedding, 32)
+    dpt = build_prompt(spec("dpt", prompt_length=20, bottleneck=4), embedding, 32)
     assert sum(p.numel() for p in dpt.parameters()) == 4 * (20 + 32)
-    config = train_config("residual", prompt_length=20, residual_hidden=8)
+    config = spec("residual", prompt_length=20, residual_hidden=8)
     residual = build_prompt(config, embedding, 32)
     assert sum(p.numel() for p in residual.parameters()) == 20 * 32 + 2 * 32 * 8 + 8 + 32 + 2 * 32
 
 
 def test_finetune_has_no_prompt() -> None:
-    assert build_prompt(train_config("finetune"), torch.nn.Embedding(10, 4), 4) is None
+    assert build_prompt(spec("finetune"), torch.nn.Embedding(10, 4), 4) is None

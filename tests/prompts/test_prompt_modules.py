@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from prompt_helpers import PromptSpec, build_prompt, spec
 from torch import nn
 
-from dptune.config import TrainConfig
-from dptune.prompts.build import build_prompt
 from dptune.prompts.dpt.model import DecomposedPrompt
 from dptune.prompts.init import VOCAB_INIT_RANGE
 from dptune.prompts.probe.model import SvdProbePrompt
@@ -17,9 +16,8 @@ from dptune.prompts.residual.model import ResidualPrompt
 DIM = 48
 
 
-def cfg(method: str, **overrides: object) -> TrainConfig:
-    values = dict(task="cb", method=method, model="m", data_dir="d", out="o", prompt_length=30)
-    return TrainConfig(**{**values, **overrides})
+def cfg(method: str, **overrides: object) -> PromptSpec:
+    return spec(method, **{"prompt_length": 30, **overrides})
 
 
 @pytest.fixture

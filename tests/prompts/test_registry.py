@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 import dptune.prompts
+from dptune.cli.options import config_options
 from dptune.config import METHOD_FIELDS, METHODS, TrainConfig
 from dptune.prompts.base import PromptModule
 from dptune.prompts.registry import (
@@ -80,7 +81,7 @@ def test_method_configs_own_defaults_and_checks_and_are_built_by_keyword() -> No
         config.bottleneck = 3  # type: ignore[misc]
 
 
-def test_every_method_field_is_a_flat_train_config_field_with_registry_help() -> None:
+def test_method_fields_live_in_the_method_config_and_are_flat_flags_with_registry_help() -> None:
     assert METHOD_FIELDS == {
         "bottleneck": ("dpt",),
         "init": ("dpt",),
@@ -88,12 +89,53 @@ def test_every_method_field_is_a_flat_train_config_field_with_registry_help() ->
         "pt_init": ("pt", "residual", "probe"),
         "residual_hidden": ("residual",),
     }
+    assert not set(METHOD_FIELDS) & set(TrainConfig.model_fields)  # one object: method_config
+    options = {p.name: p.default.help for p in config_options()}
     for name in METHOD_FIELDS:
-        field = TrainConfig.model_fields[name]
-        assert field.default is None  # not given: the method's config has the default
-        assert field.description == method_field_help(name)
+        assert options[name] == method_field_help(name)
+    assert "method_config" not in options
     assert method_field_help("bottleneck").endswith("(dpt only; default: 10)")
     assert method_field_help("pt_init").endswith("(pt, residual, probe only; default: vocab)")
+
+
+def test_method_behaviour_is_on_the_registry_entry() -> None:
+    finetune, probe, dpt = get_method("finetune"), get_method("probe"), get_method("dpt")
+    assert finetune.trains_backbone and not finetune.has_prompt and finetune.lr == 1e-4
+    assert probe.stage == "probe" and not probe.grid and probe.rank_statistics
+    assert dpt.grid and dpt.has_prompt and not dpt.trains_backbone and dpt.lr == 0.3
+    assert [s.name for s in methods() if s.rank_statistics] == ["probe"]
+
+
+def test_no_method_name_is_compared_outside_the_prompts_package() -> None:
+    """Behaviour that differs by method lives on its registry entry: `x == "finetune"`,
+    `x in ("dpt", "pt")` or a mapping keyed by method names outside prompts/ would make a new
+    method folder incomplete."""
+    import ast
+
+    src = PROMPTS_DIR.parent
+    # "probe" is also a pipeline stage's name: as such it may be compared (`spec.stage`), but
+    # never with a method (`cfg.method == "probe"`).
+    stages = {"probe"}
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        if PROMPTS_DIR in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                parts = [node.left, *node.comparators]
+            elif isinstance(node, ast.Dict):
+                parts = [k for k in node.keys if k is not None]
+            else:
+                continue
+            of_method = "method" in ast.unparse(node).replace("method_", "")
+            for part in parts:
+                items = part.elts if isinstance(part, ast.Tuple | ast.List | ast.Set) else [part]
+                for item in items:
+                    if not (isinstance(item, ast.Constant) and item.value in method_names()):
+                        continue
+                    if item.value not in stages or of_method:
+                        found.append(f"{path.relative_to(src)}:{node.lineno}: {item.value!r}")
+    assert not found, "method names compared outside prompts/:\n" + "\n".join(found)
 
 
 def test_the_config_and_registry_import_no_torch() -> None:

@@ -1,4 +1,4 @@
-"""Fixtures shared by the stage tests."""
+"""Fixtures shared by the stage tests (the private `$DPTUNE_CACHE`: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,3 @@ import pytest
 def superglue(superglue_dir: Path) -> Path:
     """The real SuperGLUE files beside the repository (read-only): `superglue_dir`."""
     return superglue_dir
-
-
-@pytest.fixture(autouse=True)
-def _task_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the task readers' Arrow cache out of the home folder."""
-    cache = tmp_path_factory.getbasetemp() / "dptune-cache"
-    monkeypatch.setenv("DPTUNE_CACHE", str(cache))

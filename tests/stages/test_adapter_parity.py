@@ -164,9 +164,9 @@ def test_both_adapters_give_every_stage_the_same_inputs(setting, recorded):
 
     # the sweep: dvc.yaml's `dptune stage sweep` and the Kubeflow train items of its cells
     (cli_sweep,) = sweep_calls
-    kfp_swept = [c for c in kfp_train if c["args"][0].bottleneck == 3]
+    kfp_swept = [c for c in kfp_train if c["args"][0].method_value("bottleneck") == 3]
     assert [_config(c) for c in cli_sweep["args"][0]] == [_config(c["args"][0]) for c in kfp_swept]
-    assert [c.bottleneck for c in cli_sweep["args"][0]] == [3, 3]
+    assert [c.method_config.bottleneck for c in cli_sweep["args"][0]] == [3, 3]
     assert [Path(c.out).name for c in cli_sweep["args"][0]] == swept
     assert all(c["kwargs"]["register"] is False for c in kfp_swept)  # analyses: not registered
     calls["train"][1] = [c for c in kfp_train if c not in kfp_swept]

@@ -22,8 +22,9 @@ import pytest
 import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from dptune.backbones.materialised import read_backbone
 from dptune.errors import DptuneError
-from dptune.stages.backbone import backbone_stage, model_of, read_backbone
+from dptune.stages.backbone import backbone_stage, model_of
 
 REPO = "acme/t5-mini"
 OLD_SHA = "1" * 40

@@ -13,6 +13,7 @@ from scipy import stats
 from dptune.stages import bootstrap
 from dptune.stages.report import report_stage
 from dptune.tasks.registry import get_task
+from helpers.run_folders import finished_run
 
 
 def _seeds(*rows: list[float], keys: str = "k") -> list[dict]:
@@ -65,7 +66,7 @@ def test_seeds_are_averaged_and_differences_are_paired():
         "pt": {"cb": _seeds(a, b), "rte": _seeds(1 - a)},
         "head-only": {"cb": _seeds(np.ones(120)), "rte": _seeds(a)},
     }
-    result = bootstrap.intervals(rows, ["cb", "rte"])
+    result = bootstrap.intervals(rows, ["cb", "rte"], [("dpt", "pt"), ("residual", "pt")])
     assert result["rows"]["dpt"]["cb"]["mean"] == pytest.approx((a.mean() + b.mean()) / 2)
     assert result["rows"]["head-only"]["cb"]["ci"] == (1.0, 1.0)
     same = result["differences"]["dpt − pt"]["cb"]
@@ -80,25 +81,13 @@ def test_rows_scored_on_other_examples_are_not_paired():
     assert bootstrap.intervals(rows, ["cb"])["rows"] == {}
 
 
-def _run(root: Path, task: str, method: str, seed: int, accuracy: float) -> Path:
-    run = root / "runs" / f"{task}-{method}-s{seed}"
-    run.mkdir(parents=True)
-    metrics = {
-        "task": task, "method": method, "seed": seed, "model": "m", "protocol": "heldout",
-        "splits": {"how": "h", "optimistic": False}, "trainable_params": 8680,
-        "prompt_params": 8680, "primary_metric": "accuracy", "test": {"accuracy": accuracy},
-    }  # fmt: skip
-    (run / "metrics.json").write_text(json.dumps(metrics))
-    (run / "history.jsonl").write_text(json.dumps({"step": 1, "train_loss": 1.0}) + "\n")
-    return run
-
-
 def test_the_report_writes_intervals_to_the_markdown_only(tmp_path: Path):
     outcomes = {"dpt": [1.0] * 30 + [0.0] * 10, "pt": [1.0] * 20 + [0.0] * 20}
     runs, evals = [], {}
     for method, values in outcomes.items():
         for seed in (0, 1):
-            run = _run(tmp_path, "rte", method, seed, float(np.mean(values)))
+            folder = tmp_path / "runs" / f"rte-{method}-s{seed}"
+            run = finished_run(folder, "rte", method, seed, {"accuracy": float(np.mean(values))})
             runs.append(run)
             evals[run.name] = {
                 "run": run.name, "task": "rte", "method": method, "seed": seed,

@@ -50,7 +50,7 @@ def test_paper_profile_follows_the_paper():
                       out="o")  # fmt: skip
     assert (cfg.epochs, cfg.batch_size, cfg.learning_rate) == (100, 16, 0.3)  # `-ts 16`
     assert (cfg.precision, cfg.max_target_length) == ("fp32", 128)  # as the official code
-    assert (cfg.prompt_length, cfg.bottleneck, cfg.device) == (100, 10, "cuda")
+    assert (cfg.prompt_length, cfg.method_config.bottleneck, cfg.device) == (100, 10, "cuda")
     assert "t5-base" in params.model
 
 

@@ -31,5 +31,8 @@ def test_each_cell_has_the_papers_prompt_size_on_e_768(tmp_path):
             data_dir=tmp_path, out=tmp_path / method,
         )  # fmt: skip
         assert (cfg.prompt_length, cfg.format, cfg.checkpoint_every) == (100, "natural", 4)
-        prompt = build_prompt(cfg, embedding, 768, special_ids=[0, 1, 2])
+        prompt = build_prompt(
+            cfg.method, cfg.method_config, num_tokens=cfg.prompt_length, embedding=embedding,
+            special_ids=[0, 1, 2], generator=torch.Generator().manual_seed(cfg.seed),
+        )  # fmt: skip
         assert sum(p.numel() for p in prompt.parameters() if p.requires_grad) == size, method

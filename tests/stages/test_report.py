@@ -5,28 +5,21 @@ from pathlib import Path
 
 import pytest
 
+from dptune.config import METHODS
 from dptune.errors import DptuneError
 from dptune.stages.report import collect, metric_rows, paper_metric, report_stage, to_markdown
+from dptune.stages.report.table import BASELINE_ROWS, COMPARED_ROWS
+from helpers.run_folders import finished_run
 
 HOW = {"cb": "official val halved", "rte": "official val halved"}
 
 
 def _run(root: Path, task: str, method: str, seed: int, test: dict, params: int, **extra) -> Path:
-    run = root / f"{task}-{method}-s{seed}"
-    run.mkdir(parents=True)
-    metrics = {
-        "task": task, "method": method, "seed": seed, "model": "m", "protocol": "heldout",
-        "splits": {"how": HOW.get(task, "h"), "optimistic": False}, "trainable_params": params,
-        "prompt_params": params, "primary_metric": "accuracy", "test": test, **extra,
-    }  # fmt: skip
-    (run / "metrics.json").write_text(json.dumps(metrics))
-    history = [
-        {"step": 1, "epoch": 0, "train_loss": 2.0},
-        {"step": 2, "epoch": 1, "dev_accuracy": 0.5},
-        {"step": 4, "epoch": 2, "dev_accuracy": 0.75, "train_loss": 1.0},
-    ]
-    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    return run
+    splits = {"how": HOW.get(task, "h"), "optimistic": False}
+    return finished_run(
+        root / f"{task}-{method}-s{seed}", task, method, seed, test,
+        splits=splits, trainable_params=params, prompt_params=params, **extra,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -197,3 +190,9 @@ def test_inconsistent_grids_are_refused(tmp_path):
         collect([tmp_path / "missing"])
     with pytest.raises(DptuneError, match="no finished runs"):
         collect([])
+
+
+def test_the_compared_rows_are_rows_the_table_can_have():
+    """A renamed method or baseline would silently drop its bootstrap comparison."""
+    rows = {*BASELINE_ROWS, *METHODS}
+    assert {name for pair in COMPARED_ROWS for name in pair} <= rows

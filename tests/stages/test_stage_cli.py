@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 from stage_helpers import REPO_ROOT, profile
 
+from helpers.cli import run_dptune
+
 
 def _dptune(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DPTUNE_CACHE": str(cwd / "cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "dptune.cli.main", "stage", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_dptune("stage", *args, cwd=cwd)
 
 
 def _write_profile(path: Path, **overrides) -> Path:

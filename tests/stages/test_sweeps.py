@@ -17,6 +17,7 @@ from dptune.stages.params import load_profile
 from dptune.stages.plan import Cell, Plan, StageInputs
 from dptune.stages.register import complete_tasks
 from dptune.stages.report import collect, report_stage, sweep_report_stage
+from helpers.run_folders import finished_run
 
 BOTTLENECK = {"methods": ["dpt"], "values": {"bottleneck": [2, 4]}}
 
@@ -93,7 +94,7 @@ def test_a_sweep_cell_config_and_its_kubeflow_item(tmp_path: Path):
     (cell,) = plan.sweep_cells("bottleneck")
     inputs = StageInputs(tmp_path, None, tmp_path / "samples")
     cfg = plan.cell_config(cell, inputs, tmp_path / "o", model="m")
-    assert (cfg.bottleneck, cfg.prompt_length, cfg.sample) == (4, 4, None)
+    assert (cfg.method_config.bottleneck, cfg.prompt_length, cfg.sample) == (4, 4, None)
     item = json.loads(json.dumps({**cell.as_item(), "seed": 0.0, "point": {"bottleneck": 4.0}}))
     assert Cell.from_item(item, "kfp") == cell  # protobuf's floats come back as integers
     (k_cell,) = plan.sweep_cells("k")
@@ -148,17 +149,8 @@ def test_the_old_probe_task_reads_as_a_list():
 
 # ---- the report --------------------------------------------------------------------------
 def _fake_run(folder: Path, task: str, method: str, seed: int, accuracy: float) -> Path:
-    """A finished run folder as the trainer leaves it (only what the report reads)."""
-    folder.mkdir(parents=True)
-    metrics = {
-        "task": task, "method": method, "seed": seed, "model": "tiny", "protocol": "heldout",
-        "primary_metric": "accuracy", "trainable_params": 8, "prompt_params": 8,
-        "test": {"accuracy": accuracy, "f1_macro": accuracy / 2}, "dev": {"accuracy": accuracy},
-    }  # fmt: skip
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    (folder / "config.yaml").write_text(json.dumps({"task": task, "method": method, "seed": seed}))
-    (folder / "history.jsonl").write_text(json.dumps({"step": 1, "train_loss": 1.0}) + "\n")
-    return folder
+    test = {"accuracy": accuracy, "f1_macro": accuracy / 2}
+    return finished_run(folder, task, method, seed, test, dev={"accuracy": accuracy})
 
 
 def test_a_sweep_table_and_figure(tmp_path: Path):

@@ -69,7 +69,9 @@ def test_file_store_and_missing_sqlite_folder_are_reported(tmp_path, monkeypatch
 def test_experiments_per_stage_group(monkeypatch):
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     assert experiment_name("train") == experiment_name("evaluate") == "dptune"
-    assert experiment_name("probe") == "dptune-probe"
+    assert experiment_name("probe") == "dptune-probe"  # the stage of a method of its own
+    assert experiment_name("report") == "dptune-report"
+    assert experiment_name("baseline") == "dptune"
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
     assert experiment_name("train") == "mine"
 

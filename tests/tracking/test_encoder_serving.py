@@ -5,10 +5,10 @@ import mlflow
 import pandas as pd
 
 from dptune.inference import Predictor
+from dptune.run import train
 from dptune.run_folder import RunFolder
 from dptune.tracking import ensure_experiment
 from dptune.tracking.pyfunc import log_prompt_model
-from dptune.training.run import train
 from helpers.small_data import small_run_config, small_task_copy
 
 

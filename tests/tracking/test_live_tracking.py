@@ -12,9 +12,9 @@ from mlflow import MlflowClient
 
 from dptune.config import make_config
 from dptune.errors import DptuneError
+from dptune.run import train
 from dptune.tracking.live import LiveRun
 from dptune.training.events import TrainingCallback
-from dptune.training.run import train
 from helpers import cli
 
 # 32 examples in batches of 8: 4 steps an epoch, 8 in all, each step logged

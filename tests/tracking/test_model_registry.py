@@ -14,6 +14,7 @@ from dptune.tracking import (
     set_challenger,
     short_backbone_name,
 )
+from dptune.tracking.pyfunc import logged_model_id
 
 
 @pytest.mark.parametrize(
@@ -245,7 +246,33 @@ def test_a_version_reads_well_and_shows_no_machine_path(
     texts = [*params.values(), *described.tags.values(), described.description,
              client.get_registered_model(name).description or ""]  # fmt: skip
     assert not [t for t in texts if str(tmp_path) in t]
-    from dptune.tracking.registry import logged_model_id
-
     model_metrics = mlflow.get_logged_model(logged_model_id(client, run_id)).metrics
     assert {m.key: m.value for m in model_metrics}["dev_accuracy"] == 0.9
+
+
+def test_a_description_reads_flat_and_nested_configs_alike():
+    from dptune.tracking.model_versions import version_description
+
+    metrics = {"trainable_params": 1234, "dev": {"accuracy": 0.5}}
+    flat = {"task": "cb", "method": "dpt", "model": "t5-small", "prompt_length": 4, "bottleneck": 2}
+    nested = {**flat, "method_config": {"bottleneck": 2}}
+    del nested["bottleneck"]
+    expected = (
+        "cb / dpt on t5-small; c = 4, b = 2; 1,234 trainable parameters; dev: accuracy 0.5000; "
+        "protocol heldout."
+    )
+    assert version_description(flat, metrics) == expected
+    assert version_description(nested, metrics) == expected
+    finetuned = version_description({**flat, "method": "finetune", "bottleneck": None}, metrics)
+    assert "; all weights fine-tuned;" in finetuned
+
+
+def test_a_run_without_a_model_is_not_registered(tracking, make_run, tmp_path, unique_backbone):
+    from dptune.tracking import log_run_folder, register_run_folder
+
+    run_dir = make_run(tmp_path / "run", model=unique_backbone)
+    run_id = log_run_folder(run_dir, stage="train", log_model=False)
+    with pytest.raises(DptuneError, match=f"run_id: run {run_id} logged no model 'model'"):
+        register_run_folder(run_id, run_dir)
+    with pytest.raises(DptuneError, match="run_id: run 0+ not found at sqlite"):
+        register_run_folder("0" * 32, run_dir)

@@ -11,11 +11,11 @@ import pytest
 from mlflow import MlflowClient
 
 from dptune.config import make_config
+from dptune.run import train
 from dptune.run_folder import RunFolder
 from dptune.tracking import configure
 from dptune.tracking.live import LiveRun
 from dptune.training.events import TrainingCallback
-from dptune.training.run import train
 from helpers import cli
 from helpers.faults import record_fault
 from helpers.mlflow_server import MlflowServer

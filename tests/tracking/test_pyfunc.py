@@ -4,6 +4,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from dptune.errors import DptuneError
 from dptune.tracking import (
@@ -13,7 +14,7 @@ from dptune.tracking import (
     register_run_folder,
     registered_model_name,
 )
-from dptune.tracking.pyfunc import log_prompt_model, to_records
+from dptune.tracking.pyfunc import log_prompt_model, logged_model_id, to_records
 
 CB_RECORDS = [
     {"premise": "It is raining, yes.", "hypothesis": "It rains."},
@@ -60,8 +61,9 @@ def test_local_backbone_can_travel_with_the_model(tracking, make_run, tmp_path, 
     (backbone / "config.json").write_text("{}")
     run_dir = make_run(tmp_path / "run", model=str(backbone))
     experiment_id = ensure_experiment("pyfunc-test")
-    with mlflow.start_run(experiment_id=experiment_id):
+    with mlflow.start_run(experiment_id=experiment_id) as run:
         info = log_prompt_model(run_dir, include_backbone=True)
+    assert logged_model_id(MlflowClient(), run.info.run_id) == info.model_id  # what registers
     mlflow.pyfunc.load_model(info.model_uri)
     shipped = fake_predictor.loaded[-1]["model"]
     model_dir = Path(mlflow.artifacts.download_artifacts(info.model_uri))
@@ -81,7 +83,7 @@ def test_local_backbone_can_travel_with_the_model(tracking, make_run, tmp_path, 
 
 def test_real_predictor_serves_a_trained_tiny_run(tracking, tmp_path, tiny_t5_dir):
     """Train a tiny T5 prompt for two steps, then serve it from the registry."""
-    from dptune.training.run import train
+    from dptune.run import train
     from helpers.small_data import small_run_config, small_task_copy
 
     config = small_run_config(tiny_t5_dir, small_task_copy(tmp_path / "data"), tmp_path / "run")

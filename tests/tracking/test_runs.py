@@ -1,10 +1,13 @@
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from dptune.errors import DptuneError
-from dptune.tracking import ensure_experiment, log_run_folder
+from dptune.tracking import ensure_experiment, log_run_folder, track_run_folder
+from dptune.tracking.runs import config_params
 
 
 def _artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -100,3 +103,47 @@ def test_unfinished_run_folder_is_refused_before_logging(tracking, fake_run):
     (fake_run / "metrics.json").unlink()
     with pytest.raises(DptuneError, match=r"metrics\.json: missing"):
         log_run_folder(fake_run, stage="train")
+
+
+def test_more_points_and_params_than_one_request_holds_are_all_logged(tracking, make_run, tmp_path):
+    run_dir = make_run(tmp_path / "run")
+    rows = [{"step": step, "train_loss": 1 / step, "lr": 0.3} for step in range(1, 701)]
+    (run_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    extra = {f"note_{i:03d}": i for i in range(150)}  # MLflow takes 100 params a request
+    run_id = log_run_folder(run_dir, stage="train", extra_params=extra, log_model=False)
+    client = MlflowClient()
+    assert len(client.get_metric_history(run_id, "train_loss")) == 700  # 1,400 points in all
+    assert len(client.get_metric_history(run_id, "lr")) == 700
+    params = client.get_run(run_id).data.params
+    assert params["note_149"] == "149" and params["task"] == "cb"
+
+
+def test_a_nested_method_config_is_logged_as_flat_params(tracking, make_run, tmp_path):
+    run_dir = make_run(tmp_path / "run")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["method_config"] = {"bottleneck": config.pop("bottleneck"), "init": "normal"}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    run_id = log_run_folder(run_dir, stage="train", log_model=False)
+    params = MlflowClient().get_run(run_id).data.params
+    assert params["bottleneck"] == "2" and params["init"] == "normal"
+    assert "method_config" not in params
+    assert config_params({"lr": 0.3, "method_config": {"bottleneck": 4}}) == {
+        "lr": "0.3",
+        "bottleneck": "4",
+    }
+
+
+@pytest.mark.slow  # logs the pyfunc model twice: 20-50 s on a shared 2-core machine
+@pytest.mark.parametrize(
+    ("method", "stage", "experiment"),
+    [("probe", "probe", "dptune-probe"), ("of-another-dptune", "train", "dptune")],
+)
+def test_a_folder_tracked_alone_goes_to_the_stage_that_trains_its_method(
+    tracking, make_run, tmp_path, method, stage, experiment
+):
+    run_dir = make_run(tmp_path / "run", method=method)
+    run_id = track_run_folder(run_dir)["run_id"]
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == experiment
+    assert run.data.tags["dvc_stage"] == stage

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from dptune.tracking.registry import logged_model_id
+from dptune.tracking.pyfunc import logged_model_id
 from helpers.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # trains and registers three tiny runs (shared with the UI test)

@@ -17,9 +17,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from dptune.config import make_config
 from dptune.errors import DptuneError
+from dptune.run import train
 from dptune.run_folder import RunFolder
 from dptune.training import checkpoint as ckpt
-from dptune.training.run import train
 from dptune.training.trainer import Trainer
 from helpers import cli
 from helpers.faults import record_fault

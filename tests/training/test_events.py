@@ -12,9 +12,9 @@ import pytest
 
 from dptune.config import make_config
 from dptune.errors import DptuneError
+from dptune.run import train
 from dptune.training.events import TrainingCallback
 from dptune.training.interrupt import TrainingInterrupted
-from dptune.training.run import train
 
 
 class Recorder(TrainingCallback):

@@ -12,9 +12,9 @@ import pytest
 from safetensors.torch import load_file
 
 from dptune.config import make_config
+from dptune.run import train
 from dptune.training.checkpoint import load_checkpoint
 from dptune.training.interrupt import TrainingInterrupted
-from dptune.training.run import train
 from dptune.training.trainer import Trainer
 from helpers import cli
 from helpers.faults import record_fault

@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 from dptune.inference import Predictor
+from dptune.run import train
 from dptune.run_folder import RunFolder
-from dptune.training.run import train
 from helpers.small_data import small_run_config, small_task_copy
 
 

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from dptune.config import make_config
 from dptune.errors import DptuneError
+from dptune.run import train
 from dptune.training.checkpoint import load_checkpoint
-from dptune.training.run import train
 from dptune.training.trainer import Trainer
 from helpers import cli
 from helpers.faults import record_fault

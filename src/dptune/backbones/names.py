@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+TINY_PREFIX = "tiny:"  # references to the tiny random models built offline: tiny:t5, tiny:bert
+TINY_DIR = "tiny"  # their folder's name, and their backbone name: dptune-<task>-tiny
+
 # Path parts that say nothing about which backbone a local folder holds.
 _GENERIC_PARTS = frozenset({"model", "models", "snapshots", "hf", "weights"})
 _SHORT_NAMES = {
@@ -15,7 +18,8 @@ _SHORT_NAMES = {
 }
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """`text` in lower case, every run of other characters than a-z and 0-9 one `-`."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
@@ -31,8 +35,8 @@ def short_backbone_name(model: str) -> str:
     name = (meaningful or parts or ["backbone"])[-1]
     if name.startswith("models--"):  # a Hugging Face cache folder: models--<org>--<name>
         name = name.split("--")[-1]
-    slug = _slug(name) or "backbone"
-    return _SHORT_NAMES.get(slug, slug)
+    short = slug(name) or "backbone"
+    return _SHORT_NAMES.get(short, short)
 
 
 def portable_model(model: str) -> str:

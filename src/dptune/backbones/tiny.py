@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir
 
-TinyKind = Literal["t5", "bert"]
 TINY_KINDS: tuple[str, ...] = ("t5", "bert")
 VOCAB_SIZE = 1500
 # Targets of both text formats, so that each tokenizes into a few pieces.

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
 
 app = typer.Typer(
     name="dptune",
@@ -44,7 +44,7 @@ _register()
 
 def _usage_line(exc: Exception) -> str:
     """One line for a click usage error: `dptune train: no such option: --bogus (see ...)`."""
-    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    message = one_line(exc.format_message(), None)  # type: ignore[attr-defined]
     if message[:1].isupper() and message[1:2].islower():
         message = message[0].lower() + message[1:]
     ctx = getattr(exc, "ctx", None)

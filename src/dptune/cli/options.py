@@ -1,7 +1,10 @@
-"""Typer options generated from `TrainConfig`, so the CLI has no defaults of its own.
+"""Typer options generated from `TrainConfig` and the method registry, so the CLI has no
+defaults of its own.
 
 Every option defaults to None ("not given"); given flags override a `--config` YAML, and
-pydantic fills in the model's defaults and validates the result.
+pydantic fills in the model's defaults and validates the result. A method's own
+hyperparameters are flat flags (`--bottleneck`), one per name across the registered methods;
+`TrainConfig` moves them into the chosen method's `method_config`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import typer
 from pydantic.fields import FieldInfo
 
 from dptune.config import METHOD_FIELDS, TrainConfig, load_yaml, make_config
+from dptune.prompts.registry import get_method, method_field_help
 
 
 def _cli_type(annotation: Any) -> type:
@@ -35,16 +39,15 @@ def _help(name: str, field: FieldInfo) -> str:
     text = field.description or name
     if field.is_required():
         return f"{text} (required)"
-    if name in METHOD_FIELDS:  # its help names the methods it applies to and their defaults
-        return text
     return f"{text} (default: {field.default})"
 
 
-def _option(name: str, field: FieldInfo) -> inspect.Parameter:
+def _option(name: str, field: FieldInfo, help_text: str | None = None) -> inspect.Parameter:
     flag = "--" + name.replace("_", "-")
     kind = _cli_type(field.annotation)
     decls = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
-    option = typer.Option(None, *decls, help=_help(name, field), show_default=False)
+    help_text = help_text or _help(name, field)
+    option = typer.Option(None, *decls, help=help_text, show_default=False)
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None
     )
@@ -70,12 +73,21 @@ def with_config_options(
         extras = {name: kwargs.pop(name) for name in extra_names}
         return func(config_from_flags(kwargs.pop("config"), kwargs), **extras)
 
-    params = [CONFIG_OPTION, *extra]
-    params += [_option(n, f) for n, f in TrainConfig.model_fields.items()]
+    params = [CONFIG_OPTION, *extra, *config_options()]
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     del command.__wrapped__
     return command
+
+
+def config_options() -> list[inspect.Parameter]:
+    """One option per TrainConfig field (`method_config` aside) and per method field, the
+    latter typed by its first owner's config and helped with every owner's default."""
+    options = [_option(n, f) for n, f in TrainConfig.model_fields.items() if n != "method_config"]
+    for name, owners in METHOD_FIELDS.items():
+        field = get_method(owners[0]).config.model_fields[name]
+        options.append(_option(name, field, method_field_help(name)))
+    return options
 
 
 def config_from_flags(config: Path | None, flags: dict[str, Any]) -> TrainConfig:

@@ -1,21 +1,28 @@
 """`dptune pipeline ...`: compile the Kubeflow pipeline, submit it to a host, run it locally.
 
 The pipeline's `params` come from a profile: `--params FILE` (params.yaml, profiles/*.yaml, any
-profile file) or, the same option, `--profile NAME` for `profiles/NAME.yaml`.
+profile file) or, the same option, `--profile NAME` for `profiles/NAME.yaml`. The deployment
+flags of `compile` and `submit` are generated from `PipelineOptions` (`dptune.kfp.options`), one
+per field, its description the help, so a new deployment setting needs no edit here.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import tempfile
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic.fields import FieldInfo
 
 from dptune.errors import DptuneError
 from dptune.kfp.options import (
-    ACCESS_MODES,
     ALLOW_PLACEHOLDER_FLAG,
     IMAGE_REPOSITORY,
     LOCAL_OPTIONS,
@@ -23,8 +30,6 @@ from dptune.kfp.options import (
     PipelineOptions,
     refuse_placeholder_image,
 )
-
-DEFAULTS = PipelineOptions()
 
 app = typer.Typer(
     help="Kubeflow Pipelines: compile the pipeline, submit it to a host, or run it locally.",
@@ -36,6 +41,80 @@ DEFAULT_LOCAL_ROOT = Path("outputs/kfp-local")
 DEFAULT_LOCAL_DATA = Path("data/superglue")
 
 
+# ---- deployment flags, generated from PipelineOptions ----------------------------------------
+def with_deployment_flags(
+    command: Callable[..., None], model: type[PipelineOptions] = PipelineOptions
+) -> Callable[..., None]:
+    """Turn `command(options, **own)` into a typer command taking its own options and one flag
+    per `model` field; the flags given (None: not given) are validated into `options`."""
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "options"
+    ]
+    flags = [_deployment_flag(model, name, field) for name, field in model.model_fields.items()]
+
+    @functools.wraps(command)
+    def typer_command(**values: Any) -> None:
+        given = {name: values.pop(name) for name in model.model_fields}
+        command(deployment_options(given, model), **values)
+
+    params = [*own, *flags]
+    typer_command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    typer_command.__annotations__ = {p.name: p.annotation for p in params}
+    del typer_command.__wrapped__  # typer would read `command`'s signature instead
+    return typer_command
+
+
+def deployment_options(
+    given: dict[str, Any], model: type[PipelineOptions] = PipelineOptions
+) -> PipelineOptions:
+    """The options with the given flags (the rest default), their warnings on stderr."""
+    options = model(**{name: value for name, value in given.items() if value not in (None, [])})
+    for line in options.warnings():
+        typer.echo(f"warning: {line}", err=True)
+    return options
+
+
+def _deployment_flag(
+    model: type[PipelineOptions], name: str, field: FieldInfo
+) -> inspect.Parameter:
+    flag = model.flag_of(name)
+    kind = _flag_type(field.annotation)
+    decls = [f"{flag}/--no-{flag.removeprefix('--')}"] if kind is bool else [flag]
+    option = typer.Option(None, *decls, help=_flag_help(field), show_default=False)
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None
+    )
+
+
+def _flag_type(annotation: Any) -> Any:
+    """The type typer parses a field's flag as; a tuple is a repeatable flag whose values the
+    model validates (`KEY=VALUE` pairs, say)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _flag_type(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _flag_type(inner)
+    if origin is tuple:
+        return list[str]
+    if annotation in (str, int, float, bool):
+        return annotation
+    raise TypeError(f"PipelineOptions: no command-line type for {annotation!r}")
+
+
+def _flag_help(field: FieldInfo) -> str:
+    text = field.description or ""
+    default = field.get_default(call_default_factory=True)
+    if default is None or default == () or "default:" in text:  # the description says it
+        return text
+    if isinstance(default, bool):
+        default = "on" if default else "off"
+    return f"{text} (default: {default})"
+
+
+# ---- profiles ----------------------------------------------------------------------------------
 def _profile_option(default: str) -> Any:
     return typer.Option(
         "--params",
@@ -44,20 +123,6 @@ def _profile_option(default: str) -> Any:
         f"(default: {default})",
         show_default=False,
     )
-
-
-ImageOpt = Annotated[
-    str | None,
-    typer.Option("--image", help=f"Image of every component (default: {DEFAULTS.image})"),
-]
-ParallelismOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--parallelism",
-        help="Grid cells training at once, 0: no limit (default: "
-        f"{DEFAULTS.effective_parallelism}; 1 with a ReadWriteOnce workspace)",
-    ),
-]
 
 
 def resolve_profile(value: str) -> Path:
@@ -80,169 +145,13 @@ def profile_values(value: str) -> dict[str, Any]:
     return load_profile(resolve_profile(value)).model_dump(mode="json")
 
 
-def _options(
-    image: str | None = None,
-    parallelism: int | None = None,
-    mlflow_secret: str | None = None,
-    workspace_size: str | None = None,
-    storage_class: str | None = None,
-    data_pvc: str | None = None,
-    access_mode: str | None = None,
-    pull_secrets: list[str] | None = None,
-    node_selector: list[str] | None = None,
-    accelerator: str | None = None,
-    gpus: int | None = None,
-    train_timeout: int | None = None,
-    step_timeout: int | None = None,
-    mlflow_from_backend: bool = False,
-    hf_token_secret: str | None = None,
-) -> PipelineOptions:
-    changes: dict[str, Any] = {}
-    if hf_token_secret:
-        changes["hf_token_secret"] = hf_token_secret
-    if data_pvc:
-        changes["data_pvc"] = data_pvc
-    if image:
-        changes["image"] = image
-    if parallelism is not None:
-        changes["parallelism"] = parallelism
-    if mlflow_secret is not None:
-        changes["mlflow_secret"] = mlflow_secret or None
-    if workspace_size is not None:
-        changes["workspace_size"] = workspace_size or None
-    if storage_class:
-        changes["workspace_storage_class"] = storage_class
-    if access_mode:
-        changes["workspace_access_mode"] = access_mode
-    if pull_secrets:
-        changes["image_pull_secrets"] = tuple(pull_secrets)
-    if node_selector:
-        pairs = []
-        for item in node_selector:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise DptuneError(f"--gpu-node-selector: {item!r} is not KEY=VALUE")
-            pairs.append((key, value))
-        changes["gpu_node_selector"] = tuple(pairs)
-    if accelerator:
-        changes["accelerator"] = accelerator
-    if gpus is not None:
-        changes["gpus"] = gpus
-    if train_timeout is not None:
-        changes["train_timeout_s"] = train_timeout
-    if step_timeout is not None:
-        changes["step_timeout_s"] = step_timeout
-    if mlflow_from_backend:
-        changes["mlflow_from_backend"] = True
-    options = DEFAULTS.replace(**changes)
-    for line in options.warnings():
-        typer.echo(f"warning: {line}", err=True)
-    return options
-
-
-SecretOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--mlflow-secret",
-        help="Kubernetes secret with MLFLOW_TRACKING_URI (and optional credentials); '' for "
-        f"none (default: {DEFAULTS.mlflow_secret})",
-    ),
-]
-MlflowBackendOpt = Annotated[
-    bool,
-    typer.Option(
-        "--mlflow-from-backend",
-        help="The backend's MLflow plugin (KFP 2.17+) injects MLFLOW_TRACKING_URI, "
-        "MLFLOW_RUN_ID and credentials: the secret then maps only MLFLOW_S3_ENDPOINT_URL and "
-        "the AWS keys",
-    ),
-]
-HfTokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--hf-token-secret",
-        help="Kubernetes secret whose key HF_TOKEN the backbone task gets as HF_TOKEN (a "
-        "private or gated hub model); later tasks run with the hub offline",
-    ),
-]
-WorkspaceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--workspace-size",
-        help="Size of the per-run PVC that keeps run folders (and checkpoints) while training; "
-        f"'' to train in the output artifacts (no resume after a retry) (default: "
-        f"{DEFAULTS.workspace_size})",
-    ),
-]
-StorageClassOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--storage-class", help="Storage class of the workspace PVC (default: the cluster's)"
-    ),
-]
-AccessModeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--access-mode",
-        help=f"Access mode of the workspace PVC: {', '.join(ACCESS_MODES)} (default: "
-        f"{DEFAULTS.workspace_access_mode}; ReadWriteOnce makes the default parallelism 1)",
-    ),
-]
-PullSecretOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--image-pull-secret",
-        help="Secret for pulling the image from a private registry (repeatable)",
-    ),
-]
-NodeSelectorOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--gpu-node-selector",
-        help="KEY=VALUE node label the GPU pods (train, probe) need, e.g. "
-        "cloud.google.com/gke-accelerator=nvidia-l4 (repeatable)",
-    ),
-]
-AcceleratorOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--accelerator",
-        help=f"GPU resource name of train and probe (default: {DEFAULTS.accelerator})",
-    ),
-]
-GpusOpt = Annotated[
-    int | None,
-    typer.Option("--gpus", help=f"GPUs per train/probe pod, 0: CPU (default: {DEFAULTS.gpus})"),
-]
-TrainTimeoutOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--train-timeout",
-        help="Seconds a train/probe/baseline pod may run, starting included, 0: none (default: "
-        f"{DEFAULTS.train_timeout_s})",
-    ),
-]
-StepTimeoutOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--step-timeout",
-        help=f"Seconds any other pod may run, 0: none (default: {DEFAULTS.step_timeout_s})",
-    ),
-]
+# ---- commands ----------------------------------------------------------------------------------
 AllowPlaceholderOpt = Annotated[
     bool,
     typer.Option(
         ALLOW_PLACEHOLDER_FLAG,
         help=f"Accept the placeholder image {IMAGE_REPOSITORY}:<version> (the committed "
         "example YAML)",
-    ),
-]
-DataPvcOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--data-pvc",
-        help=f"A PVC with the raw SuperGLUE folders, mounted at {DEFAULTS.data_mount} for "
-        "prepare (and then the default --data-source)",
     ),
 ]
 DataSourceOpt = Annotated[
@@ -256,35 +165,17 @@ DataSourceOpt = Annotated[
 
 
 @app.command("compile")
+@with_deployment_flags
 def compile_command(
+    options: PipelineOptions,
     out: Annotated[Path, typer.Option("--out", help="Pipeline YAML to write")],
     profile: Annotated[str, _profile_option("params.yaml")] = "params.yaml",
-    image: ImageOpt = None,
     allow_placeholder_image: AllowPlaceholderOpt = False,
     data_source: DataSourceOpt = None,
-    parallelism: ParallelismOpt = None,
-    mlflow_secret: SecretOpt = None,
-    mlflow_from_backend: MlflowBackendOpt = False,
-    hf_token_secret: HfTokenOpt = None,
-    workspace_size: WorkspaceOpt = None,
-    storage_class: StorageClassOpt = None,
-    access_mode: AccessModeOpt = None,
-    data_pvc: DataPvcOpt = None,
-    image_pull_secret: PullSecretOpt = None,
-    gpu_node_selector: NodeSelectorOpt = None,
-    accelerator: AcceleratorOpt = None,
-    gpus: GpusOpt = None,
-    train_timeout: TrainTimeoutOpt = None,
-    step_timeout: StepTimeoutOpt = None,
 ) -> None:
     """Compile the pipeline to YAML, its parameters defaulting to the profile."""
     from dptune.kfp.pipeline import compile_pipeline
 
-    options = _options(
-        image, parallelism, mlflow_secret, workspace_size, storage_class, data_pvc,
-        access_mode, image_pull_secret, gpu_node_selector, accelerator, gpus, train_timeout,
-        step_timeout, mlflow_from_backend, hf_token_secret,
-    )  # fmt: skip
     values = profile_values(profile)
     if not allow_placeholder_image:
         refuse_placeholder_image(options.image, "compile with it")
@@ -306,7 +197,9 @@ def components_command(
 
 
 @app.command("submit")
+@with_deployment_flags
 def submit_command(
+    options: PipelineOptions,
     host: Annotated[
         str | None,
         typer.Option(
@@ -365,43 +258,19 @@ def submit_command(
             "pipeline's first version is named after the pipeline)",
         ),
     ] = None,
-    image: ImageOpt = None,
     allow_placeholder_image: AllowPlaceholderOpt = False,
     data_source: DataSourceOpt = None,
-    parallelism: ParallelismOpt = None,
-    mlflow_secret: SecretOpt = None,
-    mlflow_from_backend: MlflowBackendOpt = False,
-    hf_token_secret: HfTokenOpt = None,
-    workspace_size: WorkspaceOpt = None,
-    storage_class: StorageClassOpt = None,
-    access_mode: AccessModeOpt = None,
-    data_pvc: DataPvcOpt = None,
-    image_pull_secret: PullSecretOpt = None,
-    gpu_node_selector: NodeSelectorOpt = None,
-    accelerator: AcceleratorOpt = None,
-    gpus: GpusOpt = None,
-    train_timeout: TrainTimeoutOpt = None,
-    step_timeout: StepTimeoutOpt = None,
 ) -> None:
     """Submit a run of the pipeline (compiled now, or `--package`) with the profile as its
     `params`. Needs Kubeflow Pipelines 2.15 or later (checked first)."""
-    from dptune.kfp.pipeline import (
-        Connection,
-        compile_pipeline,
-        connect,
-        package_images,
-        submit,
-    )
+    from dptune.kfp.connection import Connection, connect
+    from dptune.kfp.pipeline import compile_pipeline
+    from dptune.kfp.submit import package_images, submit
 
     if package is not None and not package.is_file():
         raise DptuneError(f"--package: {package}: no such file")
     if pipeline_version and not pipeline_name:
         raise DptuneError("--pipeline-version: needs --pipeline-name")
-    options = _options(
-        image, parallelism, mlflow_secret, workspace_size, storage_class, data_pvc,
-        access_mode, image_pull_secret, gpu_node_selector, accelerator, gpus, train_timeout,
-        step_timeout, mlflow_from_backend, hf_token_secret,
-    )  # fmt: skip
     if not allow_placeholder_image:
         for used in sorted(package_images(package)) if package else [options.image]:
             refuse_placeholder_image(used, "submit it")
@@ -423,7 +292,7 @@ def submit_command(
         )
     with tempfile.TemporaryDirectory(prefix="dptune-kfp-") as tmp:
         if package is None:
-            package = compile_pipeline(Path(tmp) / "dptune_pipeline.yaml", values, None, options)
+            package = compile_pipeline(Path(tmp) / "dptune_pipeline.yaml", values, options=options)
         result = submit(
             backend, package, arguments, experiment, run_name=run_name,
             pipeline_name=pipeline_name, pipeline_version=pipeline_version,
@@ -440,10 +309,13 @@ def run_local_command(
     out: Annotated[
         Path, typer.Option("--out", help="kfp.local pipeline root (task outputs)")
     ] = DEFAULT_LOCAL_ROOT,
-    parallelism: ParallelismOpt = None,
+    parallelism: Annotated[
+        int | None,
+        typer.Option("--parallelism", help=PipelineOptions.model_fields["parallelism"].description),
+    ] = None,
 ) -> None:
     """Run the whole pipeline here with kfp.local (tasks as subprocesses, no cluster)."""
-    from dptune.kfp.pipeline import run_local
+    from dptune.kfp.local import run_local
 
     if not data_dir.is_dir():
         raise DptuneError(f"--data-dir: {data_dir}: no such folder (run `dptune data fetch`)")

@@ -71,8 +71,7 @@ def serve(
         Path, typer.Option(help="Project folder holding mlflow.db (without MLFLOW_TRACKING_URI)")
     ] = Path("."),
 ) -> None:
-    from dptune.tracking import check_tracking_server, configure
-    from dptune.tracking.registry import servable_uri
+    from dptune.tracking import check_tracking_server, configure, servable_uri
 
     uri = configure(root)
     check_tracking_server(uri, must_exist=True)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from dptune.errors import DptuneError
-from dptune.stages.plan import Cell, Plan, StageInputs
+from dptune.stages.plan import Cell, Plan, PlanRecords, StageInputs
 from dptune.tasks.jsonl import quiet_progress
 
 app = typer.Typer(
@@ -39,12 +39,24 @@ BackboneOpt = Annotated[
 SamplesOpt = Annotated[
     Path | None, typer.Option("--samples", help="Folder written by `dptune stage sample`")
 ]
+PlanOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--plan",
+        help="Folder written by `dptune stage plan`: train from its records (what DVC hashed) "
+        "[default: merge the profile here]",
+    ),
+]
 TrackOpt = Annotated[
     bool | None,
     typer.Option("--track/--no-track", help="Log to MLflow [default: the profile's mlflow.track]"),
 ]
 DEFAULT_PARAMS = Path("params.yaml")
 DEFAULT_DATA = Path("data/superglue")
+
+
+def _records(plan_dir: Path | None) -> PlanRecords | None:
+    return None if plan_dir is None else PlanRecords(plan_dir)
 
 
 def _echo(result: dict[str, Any]) -> None:
@@ -143,6 +155,7 @@ def train_command(
     data_dir: DataOpt = DEFAULT_DATA,
     backbone: BackboneOpt = None,
     samples: SamplesOpt = None,
+    plan_dir: PlanOpt = None,
     track: TrackOpt = None,
 ) -> None:
     """Train one grid cell, then log it to MLflow and register its prompt (challenger)."""
@@ -150,7 +163,8 @@ def train_command(
 
     plan = Plan.from_file(params_file)
     inputs = StageInputs(data_dir, backbone, samples)
-    cfg = plan.cell_config(Cell(task.lower(), method, seed), inputs, out)
+    cell = Cell(task.lower(), method, seed)
+    cfg = plan.cell_config(cell, inputs, out, records=_records(plan_dir))
     quiet_progress()
     summary = train_stage(
         cfg, track=plan.track(track), register=plan.register_prompts, tags=_data_tags(),
@@ -167,6 +181,7 @@ def sweep_command(
     data_dir: DataOpt = DEFAULT_DATA,
     backbone: BackboneOpt = None,
     samples: SamplesOpt = None,
+    plan_dir: PlanOpt = None,
     track: TrackOpt = None,
 ) -> None:
     """Train a sweep's own cells (those that are not grid cells) into <runs>/sweeps/<name>."""
@@ -175,10 +190,8 @@ def sweep_command(
 
     plan = Plan.from_file(params_file)
     inputs = StageInputs(data_dir, backbone, samples)
-    cfgs = [
-        plan.cell_config(cell, inputs, plan.run_dir(runs, cell, name))
-        for cell in plan.sweep_cells(name)
-    ]
+    plan.sweep_points(name)  # an unknown sweep: one line naming the profile's
+    cfgs = plan.sweep_configs(name, inputs, runs, records=_records(plan_dir))
     quiet_progress()
     summaries = sweep_stage(cfgs, runs / SWEEPS_DIR / name, track=plan.track(track),
                             tags={**_data_tags(), "sweep": name}, progress=True)  # fmt: skip
@@ -209,13 +222,15 @@ def baseline_command(
     data_dir: DataOpt = DEFAULT_DATA,
     backbone: BackboneOpt = None,
     samples: SamplesOpt = None,
+    plan_dir: PlanOpt = None,
 ) -> None:
     """Majority-class and (encoder-only backbones) head-only rows for every task."""
     from dptune.stages.baseline import baseline_stage
 
     quiet_progress()
     plan = Plan.from_file(params_file)
-    configs = plan.baseline_configs(StageInputs(data_dir, backbone, samples), out.parent)
+    inputs = StageInputs(data_dir, backbone, samples)
+    configs = plan.baseline_configs(inputs, out.parent, records=_records(plan_dir))
     _echo(baseline_stage(configs, out, plan.params.report.baselines))
 
 
@@ -228,6 +243,7 @@ def probe_command(
     data_dir: DataOpt = DEFAULT_DATA,
     backbone: BackboneOpt = None,
     samples: SamplesOpt = None,
+    plan_dir: PlanOpt = None,
     track: TrackOpt = None,
 ) -> None:
     """Train the rank probe on each of the profile's probe tasks and draw paper Fig. 3 for it
@@ -237,7 +253,9 @@ def probe_command(
     quiet_progress()
     plan = Plan.from_file(params_file)
     inputs = StageInputs(data_dir, backbone, samples)
-    cfgs = [plan.probe_config(cell, inputs, out / cell.name) for cell in plan.probe_cells()]
+    records = _records(plan_dir)
+    cells = plan.probe_cells() if records is None else records.probe_cells()
+    cfgs = [plan.probe_config(cell, inputs, out / cell.name, records) for cell in cells]
     _echo(probes_stage(cfgs, report, summary, titles=[plan.probe_title(c) for c in cfgs],
                        track=plan.track(track), progress=True))  # fmt: skip
 

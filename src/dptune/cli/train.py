@@ -21,7 +21,7 @@ def wants_tracking(track: bool | None) -> bool:
 
 def _train(cfg: TrainConfig, track: bool | None = None) -> None:
     """Train a prompt (or fine-tune) on one SuperGLUE task and export the run folder."""
-    from dptune.training.run import train as run_training
+    from dptune.run import train as run_training
 
     callbacks = []
     if wants_tracking(track):  # checked before training: a bad server is one line now

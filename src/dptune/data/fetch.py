@@ -26,7 +26,7 @@ from typing import IO
 from tqdm import tqdm
 
 from dptune.errors import DptuneError
-from dptune.fileio import atomic_path, write_text
+from dptune.fileio import atomic_path, sha256_file, write_text
 
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/glue/superglue/data/v2"
 TASK_DIRS: dict[str, str] = {
@@ -90,14 +90,6 @@ def parse_tasks(spec: str | Sequence[str] | None) -> list[str]:
 
 def is_url(source: str) -> bool:
     return "://" in source
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch(

@@ -29,11 +29,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
 from dptune.fileio import read_json, write_json, write_text
 from dptune.run_folder import CHECKPOINTS_DIR, PREDICTIONS_DIR, RunFolder
 from dptune.stages.params import parse_profile, run_name
-from dptune.stages.plan import Cell, Plan, StageInputs
+from dptune.stages.plan import Cell, Plan, StageInputs, config_from_record
 from dptune.tasks.jsonl import quiet_progress
 
 PARAMS_SOURCE = "pipeline parameter params"
@@ -164,7 +164,7 @@ def recording_failure(
     except TrainingInterrupted:
         raise
     except Exception as err:
-        text = " ".join(str(err).split()) or type(err).__name__
+        text = one_line(err, None)
         record = {**what, "error": text, "error_type": type(err).__name__}
         traceback.print_exc()  # the pod's log keeps the traceback; the outputs keep one line
         print(f"dptune: {record.get('name', 'task')} failed: {text}", file=sys.stderr)
@@ -205,19 +205,9 @@ def figure_html_failed(failures: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def figure_html(png: Path, title: str) -> str:
-    """A self-contained HTML page showing `png` (the KFP UI renders HTML artifacts)."""
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
-    title = html.escape(title)
-    return (
-        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
-        f'<body><h3>{title}</h3><img alt="{title}" style="max-width:100%" '
-        f'src="data:image/png;base64,{data}"></body></html>\n'
-    )
-
-
 def _manifest_digest(superglue: str | Path) -> str | None:
-    from dptune.data.fetch import MANIFEST_NAME, sha256_file
+    from dptune.data.fetch import MANIFEST_NAME
+    from dptune.fileio import sha256_file
 
     manifest = Path(superglue) / MANIFEST_NAME
     return sha256_file(manifest) if manifest.is_file() else None
@@ -287,8 +277,11 @@ def sample(params: str | Mapping[str, Any], superglue: ArtifactLike, samples: Ar
 
 def grid(params: str | Mapping[str, Any]) -> list[dict[str, Any]]:
     """Validate the profile and list every cell to train: the grid's, then the sweeps' own
-    (`Plan.cells`, the list dvc.yaml's train and sweep stages cover)."""
-    return [cell.as_item() for cell in plan_of(params).cells()]
+    (`Plan.cells`, the list dvc.yaml's train and sweep stages cover), each as its record
+    (`Plan.cell_record`, what the plan stage writes for DVC): the train step trains exactly
+    the record it is handed."""
+    plan = plan_of(params)
+    return [plan.cell_record(cell) for cell in plan.cells()]
 
 
 def train(
@@ -312,7 +305,9 @@ def train(
     run.metadata.update(item.as_item())
     with recording_failure(item.as_item(), [run], metrics) as outcome:
         work = work_dir(workspace, WORKSPACE_RUNS, item.name, run)
-        cfg = plan.cell_config(item, stage_inputs(superglue, backbone, samples), work)
+        inputs = stage_inputs(superglue, backbone, samples)
+        source = f"{PARAMS_SOURCE} ({item.name})"
+        cfg = config_from_record(cell, inputs, work, model=plan.model(inputs), source=source)
         tags = {"kfp_run_id": pipeline_run}
         digest = superglue.metadata.get("manifest_sha256") or _manifest_digest(superglue.path)
         if digest:

@@ -3,8 +3,8 @@
 Every component runs in the one project image (`IMAGE`, built from the Dockerfile; the pipeline
 can swap it with `PipelineOptions.image`), which already holds dptune and kfp at its pinned
 versions, hence `install_kfp_package=False`. KFP ships each function's source to the pod, so
-the body imports what it uses and hands over to `dptune.kfp.steps`, which calls the same stage
-functions as `dptune stage ...` and dvc.yaml.
+the body imports what it uses and hands over to `dptune.kfp.adapter`, which calls the same
+stage functions as `dptune stage ...` and dvc.yaml.
 
 No `from __future__ import annotations` here: KFP reads the parameter annotations as types.
 """
@@ -154,9 +154,6 @@ def register(
     from dptune.kfp import adapter
 
     adapter.register(params, backbone, runs, promotions)
-
-
-ALL = (prepare, backbone, sample, grid, train, evaluate, baseline, probe, report, register)
 
 
 COMPONENTS = {

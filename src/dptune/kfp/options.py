@@ -2,15 +2,30 @@
 workspace and where pods may run.
 
 KFP fixes these in the compiled YAML, so they are compile-time options, not pipeline
-parameters. This module imports no kfp, so the CLI can show the defaults cheaply.
+parameters. Every field of `PipelineOptions` is also a flag of `dptune pipeline compile` and
+`submit`, generated from it (`dptune.cli.pipeline`): the flag is `--<field-name>` unless the
+field names another (`json_schema_extra={"flag": ...}`), its help is the field's description.
+A new setting is one new field. This module imports no kfp, so the CLI can show the defaults
+cheaply.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dptune import __version__
 from dptune.errors import DptuneError
@@ -30,13 +45,6 @@ MIN_BACKEND_TEXT = ".".join(map(str, MIN_BACKEND))
 ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod")
 SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 DEFAULT_PARALLELISM = 4
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu: str
-    memory: str
 
 
 def is_placeholder_image(image: str) -> bool:
@@ -52,64 +60,166 @@ def refuse_placeholder_image(image: str, what: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class PipelineOptions:
-    """Deployment settings of the compiled pipeline."""
+def _matching(pattern: str, what: str) -> AfterValidator:
+    compiled = re.compile(pattern)
 
-    image: str = IMAGE
-    # grid cells training at once (0: no limit); None: 4 on a ReadWriteMany workspace, 1 on a
-    # single-node (ReadWriteOnce) one, whose volume attaches to one node at a time
-    parallelism: int | None = None
-    accelerator: str = "nvidia.com/gpu"
-    gpus: int = 1
-    gpu_toleration: bool = True  # tolerate the usual `nvidia.com/gpu` taint of GPU node pools
-    gpu_node_selector: tuple[tuple[str, str], ...] = ()  # node labels train and probe pods need
-    image_pull_secrets: tuple[str, ...] = ()  # for a private registry
-    train_resources: Resources = field(default_factory=lambda: Resources("4", "16Gi"))
-    step_resources: Resources = field(default_factory=lambda: Resources("1", "4Gi"))
-    retries: int = 3  # a preempted train task is retried and resumes from its checkpoint
-    retry_backoff: str = "60s"
-    # activeDeadlineSeconds of each pod (0: none): a pod stuck starting (a volume that cannot
-    # attach, an image that cannot be pulled) or training past it fails instead of hanging
-    train_timeout_s: int = 48 * 3600
-    step_timeout_s: int = 2 * 3600
-    mlflow_secret: str | None = "dptune-mlflow"
-    # a secret whose key HF_TOKEN becomes the backbone task's HF_TOKEN (private or gated hub
-    # models); only that task downloads, every later one runs with the hub offline
-    hf_token_secret: str | None = None
-    # the backend's MLflow plugin (KFP 2.17+) injects MLFLOW_TRACKING_URI, MLFLOW_RUN_ID and the
-    # tracking credentials: the secret then maps only the artifact-store keys
-    mlflow_from_backend: bool = False
-    workspace_size: str | None = "20Gi"  # per-run PVC holding run folders while they train
-    workspace_storage_class: str | None = None
-    workspace_access_mode: str = "ReadWriteMany"  # parallel train pods on different nodes
-    data_pvc: str | None = None  # a PVC holding raw SuperGLUE, mounted read-only for prepare
-    data_mount: str = "/mnt/superglue"
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
 
-    def __post_init__(self) -> None:
-        for name in ("retries", "gpus", "train_timeout_s", "step_timeout_s"):
-            if getattr(self, name) < 0:
-                raise DptuneError(f"{name}: {getattr(self, name)} must be >= 0")
-        if self.parallelism is not None and self.parallelism < 0:
-            raise DptuneError(f"parallelism: {self.parallelism} must be >= 0")
-        if self.workspace_access_mode not in ACCESS_MODES:
-            raise DptuneError(
-                f"--access-mode: {self.workspace_access_mode!r} is not one of "
-                f"{', '.join(ACCESS_MODES)}"
-            )
-        names = [("--storage-class", self.workspace_storage_class)]
-        names += [("--image-pull-secret", s) for s in self.image_pull_secrets]
-        names += [("--mlflow-secret", self.mlflow_secret), ("--data-pvc", self.data_pvc)]
-        names += [("--hf-token-secret", self.hf_token_secret)]
-        for flag, name in names:
-            if name and not _K8S_NAME.match(name):
-                raise DptuneError(f"{flag}: {name!r} is not a Kubernetes object name")
-        for key, _ in self.gpu_node_selector:
-            if not key:
-                raise DptuneError("--gpu-node-selector: expected KEY=VALUE")
+    return AfterValidator(check)
+
+
+def _one_of(choices: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# The formats Kubernetes (and KFP's task setters) accept, checked here so a bad flag is one line.
+K8sName = Annotated[str, _matching(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "a Kubernetes object name")]
+Cpu = Annotated[str, _matching(r"^([0-9]*[.])?[0-9]+m?$", "a CPU quantity such as 4 or 500m")]
+Memory = Annotated[
+    str, _matching(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$", "a memory quantity such as 16Gi")
+]
+Duration = Annotated[str, _matching(r"^[0-9]+[smhdw]$", "a duration such as 60s or 5m")]
+AbsolutePath = Annotated[str, _matching(r"^/", "an absolute path")]
+AccessMode = Annotated[str, _one_of(ACCESS_MODES)]
+
+
+class PipelineOptions(BaseModel):
+    """Deployment settings of the compiled pipeline. Descriptions double as CLI help."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str = Field(IMAGE, min_length=1, description="Image of every component")
+    parallelism: int | None = Field(
+        None,
+        ge=0,
+        description=f"Grid cells training at once, 0: no limit (default: {DEFAULT_PARALLELISM}; "
+        "1 with a ReadWriteOnce workspace, whose volume attaches to one node at a time)",
+    )
+    accelerator: str = Field(
+        "nvidia.com/gpu", min_length=1, description="GPU resource name of train and probe"
+    )
+    gpus: int = Field(1, ge=0, description="GPUs per train/probe pod, 0: CPU")
+    gpu_toleration: bool = Field(
+        True, description="Train and probe tolerate the usual NoSchedule taint of GPU node pools"
+    )
+    gpu_node_selector: tuple[tuple[str, str], ...] = Field(
+        (),
+        description="KEY=VALUE node label the GPU pods (train, probe) need, e.g. "
+        "cloud.google.com/gke-accelerator=nvidia-l4 (repeatable)",
+    )
+    image_pull_secrets: tuple[K8sName, ...] = Field(
+        (),
+        description="Secret for pulling the image from a private registry (repeatable)",
+        json_schema_extra={"flag": "--image-pull-secret"},
+    )
+    train_cpu: Cpu = Field("4", description="CPU request of train, probe and baseline pods")
+    train_memory: Memory = Field(
+        "16Gi", description="Memory request of train, probe and baseline pods"
+    )
+    step_cpu: Cpu = Field("1", description="CPU request of every other pod")
+    step_memory: Memory = Field("4Gi", description="Memory request of every other pod")
+    retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of a failed train/probe pod (preempted, evicted); the retry "
+        "resumes from the run's last checkpoint",
+    )
+    retry_backoff: Duration = Field("60s", description="Wait before a retry, doubling each time")
+    train_timeout_s: int = Field(
+        48 * 3600,
+        ge=0,
+        description="Seconds a train/probe/baseline pod may run, starting included (a volume "
+        "that cannot attach, an image that cannot be pulled), 0: none",
+        json_schema_extra={"flag": "--train-timeout"},
+    )
+    step_timeout_s: int = Field(
+        2 * 3600,
+        ge=0,
+        description="Seconds any other pod may run, 0: none",
+        json_schema_extra={"flag": "--step-timeout"},
+    )
+    mlflow_secret: K8sName | None = Field(
+        "dptune-mlflow",
+        description="Kubernetes secret with MLFLOW_TRACKING_URI (and optional credentials); "
+        "'' for none",
+    )
+    mlflow_from_backend: bool = Field(
+        False,
+        description="The backend's MLflow plugin (KFP 2.17+) injects MLFLOW_TRACKING_URI, "
+        "MLFLOW_RUN_ID and credentials: the secret then maps only MLFLOW_S3_ENDPOINT_URL and "
+        "the AWS keys",
+    )
+    hf_token_secret: K8sName | None = Field(
+        None,
+        description="Kubernetes secret whose key HF_TOKEN the backbone task gets as HF_TOKEN (a "
+        "private or gated hub model); later tasks run with the hub offline",
+    )
+    workspace_size: str | None = Field(
+        "20Gi",
+        description="Size of the per-run PVC that keeps run folders (and checkpoints) while "
+        "training; '' to train in the output artifacts (no resume after a retry)",
+    )
+    workspace_storage_class: K8sName | None = Field(
+        None,
+        description="Storage class of the workspace PVC (default: the cluster's)",
+        json_schema_extra={"flag": "--storage-class"},
+    )
+    workspace_access_mode: AccessMode = Field(
+        "ReadWriteMany",
+        description=f"Access mode of the workspace PVC: {', '.join(ACCESS_MODES)}; "
+        "ReadWriteOnce makes the default parallelism 1",
+        json_schema_extra={"flag": "--access-mode"},
+    )
+    data_pvc: K8sName | None = Field(
+        None,
+        description="A PVC with the raw SuperGLUE folders, mounted at --data-mount for prepare "
+        "(and then the default --data-source)",
+    )
+    data_mount: AbsolutePath = Field(
+        "/mnt/superglue", description="Where prepare mounts --data-pvc"
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line(cls, values: Any, handler: Callable[[Any], PipelineOptions]) -> Any:
+        try:
+            return handler(values)
+        except ValidationError as err:
+            raise DptuneError(_first_error(err, cls)) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_means_none(cls, value: Any, info: ValidationInfo) -> Any:
+        """'' (how a flag says "none") is None for a field that may be None."""
+        annotation = cls.model_fields[str(info.field_name)].annotation
+        return None if value == "" and type(None) in typing.get_args(annotation) else value
+
+    @field_validator("gpu_node_selector", mode="before")
+    @classmethod
+    def _key_value_pairs(cls, value: Any) -> Any:
+        """KEY=VALUE strings (the flag's form) or (key, value) pairs."""
+        if isinstance(value, str) or not isinstance(value, typing.Iterable):
+            return value
+        return tuple(_key_value(item) if isinstance(item, str) else item for item in value)
+
+    @classmethod
+    def flag_of(cls, name: str) -> str:
+        """The command-line flag of the field `name`."""
+        extra = cls.model_fields[name].json_schema_extra
+        named = extra.get("flag") if isinstance(extra, dict) else None
+        return str(named) if named else "--" + name.replace("_", "-")
 
     def replace(self, **changes: Any) -> PipelineOptions:
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`, validated like a new one."""
+        return type(self)(**{**dict(self), **changes})
 
     @property
     def single_node_workspace(self) -> bool:
@@ -157,6 +267,26 @@ class PipelineOptions:
         except ValueError as err:
             raise DptuneError(f"workspace size: {err}") from None
         return dsl.PipelineConfig(workspace=workspace)
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"{item!r} is not KEY=VALUE")
+    return key, value
+
+
+def _first_error(err: ValidationError, model: type[PipelineOptions]) -> str:
+    """`--flag: what is wrong` for the first error: the flag, since that is what users type."""
+    first = err.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else ""
+    where = model.flag_of(name) if name in model.model_fields else name or "pipeline options"
+    if first["type"] == "value_error":  # ours: the message names the value
+        return f"{where}: {first['ctx']['error']}"
+    if first["type"] == "greater_than_equal":
+        return f"{where}: {first['input']!r} must be >= {first['ctx']['ge']}"
+    message = first["msg"][:1].lower() + first["msg"][1:]
+    return f"{where}: {first['input']!r}: {message}"
 
 
 # kfp.local: no Kubernetes secret (MLflow comes from the environment), no taints, no retries

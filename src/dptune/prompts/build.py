@@ -1,4 +1,4 @@
-"""Build the prompt module of a TrainConfig's method, found through the registry."""
+"""Build a method's prompt module from its own config and the model's embedding size."""
 
 from __future__ import annotations
 
@@ -7,36 +7,35 @@ from collections.abc import Collection
 import torch
 from torch import nn
 
-from dptune.config import TrainConfig
 from dptune.prompts.base import PromptModule
-from dptune.prompts.registry import get_method
+from dptune.prompts.registry import MethodConfig, get_method
 
 
 def build_prompt(
-    cfg: TrainConfig,
-    embedding: nn.Embedding,
-    dim: int,
+    method: str,
+    config: MethodConfig,
     *,
+    num_tokens: int,
+    embedding: nn.Embedding,
     special_ids: Collection[int] = (),
-    generator: torch.Generator | None = None,
+    generator: torch.Generator,
 ) -> PromptModule | None:
-    """The prompt module for `cfg.method` (None for a method without a prompt: finetune).
+    """The prompt module of `method` (None for a method without a prompt: finetune), c =
+    `num_tokens` rows of e = `embedding.embedding_dim`.
 
-    It is built from `cfg.method_config` with c = `cfg.prompt_length` and e = `dim`.
     `embedding` is the model's input embedding (vocabulary init of pt, residual and probe);
-    `special_ids` are token ids never used for that init. Without `generator`, one seeded with
-    `cfg.seed` is used, so the same config always starts from the same prompt whatever else
-    consumed the global RNG.
+    `special_ids` are token ids never used for that init; `generator` draws every random
+    initial value, so the same seed always starts from the same prompt.
     """
-    spec = get_method(cfg.method)
+    spec = get_method(method)
     if not spec.has_prompt:
         return None
-    if generator is None:
-        generator = torch.Generator().manual_seed(cfg.seed)
+    if not isinstance(config, spec.config):
+        raise TypeError(f"{method} takes a {spec.config.__name__}, not {type(config).__name__}")
     return spec.prompt_class()(
-        cfg.method_config,
-        num_tokens=cfg.prompt_length,
-        dim=dim,
+        config,
+        num_tokens=num_tokens,
+        dim=embedding.embedding_dim,
         embedding=embedding,
         special_ids=special_ids,
         generator=generator,

@@ -49,7 +49,14 @@ class MethodSpec:
     module: str | None  # "package.module:Class" of its PromptModule; None: no prompt (finetune)
     help: str  # one line
     order: int = 100  # position in method lists and report tables (paper order)
-    grid: bool = True  # profiles may list it in `methods`; False: it runs in its own stage
+    # Which pipeline stage trains it: "train" (the grid: profiles may list it in `methods`) or a
+    # stage of its own ("probe": the rank probe, configured under `probe.config`).
+    stage: str = "train"
+    trains_backbone: bool = False  # every backbone weight trains (finetune), not only the prompt
+    lr: float = 0.3  # the learning rate when the run gives none (prompts: the paper's 0.3)
+    # Its runs' per-step statistics are the rank probe's (Sigma's signs, the numerical rank):
+    # the probe stage's figure and summary read them.
+    rank_statistics: bool = False
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -59,6 +66,11 @@ class MethodSpec:
     @property
     def has_prompt(self) -> bool:
         return self.module is not None
+
+    @property
+    def grid(self) -> bool:
+        """Profiles may list it in `methods` (False: it trains in a stage of its own)."""
+        return self.stage == "train"
 
     def prompt_class(self) -> type[Any]:
         """The PromptModule class (imports torch)."""

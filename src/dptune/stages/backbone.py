@@ -11,26 +11,32 @@ built offline for smoke runs). Whichever it is, the weights, config and tokenize
 
 `<out>/backbone.json` records {reference, revision, source, folder, model, path, kind}:
 `revision` is the hub commit SHA (None for folders, the package and tiny models), `folder` the
-model folder's name inside `<out>`. `model_of` gives the model to load (what a run's config.yaml
-records), found beside backbone.json wherever the folder moved. `<name>` is the backbone's short
-name (`minilm`, `mpnet`, `t5-base`, `tiny`), which is also the one registered model names carry
-(`dptune-<task>-<name>`).
+model folder's name inside `<out>`; `dptune.backbones.materialised` reads it back. `model_of`
+gives the model to load (what a run's config.yaml records), found beside backbone.json wherever
+the folder moved. `<name>` is the backbone's short name (`minilm`, `mpnet`, `t5-base`, `tiny`),
+which is also the one registered model names carry (`dptune-<task>-<name>`).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from dptune.backbones.names import portable_model, short_backbone_name
+from dptune.backbones.materialised import BACKBONE_FILE, backbone_beside, model_path, read_backbone
+from dptune.backbones.names import TINY_DIR, TINY_PREFIX, portable_model, short_backbone_name
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir, write_json
 
-TINY_PREFIX = "tiny:"
-TINY_DIR = "tiny"  # also the backbone name in registered model names: dptune-<task>-tiny
-BACKBONE_FILE = "backbone.json"
+__all__ = [  # read_backbone and TINY_DIR live in the core, re-exported for this module's users
+    "TINY_DIR",
+    "backbone_stage",
+    "folder_name",
+    "model_kind",
+    "model_of",
+    "read_backbone",
+    "reference_of",
+]
 # What transformers never reads from a hub snapshot (other frameworks' weights, exports).
 HUB_IGNORE = [
     "*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.tflite", "*.mlmodel", "*.gguf",
@@ -55,7 +61,6 @@ def folder_name(reference: str) -> str:
     if reference.startswith(TINY_PREFIX):
         return TINY_DIR
     from dptune.backbones.loader import MINILM_ALIASES
-    from dptune.backbones.names import short_backbone_name
 
     return short_backbone_name(MINILM_ALIASES[0] if reference in MINILM_ALIASES else reference)
 
@@ -148,12 +153,7 @@ def _download(repo: str, revision: str, into: Path) -> str:
 def model_of(reference: str, backbone_dir: str | Path | None) -> str:
     """The model a run loads: the folder in `backbone_dir` when given, else `reference`."""
     if backbone_dir is not None:
-        record = read_backbone(backbone_dir)
-        if isinstance(record.get("folder"), str):
-            return str((Path(backbone_dir) / record["folder"]).resolve())
-        if str(record.get("reference", "")).startswith(TINY_PREFIX):  # an older backbone.json
-            return str((Path(backbone_dir) / TINY_DIR).resolve())
-        return str(record["model"])
+        return model_path(backbone_dir)
     if reference.startswith(TINY_PREFIX):
         raise DptuneError(f"model: {reference} is built by `dptune stage backbone`; run it first")
     return reference
@@ -163,32 +163,7 @@ def reference_of(model: str) -> str:
     """What a run's `model` was asked for, fit for a committed report: the backbone stage's
     `reference` (`all-mpnet-base-v2`, a hub name) for a folder it materialised, else a path
     relative to the working folder, else the short name; never this machine's absolute path."""
-    path = Path(model)
-    record = path.parent / BACKBONE_FILE
-    if path.is_absolute() and record.is_file():
-        try:
-            reference = json.loads(record.read_text(encoding="utf-8")).get("reference")
-        except (json.JSONDecodeError, AttributeError):
-            reference = None
-        if isinstance(reference, str) and reference:
-            return short_backbone_name(reference) if Path(reference).is_absolute() else reference
+    reference = backbone_beside(model).get("reference") if Path(model).is_absolute() else None
+    if isinstance(reference, str) and reference:
+        return short_backbone_name(reference) if Path(reference).is_absolute() else reference
     return portable_model(model)
-
-
-def read_backbone(folder: str | Path) -> dict[str, Any]:
-    """The record `backbone_stage` wrote in `folder`."""
-    path = Path(folder) / BACKBONE_FILE
-    if not path.is_file():
-        raise DptuneError(f"{path}: missing; run `dptune stage backbone` first")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DptuneError(f"{path}:{err.lineno}: invalid JSON") from None
-    if not isinstance(record, dict) or not isinstance(record.get("model"), str):
-        raise DptuneError(f"{path}: expected an object with a 'model' path")
-    folder_field = record.get("folder")
-    if folder_field is not None and (
-        not isinstance(folder_field, str) or Path(folder_field).name != folder_field
-    ):
-        raise DptuneError(f"{path}: folder: expected the name of a folder beside it")
-    return record

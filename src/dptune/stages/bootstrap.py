@@ -25,8 +25,6 @@ from dptune.tasks.base import Example
 RESAMPLES = 2000
 SEED = 0
 LEVEL = 0.95
-# Rows compared pairwise in the report: (row, against).
-DIFFERENCES = (("dpt", "pt"), ("dpt", "head-only"), ("pt", "head-only"), ("residual", "pt"))
 
 
 def outcomes(
@@ -90,10 +88,13 @@ def _interval(replicates: np.ndarray) -> tuple[float, float]:
 
 
 def intervals(
-    outcomes_by_row: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]], tasks: Sequence[str]
+    outcomes_by_row: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]],
+    tasks: Sequence[str],
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Per row and task (and `Avg`, the mean over the tasks), the point estimate and the 95%
-    interval; per pair of `DIFFERENCES`, the same for the difference (fractions)."""
+    interval; per pair (row, against) of `pairs` whose rows both have outcomes, the same for
+    their difference (fractions)."""
     replicates: dict[str, dict[str, np.ndarray]] = {}
     points: dict[str, dict[str, float]] = {}
     for t, task in enumerate(tasks):
@@ -121,7 +122,7 @@ def intervals(
         "rows": {row: cells(replicates[row], points[row]) for row in replicates},
         "differences": {},
     }
-    for row, other in DIFFERENCES:
+    for row, other in pairs:
         if row in replicates and other in replicates:
             shared = [c for c in columns if c in replicates[row] and c in replicates[other]]
             reps = {c: replicates[row][c] - replicates[other][c] for c in shared}

@@ -48,7 +48,9 @@ def _check_config_fields(values: dict[str, Any], blocks: bool = False) -> dict[s
             continue
         if name in CELL_FIELDS:
             raise ValueError(f"{name!r} is set by the pipeline for each run")
-        if name not in TrainConfig.model_fields:
+        if name == "method_config":
+            raise ValueError("'method_config': give a method's own fields in its block")
+        if name not in TrainConfig.model_fields and name not in METHOD_FIELDS:
             raise ValueError(f"{name!r} is not a TrainConfig field")
     return values
 
@@ -147,21 +149,34 @@ class ProbeParams(_Strict):
     @classmethod
     def _config_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
         _check_config_fields(values)
+        probes = [spec.name for spec in methods() if spec.stage == "probe"]
         for name in values:
-            if name in METHOD_FIELDS and "probe" not in METHOD_FIELDS[name]:
-                raise ValueError(f"{name}: {applies_to(name)}, not probe")
+            if name in METHOD_FIELDS and not set(probes) & set(METHOD_FIELDS[name]):
+                raise ValueError(f"{name}: {applies_to(name)}, not {', '.join(probes)}")
         return values
 
 
 # A sweep may vary `shots` (K of few_shot.shots: the cell trains on its K-shot sample) and any
 # TrainConfig field a profile may set, except those that say where and how a run executes.
 SWEEP_EXCLUDED: frozenset[str] = frozenset(
-    {*CELL_FIELDS, "resume", "device", "compile", "log_every", "checkpoint_every", "backbone"}
+    {
+        *CELL_FIELDS,
+        "resume",
+        "device",
+        "compile",
+        "log_every",
+        "checkpoint_every",
+        "backbone",
+        "method_config",
+    }  # fmt: skip
 )
 
 
 def sweep_fields() -> tuple[str, ...]:
-    return tuple(f for f in TrainConfig.model_fields if f not in SWEEP_EXCLUDED)
+    """What a sweep may vary: TrainConfig's fields (not where and how a run executes) and
+    every method's own fields, by their flat names."""
+    shared = [f for f in TrainConfig.model_fields if f not in SWEEP_EXCLUDED]
+    return (*shared, *METHOD_FIELDS)
 
 
 class SweepParams(_Strict):

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dptune.config import METHOD_FIELDS, TrainConfig, make_config
+from dptune.config import METHOD_FIELDS, TrainConfig, make_config, stored_value
 from dptune.errors import DptuneError
-from dptune.prompts.registry import get_method
+from dptune.prompts.registry import get_method, methods
 from dptune.stages.params import PipelineParams, load_profile, run_name, sample_path
 
 SWEEPS_DIR = "sweeps"  # under the runs folder: sweeps/<sweep>/<cell>
@@ -120,7 +120,7 @@ class SweepPoint:
 def _stored_value(config: Mapping[str, Any], name: str) -> Any:
     """Parameter `name` of a run folder's stored config (`shots`: K of its sample file)."""
     if name != "shots":
-        return config.get(name)
+        return stored_value(config, name)
     sample = config.get("sample")
     match = re.fullmatch(r"k(\d+)-s\d+\.json", Path(sample).name) if sample else None
     return int(match.group(1)) if match else config.get("shots")
@@ -287,52 +287,53 @@ class Plan:
         out: str | Path,
         extra: Mapping[str, Any] | None = None,
         model: str | None = None,
+        records: PlanRecords | None = None,
     ) -> TrainConfig:
-        """The TrainConfig of `cell`: the profile's fields for its task and method, its sweep
-        point, then `extra`, then the cell itself and its folders (`model`: else the backbone
-        stage's)."""
-        p = self.params
-        try:
-            get_method(cell.method)
-        except ValueError as err:
-            raise DptuneError(f"{self.source}: method: {err}") from None
-        if inputs.data_dir is None:
-            raise DptuneError(f"{self.source} ({cell.name}): no data folder was given")
-        point = dict(cell.point)
-        shots = point.pop("shots", p.few_shot.train_on)
-        values: dict[str, Any] = {**p.fields_for(cell.task, cell.method), **point, **(extra or {})}
-        values.update(
-            task=cell.task, method=cell.method, seed=cell.seed,
-            model=model if model is not None else self.model(inputs),
-            data_dir=str(inputs.data_dir), out=str(out),
-        )  # fmt: skip
-        if shots is not None:
-            if inputs.samples_dir is None:
-                raise DptuneError(
-                    f"{self.source} ({cell.name}): it trains on a K-shot sample (few_shot."
-                    "train_on or a shots sweep) but no samples folder was given"
-                )
-            values["sample"] = str(sample_path(inputs.samples_dir, cell.task, shots, cell.seed))
-        return make_config(values, source=f"{self.source} ({cell.name})")
+        """The TrainConfig of `cell`: its record (the one the plan stage wrote into `records`,
+        else `cell_record`'s), then `extra`, then the cell's folders (`model`: else the
+        backbone stage's)."""
+        if records is None:
+            record, source = self.cell_record(cell), f"{self.source} ({cell.name})"
+        else:
+            record, source = records.cell(cell)
+        if extra:
+            record = {**record, "fields": {**record["fields"], **extra}}
+        model = model if model is not None else self.model(inputs)
+        return config_from_record(record, inputs, out, model=model, source=source)
 
     def probe_cells(self) -> list[Cell]:
-        return [Cell(task, "probe", self.params.probe.seed) for task in self.params.probe.tasks]
+        probes = [spec.name for spec in methods() if spec.stage == "probe"]
+        seed = self.params.probe.seed
+        return [Cell(task, method, seed) for task in self.params.probe.tasks for method in probes]
 
-    def probe_config(self, cell: Cell, inputs: StageInputs, out: str | Path) -> TrainConfig:
-        """A probe run's TrainConfig: the probe task's fields, then `probe.config`."""
-        return self.cell_config(cell, inputs, out, extra=self.params.probe.config)
+    def probe_config(
+        self,
+        cell: Cell,
+        inputs: StageInputs,
+        out: str | Path,
+        records: PlanRecords | None = None,
+    ) -> TrainConfig:
+        """A probe run's TrainConfig (its record holds the probe task's fields, then
+        `probe.config`)."""
+        return self.cell_config(cell, inputs, out, records=records)
 
     def cell_record(self, cell: Cell) -> dict[str, Any]:
-        """What the profile says about `cell`, as plain data: the `plan` stage writes one per
-        cell, and each DVC train stage depends on its own (so a dpt-only change retrains only
-        dpt cells). Folders and the backbone come from the pipeline, not from here."""
+        """The one merge of what the profile says about `cell`, as plain data: the profile's
+        layers for its task and method (`fields_for`), a stage of its own's config (the probe's
+        `probe.config`), then its sweep point. The `plan` stage writes one per cell; each DVC
+        training stage depends on its own and trains from it (`config_from_record`), so what
+        DVC hashes is what trains. Folders and the backbone come from the pipeline."""
         p = self.params
+        try:
+            spec = get_method(cell.method)
+        except ValueError as err:
+            raise DptuneError(f"{self.source}: method: {err}") from None
         point = dict(cell.point)
         shots = point.pop("shots", p.few_shot.train_on)
-        extra = p.probe.config if cell.method == "probe" else {}
+        own_stage = p.probe.config if spec.stage == "probe" else {}
         return {
             **cell.as_item(),
-            "fields": {**p.fields_for(cell.task, cell.method), **point, **extra},
+            "fields": {**p.fields_for(cell.task, cell.method), **own_stage, **point},
             "train_on": shots,
         }
 
@@ -345,12 +346,44 @@ class Plan:
             }
             for task in p.tasks
         }
-        return {"tasks": p.tasks, "seeds": p.seeds, "fields": shared,
+        return {"tasks": p.tasks, "seeds": p.seeds, "method": p.methods[0], "fields": shared,
                 "train_on": p.few_shot.train_on}  # fmt: skip
 
     @staticmethod
     def probe_title(cfg: TrainConfig) -> str:
         return f"Figure 3: rank probe on {cfg.task} (c = {cfg.prompt_length}, seed {cfg.seed})"
+
+    def sweep_record(self, name: str) -> dict[str, Any]:
+        """What sweep `name` trains: its parameters, each point's cell and the records of the
+        cells it trains itself."""
+        spec = self.params.sweeps[name]
+        return {
+            "parameters": spec.parameters(),
+            "points": [{"values": p.values, "cell": p.cell.name} for p in self.sweep_points(name)],
+            "cells": [self.cell_record(cell) for cell in self.sweep_cells(name)],
+        }
+
+    def sweep_configs(
+        self,
+        name: str,
+        inputs: StageInputs,
+        runs_dir: str | Path,
+        records: PlanRecords | None = None,
+    ) -> list[TrainConfig]:
+        """The configs of the cells sweep `name` trains itself, each in its run folder."""
+        model = self.model(inputs)
+        if records is None:
+            cells = self.sweep_cells(name)
+            return [
+                self.cell_config(c, inputs, self.run_dir(runs_dir, c, name), model=model)
+                for c in cells
+            ]
+        return [
+            config_from_record(
+                record, inputs, self.run_dir(runs_dir, cell, name), model=model, source=source
+            )
+            for cell, record, source in records.sweep_cells(name)
+        ]
 
     def write(self, out: str | Path) -> dict[str, Any]:
         """The `plan` stage: what the profile says about each stage's work, one file per DVC
@@ -361,19 +394,12 @@ class Plan:
 
         with atomic_dir(out) as folder:
             for cell in self.grid():
-                write_json(folder / "cells" / f"{cell.name}.json", self.cell_record(cell))
-            for name, spec in self.params.sweeps.items():
-                record = {
-                    "parameters": spec.parameters(),
-                    "points": [
-                        {"values": p.values, "cell": p.cell.name} for p in self.sweep_points(name)
-                    ],
-                    "cells": [self.cell_record(cell) for cell in self.sweep_cells(name)],
-                }
-                write_json(folder / "sweeps" / f"{name}.json", record)
+                write_json(folder / PlanRecords.cell_file(cell), self.cell_record(cell))
+            for name in self.params.sweeps:
+                write_json(folder / PlanRecords.sweep_file(name), self.sweep_record(name))
             probes = [self.cell_record(cell) for cell in self.probe_cells()]
-            write_json(folder / "probe.json", probes)
-            write_json(folder / "baseline.json", self.baseline_record())
+            write_json(folder / PlanRecords.PROBE_FILE, probes)
+            write_json(folder / PlanRecords.BASELINE_FILE, self.baseline_record())
         return {
             "out": str(out),
             "cells": len(self.grid()),
@@ -381,15 +407,155 @@ class Plan:
         }
 
     def baseline_configs(
-        self, inputs: StageInputs, out: str | Path
+        self, inputs: StageInputs, out: str | Path, records: PlanRecords | None = None
     ) -> dict[str, list[TrainConfig]]:
-        """Per task, one config per seed for the baselines: they use only the data and the
-        optimisation fields, which every method of a task shares, so the first method's do."""
-        method = self.params.methods[0]
-        return {
-            task: [
-                self.cell_config(Cell(task, method, seed), inputs, Path(out) / task)
-                for seed in self.params.seeds
-            ]
-            for task in self.params.tasks
-        }
+        """Per task, one config per seed for the baselines, from the baseline record (the
+        plan stage's in `records`, else `baseline_record`'s)."""
+        if records is None:
+            record, source = self.baseline_record(), self.source
+        else:
+            record, source = records.baseline(), str(records.folder / records.BASELINE_FILE)
+        return baseline_configs(record, inputs, out, self.model(inputs), source)
+
+
+@dataclass(frozen=True)
+class PlanRecords:
+    """The plan stage's folder: one record per training stage, which the DVC stages train
+    from (so what DVC hashed is what trains)."""
+
+    folder: Path
+    PROBE_FILE = "probe.json"
+    BASELINE_FILE = "baseline.json"
+
+    @staticmethod
+    def cell_file(cell: Cell) -> str:
+        return f"cells/{cell.name}.json"
+
+    @staticmethod
+    def sweep_file(name: str) -> str:
+        return f"sweeps/{name}.json"
+
+    def _read(self, name: str) -> tuple[Any, str]:
+        path = self.folder / name
+        return read_record(path), str(path)
+
+    def cell(self, cell: Cell) -> tuple[dict[str, Any], str]:
+        """The record of grid or probe cell `cell`, and where it is (for error lines)."""
+        if cell.point:
+            raise DptuneError(f"{cell.name}: a sweep cell's record is in its sweep's file")
+        if any(spec.name == cell.method and spec.stage != "train" for spec in methods()):
+            for record, source in self._list(self.PROBE_FILE):
+                if Cell.from_item(record, source) == cell:
+                    return record, source
+            raise DptuneError(f"{self.folder / self.PROBE_FILE}: no record of {cell.name}")
+        record, source = self._read(self.cell_file(cell))
+        self._check(record, source, cell)
+        return record, source
+
+    def sweep_cells(self, name: str) -> list[tuple[Cell, dict[str, Any], str]]:
+        """Each cell sweep `name` trains itself, with its record and where it came from."""
+        data, source = self._read(self.sweep_file(name))
+        cells = data.get("cells") if isinstance(data, dict) else None
+        if not isinstance(cells, list):
+            raise DptuneError(f"{source}: cells: expected a list of cell records")
+        out = []
+        for idx, record in enumerate(cells):
+            where = f"{source}: cells[{idx}]"
+            self._check(record, where)
+            out.append((Cell.from_item(record, where), record, where))
+        return out
+
+    def probe_cells(self) -> list[Cell]:
+        return [Cell.from_item(record, source) for record, source in self._list(self.PROBE_FILE)]
+
+    def baseline(self) -> dict[str, Any]:
+        record, source = self._read(self.BASELINE_FILE)
+        if not isinstance(record, dict):
+            raise DptuneError(f"{source}: expected a JSON object")
+        return record
+
+    def _list(self, name: str) -> list[tuple[dict[str, Any], str]]:
+        data, source = self._read(name)
+        if not isinstance(data, list):
+            raise DptuneError(f"{source}: expected a list of cell records")
+        for idx, record in enumerate(data):
+            self._check(record, f"{source}: [{idx}]")
+        return [(record, f"{source}: [{idx}]") for idx, record in enumerate(data)]
+
+    @staticmethod
+    def _check(record: Any, source: str, cell: Cell | None = None) -> None:
+        if not isinstance(record, dict):
+            raise DptuneError(f"{source}: expected a JSON object (a cell record)")
+        found = Cell.from_item(record, source)
+        if cell is not None and found != cell:
+            raise DptuneError(f"{source}: holds the record of {found.name}, not {cell.name}")
+
+
+def config_from_record(
+    record: Mapping[str, Any],
+    inputs: StageInputs,
+    out: str | Path,
+    *,
+    model: str,
+    source: str,
+) -> TrainConfig:
+    """The TrainConfig a cell record (`Plan.cell_record`, as the plan stage wrote it) trains:
+    its fields, the cell itself, and the folders the pipeline gives."""
+    cell = Cell.from_item(record, source)
+    fields = record.get("fields")
+    if not isinstance(fields, Mapping):
+        raise DptuneError(f"{source}: fields: expected a mapping of TrainConfig fields")
+    if inputs.data_dir is None:
+        raise DptuneError(f"{source}: no data folder was given")
+    values: dict[str, Any] = {**fields}
+    values.update(task=cell.task, method=cell.method, seed=cell.seed, model=model,
+                  data_dir=str(inputs.data_dir), out=str(out))  # fmt: skip
+    shots = _integral(record.get("train_on"))  # protobuf (a ParallelFor item): 8.0
+    if shots is not None:
+        if inputs.samples_dir is None:
+            raise DptuneError(
+                f"{source}: it trains on a K-shot sample (few_shot.train_on or a shots sweep) "
+                "but no samples folder was given"
+            )
+        values["sample"] = str(sample_path(inputs.samples_dir, cell.task, shots, cell.seed))
+    return make_config(values, source=source)
+
+
+def baseline_configs(
+    record: Mapping[str, Any], inputs: StageInputs, out: str | Path, model: str, source: str
+) -> dict[str, list[TrainConfig]]:
+    """Per task, one config per seed for the baselines, from a baseline record (the plan
+    stage's `baseline.json`): they use only the data and the fields every method shares."""
+    try:
+        tasks, seeds, method = record["tasks"], record["seeds"], record["method"]
+        fields = record["fields"]
+    except (KeyError, TypeError) as err:
+        raise DptuneError(f"{source}: missing field {err}") from None
+    if not isinstance(fields, Mapping):
+        raise DptuneError(f"{source}: fields: expected a mapping of task -> fields")
+    return {
+        task: [
+            config_from_record(
+                {
+                    "task": task,
+                    "method": method,
+                    "seed": seed,
+                    "fields": fields.get(task, {}),
+                    "train_on": record.get("train_on"),
+                },
+                inputs,
+                Path(out) / task,
+                model=model,
+                source=f"{source} ({task})",
+            )  # fmt: skip
+            for seed in seeds
+        ]
+        for task in tasks
+    }
+
+
+def read_record(path: str | Path) -> Any:
+    """A record the plan stage wrote (JSON), one line naming the file when it is not."""
+    from dptune.fileio import read_json
+
+    return read_json(path, missing="no such record; run `dptune stage plan` (dvc repro) first")

@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dptune.data.fetch import expected_hashes, sha256_file
+from dptune.data.fetch import expected_hashes
 from dptune.errors import DptuneError
-from dptune.fileio import write_json
+from dptune.fileio import sha256_file, write_json
 from dptune.tasks.base import Example, TextPair
 from dptune.tasks.common import SuperGlueTask, describe_idx
 from dptune.tasks.registry import get_task

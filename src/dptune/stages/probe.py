@@ -18,6 +18,7 @@ from dptune import figures
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_path, write_json
+from dptune.prompts.registry import get_method, methods
 from dptune.run_folder import RunFolder
 from dptune.stages.common import start_tracking
 from dptune.stages.train import live_tracking, log_run, run_or_reuse
@@ -40,9 +41,11 @@ def probe_stage(
     track: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train `cfg` (method `probe`) into `cfg.out`, write its figure and series; its summary."""
-    if cfg.method != "probe":
-        raise DptuneError(f"method: the probe stage trains method 'probe', not {cfg.method!r}")
+    """Train `cfg` (a method with rank statistics: the probe) into `cfg.out`, write its figure
+    and series; its summary."""
+    if not get_method(cfg.method).rank_statistics:
+        probes = ", ".join(repr(s.name) for s in methods() if s.rank_statistics)
+        raise DptuneError(f"method: the probe stage trains method {probes}, not {cfg.method!r}")
     uri = start_tracking() if track else None
     metrics = run_or_reuse(cfg, progress=progress, callbacks=live_tracking(uri, "probe"))
     folder = RunFolder(cfg.out)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dptune.config import TrainConfig
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
 from dptune.run_folder import RunFolder
 from dptune.stages.common import start_tracking
 
@@ -24,8 +24,12 @@ _RUNTIME_FIELDS = frozenset({"resume", "device", "compile", "log_every", "checkp
 
 
 def _config_difference(folder: RunFolder, cfg: TrainConfig) -> str | None:
-    """The first field whose value differs from the config stored in `folder`, if any."""
-    stored = folder.read_config()
+    """The first field whose value differs from the config stored in `folder`, if any (a
+    config stored in an older layout is compared as today's code reads it)."""
+    try:
+        stored = folder.read_train_config().resolved()
+    except DptuneError:
+        stored = folder.read_config()
     wanted = cfg.resolved()
     for name, value in wanted.items():
         if name not in _RUNTIME_FIELDS and stored.get(name) != value:
@@ -47,7 +51,7 @@ def run_or_reuse(
 ) -> dict[str, Any]:
     """metrics.json of the run in `cfg.out`: reused if finished, resumed if checkpointed;
     `callbacks` (training events) hear a run that trains."""
-    from dptune.training.run import train
+    from dptune.run import train
 
     folder = RunFolder(cfg.out)
     if folder.is_complete():
@@ -97,7 +101,7 @@ def log_run(
             record["registered_model"] = name
             record["version"] = tracking.register_run_folder(record["run_id"], run_dir)
     except TRACKING_ERRORS as err:
-        reason = " ".join(str(getattr(err, "message", err)).split())[:160]
+        reason = one_line(err, 160)
         raise DptuneError(
             f"MLFLOW_TRACKING_URI: logging {run_dir} to {uri} failed ({reason}); the run folder "
             "is complete: run the stage again, or `dptune track` it, when the server is back"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
 
 TEXT_FIELDS = frozenset(
     {
@@ -50,14 +50,7 @@ def show(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=True, default=repr)
     except (ValueError, TypeError, RecursionError):
         text = repr(value)
-    text = " ".join(text.split())
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
-
-
-def short(text: str) -> str:
-    """Free text (an exception's message) as one short line."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+    return one_line(text, _SHOWN)
 
 
 def _kind(value: Any) -> str:
@@ -131,7 +124,7 @@ def check_formats(task: Any, example: Any, where: str) -> None:
     except KeyError as err:
         raise DptuneError(f"{where}: missing field {err}") from None
     except (TypeError, ValueError, AttributeError, IndexError, OverflowError, re.error) as err:
-        raise DptuneError(f"{where}: malformed record ({short(str(err))})") from None
+        raise DptuneError(f"{where}: malformed record ({one_line(err, _SHOWN)})") from None
     if not isinstance(source, str) or not all(isinstance(c, str) for c in candidates):
         raise DptuneError(f"{where}: malformed record (a field is not text)")
     if not candidates:  # rank decoding needs at least one (ReCoRD: an empty "entities")

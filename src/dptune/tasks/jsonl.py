@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
 from dptune.tasks.base import Example
 from dptune.tasks.fields import check_data, check_idx
 
@@ -81,7 +81,7 @@ def _generate_rows(path: str, flatten: Flatten) -> Iterator[dict[str, str]]:
         except KeyError as err:
             raise DptuneError(f"{path}:{lineno}: missing field {err}") from None
         except (TypeError, ValueError, AttributeError, IndexError) as err:
-            raise DptuneError(f"{path}:{lineno}: malformed record ({err})") from None
+            raise DptuneError(f"{path}:{lineno}: malformed record ({one_line(err)})") from None
         for idx, data, label in triples:
             check_idx(idx, f"{path}:{lineno}")
             check_data(data, f"{path}:{lineno}")

@@ -1,4 +1,4 @@
-"""Task lookup by name: `get_task("cb", fmt="paper")`."""
+"""The task registry: every SuperGLUE task by name, `get_task("cb", fmt="paper")`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from dptune.tasks.wsc import WSC
 _TASKS: dict[str, type[SuperGlueTask]] = {
     cls.name: cls for cls in (BoolQ, CB, COPA, MultiRC, ReCoRD, RTE, WiC, WSC)
 }
+# The one task list: TrainConfig, profiles, the data fetcher, the sampler and the report read it.
 TASK_NAMES: tuple[str, ...] = tuple(_TASKS)
+TASK_DIRS: dict[str, str] = {name: cls.dirname for name, cls in _TASKS.items()}  # "cb": "CB"
 
 
 def get_task(

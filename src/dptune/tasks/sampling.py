@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dptune.config import TASKS
 from dptune.errors import DptuneError
 from dptune.fileio import write_json
 from dptune.tasks.base import Example, Task
+from dptune.tasks.registry import TASK_NAMES
 
 T = TypeVar("T")
 SAMPLE_FIELDS: tuple[str, ...] = ("task", "shots", "seed", "idx")
@@ -115,8 +115,8 @@ def apply_sample(train_examples: Sequence[Example], sample: Sample) -> list[Exam
 
 def _task_name(task: Task | str) -> str:
     name = task if isinstance(task, str) else task.name
-    if name not in TASKS:
-        raise DptuneError(f"task: unknown task {name!r}; valid: {', '.join(TASKS)}")
+    if name not in TASK_NAMES:
+        raise DptuneError(f"task: unknown task {name!r}; valid: {', '.join(TASK_NAMES)}")
     return name
 
 
@@ -160,9 +160,9 @@ def _validate(obj: Any, where: str) -> None:
         if name not in SAMPLE_FIELDS:
             raise DptuneError(f"{where}: field '{name}': unexpected")
     task = obj["task"]
-    if task not in TASKS:
+    if task not in TASK_NAMES:
         raise DptuneError(
-            f"{where}: field 'task': unknown task {task!r}; valid: {', '.join(TASKS)}"
+            f"{where}: field 'task': unknown task {task!r}; valid: {', '.join(TASK_NAMES)}"
         )
     for name, minimum in (("shots", 1), ("seed", 0)):
         problem = _int_problem(obj[name], minimum)

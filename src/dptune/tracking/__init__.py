@@ -8,8 +8,14 @@ Typical use by a stage, after the run folder is complete:
     version = register_run_folder(run_id, out)    # a new version, tagged comparable
     set_challenger("dptune-cb-minilm", [version])  # the best of one pipeline run's versions
     promote("dptune-cb-minilm")                   # `champion`, if it beats the current one on dev
+
+Modules: `client` (where runs go), `live` and `runs` (logging a run, live or from its folder),
+`lineage` (its datasets), `stage_results` (other stages' results), `pyfunc` (a run as a
+servable model), `model_versions` (registering it), `promotion` (its aliases; `promotion_lock`
+serialises them) and `serving_checks` (whether a version serves).
 """
 
+from dptune.backbones.names import short_backbone_name
 from dptune.tracking.client import (
     check_tracking_access,
     check_tracking_server,
@@ -19,20 +25,17 @@ from dptune.tracking.client import (
     initialise_store,
     tracking_uri,
 )
-from dptune.tracking.pyfunc import PromptModel, log_prompt_model
-from dptune.tracking.registry import (
+from dptune.tracking.model_versions import (
     CHALLENGER,
     CHAMPION,
-    PromotionResult,
-    current_champion,
-    promote,
     register_prompt,
     register_run_folder,
     registered_model_name,
-    set_challenger,
-    short_backbone_name,
 )
+from dptune.tracking.promotion import PromotionResult, current_champion, promote, set_challenger
+from dptune.tracking.pyfunc import PromptModel, log_prompt_model
 from dptune.tracking.runs import log_run_folder, track_run_folder
+from dptune.tracking.serving_checks import servable_uri
 from dptune.tracking.stage_results import log_stage_results
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "register_prompt",
     "register_run_folder",
     "registered_model_name",
+    "servable_uri",
     "set_challenger",
     "short_backbone_name",
     "track_run_folder",

@@ -20,18 +20,13 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from dptune.errors import DptuneError
+from dptune.prompts.registry import methods
 from dptune.run_folder import credentials, redact_uri, without_userinfo
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 DEFAULT_EXPERIMENT = "dptune"
-# Stages that produce comparable prompts share one experiment; analyses get their own.
-STAGE_EXPERIMENTS: dict[str, str] = {
-    "train": DEFAULT_EXPERIMENT,
-    "evaluate": DEFAULT_EXPERIMENT,
-    "probe": "dptune-probe",
-    "report": "dptune-report",
-}
+REPORT_STAGE = "report"
 SERVER_TIMEOUT_S = 5.0
 # What a failed request to the tracking store raises (for callers that import no MLflow).
 TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)
@@ -159,10 +154,14 @@ def _probe_http(uri: str, timeout: float) -> None:
 
 
 def experiment_name(stage: str) -> str:
-    """`MLFLOW_EXPERIMENT_NAME` if set, else the experiment of the stage's group."""
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or STAGE_EXPERIMENTS.get(
-        stage, DEFAULT_EXPERIMENT
-    )
+    """`MLFLOW_EXPERIMENT_NAME` if set, else the experiment of the stage's group. Stages that
+    produce comparable prompts (the grid's training, evaluation) share `dptune`; analyses get
+    their own, `dptune-<stage>`: the report, and a stage that trains a method outside the grid
+    (the rank probe)."""
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        return os.environ["MLFLOW_EXPERIMENT_NAME"]
+    analyses = {REPORT_STAGE} | {spec.stage for spec in methods() if not spec.grid}
+    return f"{DEFAULT_EXPERIMENT}-{stage}" if stage in analyses else DEFAULT_EXPERIMENT
 
 
 def ensure_experiment(name: str, client: MlflowClient | None = None) -> str:
@@ -242,19 +241,13 @@ def check_tracking_access(uri: str | None = None) -> str:
         code = getattr(err, "get_http_status_code", lambda: None)()
         if code in (401, 403):
             raise DptuneError(
-                f"MLFLOW_TRACKING_URI: tracking server {_public(uri)} refused the credentials "
-                f"(HTTP {code}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+                f"MLFLOW_TRACKING_URI: tracking server {without_userinfo(uri)} refused the "
+                f"credentials (HTTP {code}); set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD"
             ) from None
         reason = " ".join(str(err.message).split())[:160]
         raise DptuneError(
-            f"MLFLOW_TRACKING_URI: tracking server {_public(uri)} does not answer ({reason})"
+            f"MLFLOW_TRACKING_URI: tracking server {without_userinfo(uri)} does not answer "
+            f"({reason})"
         ) from None
     return uri
-
-
-def _public(uri: str) -> str:
-    """`uri` without any user:password@ part."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return uri
-    return f"{scheme}://{rest.split('@', 1)[1]}"

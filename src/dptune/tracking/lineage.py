@@ -7,13 +7,13 @@ path: `superglue/CB/train.jsonl`), never as absolute paths of the training machi
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import DatasetInput, InputTag
+from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from dptune.data.fetch import expected_hashes, sha256_file
@@ -21,6 +21,8 @@ from dptune.tasks.registry import get_task
 from dptune.tracking.client import project_root
 
 DIGEST_CHARS = 32  # MLflow keeps at most 36 characters of a dataset digest
+# A file on the local filesystem, as MLflow's own local dataset source records it.
+LOCAL_SOURCE = "local"
 
 
 def portable_path(path: Path, keep: int = 3) -> str:
@@ -57,23 +59,25 @@ def run_files(config: dict[str, Any]) -> list[tuple[str, Path, str]]:
 
 
 def datasets(config: dict[str, Any]) -> list[DatasetInput]:
-    """The run's data files as MLflow dataset inputs."""
-    from mlflow.data.dataset_source_registry import get_registered_sources
-
-    local = next(s for s in get_registered_sources() if s._get_source_type() == "local")
+    """The run's data files as MLflow dataset inputs (metadata only: name, digest, source)."""
     official = expected_hashes()
     inputs = []
     for context, path, official_name in run_files(config):
         digest = file_sha256(path)
         name = official_name.removesuffix(".jsonl") if official_name else f"sample/{path.stem}"
-        dataset = MetaDataset(local(portable_path(path)), name=name, digest=digest[:DIGEST_CHARS])
+        dataset = Dataset(
+            name=name,
+            digest=digest[:DIGEST_CHARS],
+            source_type=LOCAL_SOURCE,
+            source=json.dumps({"uri": portable_path(path)}),
+        )
         tags = [
             InputTag(MLFLOW_DATASET_CONTEXT, context),
             InputTag("sha256", digest),
         ]
         if official_name:
             tags.append(InputTag("official", str(official.get(official_name) == digest).lower()))
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
+        inputs.append(DatasetInput(dataset, tags=tags))
     return inputs
 
 

@@ -43,14 +43,13 @@ from dptune.tracking.client import (
 )
 from dptune.tracking.lineage import log_lineage
 from dptune.tracking.runs import (
-    _run_name,
     config_params,
     history_metrics,
-    log_batches,
     log_run_folder,
     logged_points,
     missing_points,
     params_to_log,
+    run_name_of,
     run_tags,
 )
 from dptune.training.events import TrainingCallback, TrainingStart
@@ -59,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 FLUSH_S = 2.0  # how often queued points are sent
 FINISH_WAIT_S = 30.0  # the most the end of a run waits for the last points to be sent
+LOST_MONITOR_WAIT_S = 2.0  # ... and for the system-metrics monitor, once the server is lost
 SYSTEM_METRICS_INTERVAL_S = 10.0
 # While a run is live, a dead server fails a request at once instead of after MLflow's retries
 # (up to minutes); the user's own settings win.
@@ -99,10 +99,9 @@ class _Sender(threading.Thread):
         if self.live.degraded or not (metrics or tags):
             return
         try:
-            client = self.live.client
-            if tags:
-                client.log_batch(self.live.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-            log_batches(client, self.live.run_id, metrics=metrics)
+            self.live.client.log_batch(
+                self.live.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()]
+            )
         except Exception as err:  # the server went away: warn once, keep training
             self.live.lost(err)
 
@@ -173,13 +172,13 @@ class LiveRun(TrainingCallback):
         self._session.enter_context(_live_http_settings())
         self._session.enter_context(_quiet_system_monitor())
         with self._guard():
-            self._open(start.cfg, resumed=start.resumed)
+            self._open(start.cfg)
             self._sender = _Sender(self, self.flush_s)
             self._sender.start()
             if self.system_metrics:
                 self._start_monitor(resumed=start.resumed)
 
-    def _open(self, cfg: TrainConfig, resumed: bool) -> None:
+    def _open(self, cfg: TrainConfig) -> None:
         config = cfg.resolved()
         assert self.folder is not None
         tags = {
@@ -193,14 +192,12 @@ class LiveRun(TrainingCallback):
             self._sent = logged_points(self.client, run_id)  # steps redone after a crash
         else:
             experiment_id = ensure_experiment(self.experiment, self.client)
-            run = self.client.create_run(experiment_id, run_name=_run_name(config), tags=tags)
+            run = self.client.create_run(experiment_id, run_name=run_name_of(config), tags=tags)
             run_id = run.info.run_id
         self.run_id = run_id
         self.folder.write_tracking({"tracking_uri": self.uri, "run_id": run_id, "logged": False})
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        log_batches(self.client, run_id, params=params_to_log(
-            self.client, run_id, config_params(config)
-        ))  # fmt: skip
+        params = params_to_log(self.client, run_id, config_params(config))
+        self.client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
         log_lineage(self.client, run_id, config)
 
     def _start_monitor(self, resumed: bool) -> None:
@@ -238,10 +235,13 @@ class LiveRun(TrainingCallback):
 
     def _stop_background(self) -> None:
         if self._monitor is not None:
-            self._monitor._shutdown_event.set()  # a dead server must not make finish() wait
-            if not self.degraded:
-                with self._guard():
-                    self._monitor.finish()
+            # finish() stops the monitor's thread and sends its last samples; on a thread of
+            # its own, so a lost or hanging server cannot hold up the end of training.
+            stopping = threading.Thread(
+                target=self._monitor.finish, name="dptune-system-metrics-stop", daemon=True
+            )
+            stopping.start()
+            stopping.join(LOST_MONITOR_WAIT_S if self.degraded else FINISH_WAIT_S)
             self._monitor = None
         if self._sender is not None:
             if not self._sender.stop(FINISH_WAIT_S) and not self.degraded:

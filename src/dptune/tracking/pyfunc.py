@@ -12,18 +12,19 @@ Loading builds `dptune.inference.Predictor.from_run`, so serving runs the same c
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
@@ -34,8 +35,10 @@ from mlflow.types.schema import Array, ColSpec, Schema
 
 import dptune
 from dptune import run_folder
+from dptune.backbones.materialised import backbone_beside
 from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
+from dptune.prompts.registry import get_method
 from dptune.run_folder import RunFolder
 from dptune.tasks.fields import check_request, label_kind, request_fields
 
@@ -45,6 +48,7 @@ if hasattr(pd.errors, "Pandas4Warning"):
     warnings.filterwarnings("ignore", category=pd.errors.Pandas4Warning, module="mlflow")
 
 MODEL_NAME = "model"
+MODEL_ID_TAG = "dptune.model_id"  # on a run: the id of the model log_prompt_model logged in it
 RUN_ARTIFACT = "run"
 BACKBONE_ARTIFACT = "backbone"
 # Run-folder entries serving never needs: resumable state, outputs, figures.
@@ -119,7 +123,7 @@ class PromptModel(PythonModel):
 def _pinned_snapshot(config: dict[str, Any], run_dir: str) -> str | None:
     """The backbone to load when the training machine's folder is not here: the pinned hub
     snapshot (from the local cache when offline) or the pinned MiniLM package."""
-    if Path(str(read_run_config(run_dir).get("model", ""))).is_dir():
+    if Path(str(RunFolder(run_dir).read_config().get("model", ""))).is_dir():
         return None
     if config.get(BACKBONE_PACKAGE):
         return str(config[BACKBONE_PACKAGE])
@@ -171,11 +175,6 @@ def input_example(config: dict[str, Any], size: int = 2) -> pd.DataFrame | None:
     return pd.DataFrame([dict(ex.data) for ex in examples]) if examples else None
 
 
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """config.yaml of `run_dir` as a mapping (see `RunFolder.read_config`)."""
-    return RunFolder(run_dir).read_config()
-
-
 def serving_requirements() -> list[str]:
     """dptune's runtime pins (the code itself travels in the model's code path)."""
     try:
@@ -218,27 +217,29 @@ def model_signature(task: str) -> ModelSignature:
 
 def backbone_pin(config: dict[str, Any]) -> dict[str, str]:
     """What pins the backbone of a run, without a path of the training machine: its short name
-    and `backbone_source`: `run` (a fine-tuned run holds its model), `package` (the MiniLM
-    package, pinned by requirement), `snapshot` (a hub repository at a revision SHA: a cache
-    snapshot folder, a folder the backbone stage downloaded, or a hub id found in the local
-    cache), `folder` (a local folder, bundled with the model) or `hub` (a hub id not in the
-    cache: unpinned)."""
+    and `backbone_source`: `run` (a fine-tuned run holds its model), `package` (a model a pip
+    package carries, by its reference: MiniLM, pinned by requirement, or MPNet), `snapshot` (a
+    hub repository at a revision SHA: a cache snapshot folder, a folder the backbone stage
+    downloaded, or a hub id found in the local cache), `folder` (a local folder, bundled with
+    the model) or `hub` (a hub id not in the cache: unpinned)."""
     from dptune.backbones.loader import MINILM_ALIASES
 
     model = str(config.get("model", ""))
     pin = {"backbone": short_backbone_name(model)}
-    if config.get("method") == "finetune":
+    if holds_backbone(config):
         return {**pin, "backbone_source": "run"}
-    record = _backbone_record(model)
-    if model in MINILM_ALIASES or record.get("source") == "package":
+    record = backbone_beside(model)
+    if model in MINILM_ALIASES:
         return {**pin, "backbone_source": "package", BACKBONE_PACKAGE: MINILM_ALIASES[0]}
+    reference = record.get("reference")
+    if record.get("source") == "package" and isinstance(reference, str) and reference:
+        return {**pin, "backbone_source": "package", BACKBONE_PACKAGE: reference}
     if record.get("source") == "hub" and record.get("revision"):
-        repo, revision = str(record.get("reference")), str(record["revision"])
         return {
             **pin,
             "backbone_source": "snapshot",
-            BACKBONE_REPO: repo,
-            BACKBONE_REVISION: revision,
+            BACKBONE_REPO: str(reference),
+            BACKBONE_REVISION: str(record["revision"]),
         }
     local = Path(model).is_dir()
     match = _SNAPSHOT.search(str(Path(model).resolve()) if local else _cached_snapshot(model) or "")
@@ -253,16 +254,13 @@ def backbone_pin(config: dict[str, Any]) -> dict[str, str]:
     return {**pin, "backbone_source": "folder" if local else "hub"}
 
 
-def _backbone_record(model: str) -> dict[str, Any]:
-    """backbone.json beside a model folder the backbone stage made ({} if there is none)."""
-    from dptune.stages.backbone import BACKBONE_FILE
-
-    path = Path(model).parent / BACKBONE_FILE
+def holds_backbone(config: Mapping[str, Any]) -> bool:
+    """Whether the run of `config` trained every backbone weight, so its folder holds its whole
+    model; False for a method this dptune does not know."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+        return get_method(str(config.get("method"))).trains_backbone
+    except ValueError:
+        return False
 
 
 def _cached_snapshot(repo_id: str) -> str | None:
@@ -289,10 +287,9 @@ def _stage_run_folder(run_dir: Path, staging: Path) -> Path:
     return target
 
 
-def log_prompt_model(
-    run_dir: str | Path, name: str = MODEL_NAME, include_backbone: bool | None = None
-) -> ModelInfo:
-    """Log `run_dir` as a pyfunc model named `name` in the active run.
+def log_prompt_model(run_dir: str | Path, include_backbone: bool | None = None) -> ModelInfo:
+    """Log `run_dir` as the pyfunc model `MODEL_NAME` in the active run, and its id as the
+    run's tag `MODEL_ID_TAG`.
 
     `include_backbone` copies the backbone folder into the model; by default (None) a local
     folder is included unless it is a pinned hub snapshot, and True insists on it. A hub name
@@ -318,10 +315,10 @@ def log_prompt_model(
         if BACKBONE_ARTIFACT not in artifacts:
             pinned = (BACKBONE_REPO, BACKBONE_REVISION, BACKBONE_PACKAGE)
             model_config.update({k: pin[k] for k in pinned if k in pin})
-        return mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             input_example=input_example(config),
             signature=model_signature(str(config["task"])),
-            name=name,
+            name=MODEL_NAME,
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
             artifacts=artifacts,
             code_paths=[str(Path(dptune.__file__).parent)],
@@ -335,3 +332,11 @@ def log_prompt_model(
             model_config=model_config,
             tags={SOURCE_TAG: source_name()},
         )
+    if info.run_id:  # (with no active run MLflow logs a model of no run)
+        MlflowClient().set_tag(info.run_id, MODEL_ID_TAG, info.model_id)
+    return info
+
+
+def logged_model_id(client: MlflowClient, run_id: str) -> str | None:
+    """The id of the model `log_prompt_model` logged in run `run_id`, if it did."""
+    return client.get_run(run_id).data.tags.get(MODEL_ID_TAG)

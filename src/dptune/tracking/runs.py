@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,12 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from dptune import figures, run_folder
-from dptune.backbones.names import portable_model
+from dptune.backbones.names import portable_model, short_backbone_name
 from dptune.errors import DptuneError
+from dptune.prompts.registry import get_method
 from dptune.run_folder import RunFolder
 from dptune.tracking.client import active_run, experiment_name, injected_run_id
-from dptune.tracking.pyfunc import MODEL_NAME, SOURCE_TAG, log_prompt_model, source_name
-from dptune.tracking.registry import short_backbone_name
+from dptune.tracking.pyfunc import SOURCE_TAG, log_prompt_model, logged_model_id, source_name
 
 ARTIFACT_FILES: tuple[str, ...] = (
     run_folder.CONFIG_FILE,
@@ -92,11 +93,6 @@ def _baked_commit() -> str | None:
     return commit if commit and commit != "unknown" else None
 
 
-def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """metrics.json of `run_dir` (see `RunFolder.read_metrics`)."""
-    return RunFolder(run_dir).read_metrics()
-
-
 def run_tags(
     config: dict[str, Any], metrics: dict[str, Any], stage: str, extra: dict[str, Any] | None
 ) -> dict[str, str]:
@@ -120,7 +116,7 @@ def run_tags(
     return {key: str(value) for key, value in tags.items() if value is not None}
 
 
-def _run_name(config: dict[str, Any]) -> str:
+def run_name_of(config: dict[str, Any]) -> str:
     model = short_backbone_name(str(config.get("model", "backbone")))
     return f"{config.get('task')}-{config.get('method')}-{model}-s{config.get('seed', 0)}"
 
@@ -162,8 +158,6 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 RUNTIME_PARAMS: frozenset[str] = frozenset(
     {"resume", "device", "compile", "log_every", "checkpoint_every"}
 )
-MAX_BATCH_METRICS = 1000  # MLflow's limits on one log_batch request
-MAX_BATCH_PARAMS = 100
 
 
 def params_to_log(client: MlflowClient, run_id: str, params: dict[str, str]) -> list[Param]:
@@ -179,12 +173,14 @@ def params_to_log(client: MlflowClient, run_id: str, params: dict[str, str]) -> 
     return [Param(key, value) for key, value in params.items() if key not in existing]
 
 
-_params_to_log = params_to_log  # the name other modules used
-
-
 def config_params(config: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """The params of a run: its config (paths made portable) and `extra`."""
-    return {key: portable(key, value) for key, value in {**config, **(extra or {})}.items()}
+    """The params of a run: its config (paths made portable) and `extra`. MLflow params are
+    flat: a nested mapping (a method's own hyperparameters, `method_config`) gives its entries,
+    by the names their command-line flags have (`bottleneck`), as older flat configs did."""
+    flat: dict[str, Any] = {}
+    for key, value in {**config, **(extra or {})}.items():
+        flat.update(value if isinstance(value, Mapping) else {key: value})
+    return {key: portable(key, value) for key, value in flat.items()}
 
 
 PointKey = tuple[str, int, float]  # what identifies a metric point: key, step, value
@@ -210,20 +206,6 @@ def missing_points(metrics: list[Metric], logged: set[PointKey]) -> list[Metric]
             seen.add(point)
             todo.append(metric)
     return todo
-
-
-def log_batches(
-    client: MlflowClient,
-    run_id: str,
-    metrics: list[Metric] = (),  # type: ignore[assignment]
-    params: list[Param] = (),  # type: ignore[assignment]
-) -> None:
-    """log_batch within MLflow's per-request limits."""
-    metrics, params = list(metrics), list(params)
-    for i in range(0, len(params), MAX_BATCH_PARAMS):
-        client.log_batch(run_id, params=params[i : i + MAX_BATCH_PARAMS])
-    for i in range(0, len(metrics), MAX_BATCH_METRICS):
-        client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH_METRICS])
 
 
 def history_timestamps(history: list[dict[str, Any]], start_ms: int, end_ms: int) -> list[int]:
@@ -266,12 +248,6 @@ def _log_artifacts(run_dir: Path) -> None:
             mlflow.log_artifacts(str(run_dir / name), artifact_path=name)
 
 
-def has_model(client: MlflowClient, run_id: str, name: str = MODEL_NAME) -> bool:
-    """Whether run `run_id` already logged a model called `name`."""
-    outputs = client.get_run(run_id).outputs.model_outputs
-    return any(client.get_logged_model(o.model_id).name == name for o in outputs)
-
-
 def log_run_folder(
     run_dir: str | Path,
     stage: str,
@@ -307,7 +283,7 @@ def log_run_folder(
     params = config_params(config, extra_params)
     all_tags = run_tags(config, metrics, stage, tags)
     client = MlflowClient()
-    name = _run_name(config)
+    name = run_name_of(config)
     run_name = None if (run_id or injected_run_id()) else name
     with active_run(
         experiment or experiment_name(stage), run_name=run_name, tags=all_tags, run_id=run_id
@@ -316,8 +292,7 @@ def log_run_folder(
         start_ms, end_ms = _span_ms(folder, run.info.start_time, metrics)
         points = history_metrics(history, history_timestamps(history, start_ms, end_ms))
         points += [Metric(k, v, end_ms, 0) for k, v in final_metrics(metrics).items()]
-        log_batches(
-            client,
+        client.log_batch(  # MLflow splits it into requests within its limits
             run_id,
             metrics=missing_points(points, logged_points(client, run_id)),
             params=params_to_log(client, run_id, params),
@@ -325,7 +300,7 @@ def log_run_folder(
         log_lineage(client, run_id, config)
         _log_artifacts(run_dir)
         _log_figures(history, title=name)
-        if log_model and not has_model(client, run_id):
+        if log_model and logged_model_id(client, run_id) is None:
             log_prompt_model(run_dir, include_backbone=include_backbone)
     return run_id
 
@@ -355,12 +330,19 @@ def track_run_folder(run_dir: str | Path, stage: str | None = None) -> dict[str,
                 "to log the folder as a new run"
             ) from None
         stage = stage or run.data.tags.get("dvc_stage")
-    method = folder.read_config().get("method")
-    stage = stage or ("probe" if method == "probe" else "train")
+    stage = stage or _training_stage(folder.read_config().get("method"))
     run_id = log_run_folder(folder.path, stage=stage, run_id=run_id)
     record.update({"tracking_uri": uri, "run_id": run_id, "logged": True})
     folder.write_tracking(record)
     return {**record, "status": client.get_run(run_id).info.status}
+
+
+def _training_stage(method: object) -> str:
+    """The pipeline stage that trains `method` (`train` for a method this dptune does not know)."""
+    try:
+        return get_method(str(method)).stage
+    except ValueError:
+        return "train"
 
 
 def end_abandoned_run(folder: RunFolder, run_id: str | None, uri: str) -> dict[str, Any]:

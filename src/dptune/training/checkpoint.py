@@ -17,7 +17,6 @@ is skipped with a one-line warning on stderr (the previous one is kept for that)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -30,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dptune.errors import DptuneError
-from dptune.fileio import WriteFailed, atomic_dir, write_json
+from dptune.errors import DptuneError, one_line
+from dptune.fileio import WriteFailed, atomic_dir, sha256_file, write_json
 from dptune.run_folder import LEGACY_CHECKPOINT_FILE, RunFolder
 
 FORMAT = "dptune-checkpoint"
@@ -113,14 +112,6 @@ def _unplain(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---- saving ----------------------------------------------------------------------------------
 def save_checkpoint(
     run_dir: Path | RunFolder,
@@ -181,14 +172,14 @@ def save_checkpoint(
             tensors_path = tmp / TENSORS_FILE
             tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
             save_file(tensors, str(tensors_path))
-            meta["tensors_sha256"] = _sha256(tensors_path)
+            meta["tensors_sha256"] = sha256_file(tensors_path)
             (tmp / STATE_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
         write_json(folder.checkpoint_path, {"checkpoint": target.name, "step": state.step})
     except (OSError, SafetensorError) as err:  # a full disk, a read-only volume
         if isinstance(err, WriteFailed):
             where, reason = err.path, err.reason
         else:
-            where, reason = target, getattr(err, "strerror", None) or " ".join(str(err).split())
+            where, reason = target, getattr(err, "strerror", None) or one_line(err)
         raise DptuneError(
             f"{where}: cannot write the checkpoint ({reason}); the previous checkpoints in "
             f"{folder.checkpoints_dir} are kept"
@@ -275,7 +266,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"version {VERSION}"
         )
     try:
-        digest = _sha256(tensors_path)
+        digest = sha256_file(tensors_path)
     except OSError as err:
         raise DptuneError(f"{tensors_path}: unreadable ({err.__class__.__name__})") from None
     if digest != meta.get("tensors_sha256"):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dptune.errors import one_line
+
 if TYPE_CHECKING:
     from dptune.config import TrainConfig
 
@@ -77,7 +79,7 @@ class Events:
                 if id(callback) not in self._failed:
                     self._failed.add(id(callback))
                     name = type(callback).__name__
-                    detail = " ".join(str(err).split())[:200]
+                    detail = one_line(err)
                     logger.warning(
                         "training callback %s failed in %s (%s: %s); training goes on, "
                         "further errors of it are not reported",

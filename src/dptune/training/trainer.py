@@ -1,7 +1,7 @@
 """The training loop: AdamW + linear warmup, per-epoch dev selection, atomic checkpoints, resume.
 
 Reads top to bottom: load data -> build backbone -> tokenise -> train epochs (checkpointing) ->
-restore the best epoch. `dptune.training.run.train` then evaluates and exports the run folder.
+restore the best epoch. `dptune.run.train` then evaluates and exports the run folder.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dptune.backbones.base import Backbone
 from dptune.backbones.loader import build_backbone
 from dptune.config import TrainConfig
 from dptune.data.run_data import load_run_data
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
 from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example
 from dptune.training import checkpoint as ckpt
@@ -106,7 +106,7 @@ class Trainer:
             self.scheduler.load_state_dict(saved["scheduler"])
             ckpt.set_rng_state(saved["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
-            detail = " ".join(str(err.args[0] if err.args else err).split())[:200]
+            detail = one_line(err)
             raise DptuneError(
                 f"{saved['path']}: does not fit this run ({detail}); delete "
                 f"{self.folder.checkpoints_dir} to train from the start, or choose another --out"

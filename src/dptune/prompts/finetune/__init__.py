@@ -12,5 +12,7 @@ register_method(
         module=None,
         help="no prompt: all backbone weights train (upper bound)",
         order=4,
+        trains_backbone=True,
+        lr=1e-4,
     )
 )

@@ -12,6 +12,7 @@ register_method(
         module="dptune.prompts.probe.model:SvdProbePrompt",
         help="rank probe (analysis): U ReLU(Sigma) V, counting Sigma's signs (the probe stage)",
         order=3,
-        grid=False,
+        stage="probe",
+        rank_statistics=True,
     )
 )

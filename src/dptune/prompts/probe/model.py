@@ -44,10 +44,6 @@ class SvdProbePrompt(PromptModule):
         self.sigma = nn.Parameter(s.float().clamp_min(MIN_INITIAL_SIGMA))
         self.V = nn.Parameter(vh.float())
 
-    @property
-    def rank_bound(self) -> int:
-        return min(self.num_tokens, self.dim)
-
     def forward(self) -> torch.Tensor:
         k = self.sigma.numel()
         # U ReLU(Sigma) V with the rectangular diagonal applied as a column scaling of U[:, :k].

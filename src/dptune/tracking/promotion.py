@@ -1,10 +1,4 @@
-"""Registered prompts and their aliases, never the deprecated stages API.
-
-One registered model per (task, backbone), e.g. `dptune-cb-minilm`, `dptune-rte-t5-small`.
-Each version carries, as tags, what makes it comparable with another (task, backbone, protocol,
-text format, a digest of the data it was trained and selected on), its scores (`dev_<metric>`,
-`test_<metric>`) and the task's primary metric, so promotion compares versions without reading
-runs.
+"""Promotion: the aliases `challenger` and `champion` of a registered prompt's versions.
 
 - `challenger`: set by the register stage to the best comparable version of that pipeline run.
 - `champion`: moves only by explicit promotion (`dptune promote`, or the register stage when the
@@ -15,196 +9,23 @@ runs.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
-from dptune.run_folder import RunFolder
+from dptune.tracking.model_versions import (
+    CHALLENGER,
+    CHAMPION,
+    PRIMARY_METRIC_TAG,
+    registered_versions,
+)
 from dptune.tracking.promotion_lock import promotion_lock
-from dptune.tracking.pyfunc import MODEL_NAME
+from dptune.tracking.serving_checks import check_serves
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
-PRIMARY_METRIC_TAG = "primary_metric"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def registered_model_name(task: str, backbone_name: str) -> str:
-    return f"dptune-{_slug(task)}-{short_backbone_name(backbone_name)}"
-
-
-def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """`{"dev": {...}, "test": {...}}` (metrics.json) -> `{"dev_m": v, "test_m": v}`; a flat
-    mapping keeps its numeric entries."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        if key in ("dev", "test") and isinstance(value, Mapping):
-            flat.update({f"{key}_{name}": float(v) for name, v in value.items() if _is_number(v)})
-        elif _is_number(value) and key.startswith(("dev_", "test_")):
-            flat[key] = float(value)
-    return flat
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def register_prompt(
-    run_id: str,
-    task: str,
-    backbone_name: str,
-    metrics: Mapping[str, Any],
-    method: str,
-    primary_metric: str | None = None,
-    model_artifact: str = MODEL_NAME,
-    comparable: Mapping[str, str] | None = None,
-    description: str | None = None,
-) -> str:
-    """Register the pyfunc model logged in `run_id` as a new version; return its number.
-
-    `metrics` is metrics.json (its `primary_metric` is used unless given) or a flat mapping of
-    `dev_<m>`/`test_<m>` values. `comparable` adds the protocol, format and data digest tags
-    (`register_run_folder` reads them from the run folder).
-    """
-    name = registered_model_name(task, backbone_name)
-    primary = primary_metric or metrics.get(PRIMARY_METRIC_TAG)
-    tags = {
-        "task": task,
-        "method": method,
-        "backbone": short_backbone_name(backbone_name),
-        "run_id": run_id,
-    }
-    tags.update(comparable or {})
-    if primary:
-        tags[PRIMARY_METRIC_TAG] = str(primary)
-    tags.update({key: repr(value) for key, value in flatten_metrics(metrics).items()})
-    client = MlflowClient()
-    model_id = logged_model_id(client, run_id, model_artifact)
-    _ensure_registered_model(client, name, task, backbone_name)
-    version = client.create_model_version(
-        name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id,
-        description=description,
-    )  # fmt: skip
-    for key, value in flatten_metrics(metrics).items():  # the scores as numbers, on the model
-        client.log_metric(run_id, key, value, model_id=model_id)
-    return str(version.version)
-
-
-def logged_model_id(client: MlflowClient, run_id: str, name: str = MODEL_NAME) -> str:
-    """The id of the newest model called `name` logged by run `run_id`."""
-    try:
-        outputs = client.get_run(run_id).outputs.model_outputs
-    except MlflowException:
-        raise DptuneError(
-            f"run_id: run {run_id} not found at {mlflow.get_tracking_uri()}"
-        ) from None
-    for output in sorted(outputs, key=lambda o: o.step, reverse=True):
-        if client.get_logged_model(output.model_id).name == name:
-            return output.model_id
-    raise DptuneError(f"run_id: run {run_id} logged no model {name!r} (log it with log_model)")
-
-
-def register_run_folder(run_id: str, run_dir: str | Path) -> str:
-    """`register_prompt` with task, backbone, method and metrics read from the run folder."""
-    folder = RunFolder(run_dir)
-    config = folder.read_config()
-    metrics = folder.read_metrics()
-    return register_prompt(
-        run_id,
-        task=str(config["task"]),
-        backbone_name=str(config["model"]),
-        metrics=metrics,
-        method=str(config.get("method", metrics.get("method", ""))),
-        comparable=comparability_tags(config),
-        description=version_description(config, metrics),
-    )
-
-
-def version_description(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
-    """What a person reading the registry needs to know of a version, in one paragraph."""
-    method = str(config.get("method", ""))
-    shape = f"c = {config.get('prompt_length')}"
-    if config.get("bottleneck") is not None:
-        shape += f", b = {config['bottleneck']}"
-    parts = [
-        f"{config.get('task')} / {method} on {short_backbone_name(str(config.get('model', '')))}",
-        "all weights fine-tuned" if method == "finetune" else shape,
-        f"{int(metrics.get('trainable_params', 0)):,} trainable parameters",
-    ]
-    for split in ("dev", "test"):
-        scores = metrics.get(split) or {}
-        if scores:
-            shown = ", ".join(f"{k} {float(v):.4f}" for k, v in scores.items() if _is_number(v))
-            parts.append(f"{split}: {shown}")
-    protocol = str(config.get("protocol", "heldout"))
-    parts.append(
-        f"protocol {protocol}" + (" (optimistic: selected on val)" if protocol == "paper" else "")
-    )
-    return "; ".join(parts) + "."
-
-
-def comparability_tags(config: Mapping[str, Any]) -> dict[str, str]:
-    """Protocol, text format and data digest of a run's config.yaml: with the task and the
-    backbone (the registered model), what two versions must share to be compared."""
-    protocol = str(config.get("protocol", "heldout"))
-    return {
-        "protocol": protocol,
-        "optimistic": str(protocol == "paper").lower(),
-        "format": str(config.get("format", "")),
-        "data_digest": data_digest(config),
-    }
-
-
-def data_digest(config: Mapping[str, Any]) -> str:
-    """sha256 over the files a run was trained and selected on: its task's train and val jsonl,
-    and its few-shot sample, if any. `unknown` when they are not at hand."""
-    import hashlib
-
-    from dptune.data.fetch import sha256_file
-    from dptune.tasks.registry import get_task
-
-    folder = Path(str(config.get("data_dir", ""))) / get_task(str(config["task"])).dirname
-    files = [folder / "train.jsonl", folder / "val.jsonl"]
-    if config.get("sample"):
-        files.append(Path(str(config["sample"])))
-    if not all(path.is_file() for path in files):
-        return "unknown"
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(sha256_file(path).encode("ascii"))
-    return digest.hexdigest()
-
-
-def _ensure_registered_model(client: MlflowClient, name: str, task: str, backbone: str) -> None:
-    try:
-        client.get_registered_model(name)
-        return
-    except MlflowException:
-        pass
-    try:
-        client.create_registered_model(
-            name,
-            tags={"task": task, "backbone": short_backbone_name(backbone)},
-            description=f"dptune prompts for {task} on {short_backbone_name(backbone)}",
-        )
-    except MlflowException:  # registered concurrently by another run
-        client.get_registered_model(name)
-
-
-# ---- promotion ---------------------------------------------------------------------------------
 COMPARABLE_TAGS: tuple[str, ...] = ("task", "backbone", "protocol", "format", "data_digest")
 CHAMPION_MOVES_TAG = "dptune.champion_moves"  # on the registered model: moves made by dptune
 DPTUNE_CHAMPION_TAG = "dptune.champion"  # on the registered model: the version dptune last made
@@ -297,16 +118,6 @@ def _champion(client: MlflowClient, model: str) -> ModelVersion | None:
         return None
 
 
-def _versions(client: MlflowClient, model_name: str) -> list[ModelVersion]:
-    if "'" in model_name:
-        raise DptuneError(f"--model: no registered model {model_name!r}")
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException:
-        raise DptuneError(f"--model: no registered model {model_name!r}") from None
-    return client.search_model_versions(f"name = '{model_name}'")
-
-
 def best_version(
     versions: list[ModelVersion], key: str, model: str, like: ModelVersion | None = None
 ) -> ModelVersion:
@@ -326,7 +137,7 @@ def set_challenger(
     """Alias `challenger` the best of `versions` (one pipeline run's) by the dev metric; None
     when none of them records it."""
     client = MlflowClient()
-    every = _versions(client, model_name)
+    every = registered_versions(client, model_name)
     mine = [v for v in every if str(v.version) in {str(x) for x in versions}]
     if not mine:
         return None
@@ -375,7 +186,7 @@ def _promote_now(
     automatic: bool,
     verify: bool,
 ) -> PromotionResult:
-    versions = _versions(client, model_name)
+    versions = registered_versions(client, model_name)
     key = _metric_key(metric, versions, model_name)
     champion = _champion(client, model_name)
     candidate = _candidate(versions, key, model_name, version, champion)
@@ -434,66 +245,6 @@ def _optimistic(version: ModelVersion) -> bool:
 def _set_by_dptune(client: MlflowClient, model: str, champion: ModelVersion) -> bool:
     tags = client.get_registered_model(model).tags or {}
     return tags.get(DPTUNE_CHAMPION_TAG) == str(champion.version)
-
-
-def check_serves(model_name: str, version: str) -> None:
-    """Load version `version` as MLflow would serve it and predict its input example."""
-    uri = f"models:/{model_name}/{version}"
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-        if model.metadata.signature is None:
-            raise DptuneError(f"--version: {no_signature(model_name, version)}")
-        example = model.input_example
-        if example is None:
-            raise DptuneError(f"--version: v{version} of {model_name} has no input example")
-        model.predict(example)
-    except DptuneError:
-        raise
-    except Exception as err:  # whatever loading or predicting raised: one line, no promotion
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise DptuneError(
-            f"--version: v{version} of {model_name} does not serve ({type(err).__name__}: "
-            f"{first[:200]}); champion not moved"
-        ) from None
-
-
-def no_signature(model_name: str, version: str) -> str:
-    return (
-        f"v{version} of {model_name} has no signature (logged by an older dptune; train or log "
-        "its run folder again to register a servable version)"
-    )
-
-
-def servable_uri(model_name: str, alias: str | None = None, version: str | None = None) -> str:
-    """`models:/<name>@<alias>` (or `/<version>`) after checking that the registered model
-    exists, the alias is set (or the version exists) and the version has a signature."""
-    client = MlflowClient()
-    _versions(client, model_name)
-    if version is not None:
-        try:
-            found = client.get_model_version(model_name, str(version))
-        except MlflowException:
-            raise DptuneError(f"--version: {model_name} has no version {version}") from None
-        uri, where = f"models:/{model_name}/{found.version}", "--version"
-    else:
-        alias = alias or CHAMPION
-        try:
-            found = client.get_model_version_by_alias(model_name, alias)
-        except MlflowException:
-            aliases = sorted(client.get_registered_model(model_name).aliases or {})
-            set_ = f"aliases set: {', '.join(aliases)}" if aliases else "no alias is set"
-            raise DptuneError(f"--alias: {model_name} has no alias {alias!r} ({set_})") from None
-        uri, where = f"models:/{model_name}@{alias}", "--alias"
-    try:
-        signature = mlflow.models.get_model_info(uri).signature
-    except Exception as err:  # a missing or unreadable MLmodel: one line
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise DptuneError(
-            f"{where}: v{found.version} of {model_name} cannot be read ({first[:200]})"
-        ) from None
-    if signature is None:
-        raise DptuneError(f"{where}: {no_signature(model_name, str(found.version))}")
-    return uri
 
 
 def _candidate(
