@@ -83,7 +83,7 @@ def test_the_bottleneck_sweep_trained_only_its_dpt_point(project):
         "cb-dpt-s0@bottleneck=3"
     ]
     run = repo / "runs" / "sweeps" / "bottleneck" / "cb-dpt-s0@bottleneck=3"
-    assert yaml.safe_load((run / "config.yaml").read_text())["bottleneck"] == 3
+    assert yaml.safe_load((run / "config.yaml").read_text())["method_config"]["bottleneck"] == 3
     sweep = json.loads((repo / "reports" / "sweeps" / "bottleneck.json").read_text())
     assert [(r["method"], r["values"], r["score"]["n"]) for r in sweep["series"]] == [
         ("dpt", {"bottleneck": 2}, 1), ("dpt", {"bottleneck": 3}, 1)

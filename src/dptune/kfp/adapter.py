@@ -281,7 +281,24 @@ def grid(params: str | Mapping[str, Any]) -> list[dict[str, Any]]:
     (`Plan.cell_record`, what the plan stage writes for DVC): the train step trains exactly
     the record it is handed."""
     plan = plan_of(params)
-    return [plan.cell_record(cell) for cell in plan.cells()]
+    return [cell_item(plan, cell) for cell in plan.cells()]
+
+
+def _record_of(item: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The record a grid item carries (see `cell_item`)."""
+    try:
+        record = json.loads(item["record"])
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise DptuneError(f"{source}: the cell's record is missing or not JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise DptuneError(f"{source}: the cell's record is not a JSON object")
+    return record
+
+
+def cell_item(plan: Plan, cell: Cell) -> dict[str, Any]:
+    """A ParallelFor item: the cell, and its record as JSON text (protobuf would turn the
+    record's numbers into floats and kfp.local refuses its nulls; a string passes as it is)."""
+    return {**cell.as_item(), "record": json.dumps(plan.cell_record(cell))}
 
 
 def train(
@@ -307,7 +324,8 @@ def train(
         work = work_dir(workspace, WORKSPACE_RUNS, item.name, run)
         inputs = stage_inputs(superglue, backbone, samples)
         source = f"{PARAMS_SOURCE} ({item.name})"
-        cfg = config_from_record(cell, inputs, work, model=plan.model(inputs), source=source)
+        record = _record_of(cell, source)
+        cfg = config_from_record(record, inputs, work, model=plan.model(inputs), source=source)
         tags = {"kfp_run_id": pipeline_run}
         digest = superglue.metadata.get("manifest_sha256") or _manifest_digest(superglue.path)
         if digest:
