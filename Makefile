@@ -95,9 +95,12 @@ pipeline-compile: $(STAMP)
 		$(if $(KFP_IMAGE),--image $(KFP_IMAGE),--allow-placeholder-image)
 	$(BIN)/dptune pipeline components --out components
 
+# KFP_HOST travels in the environment, not as --host: make echoes commands, and ps shows
+# arguments, with any user:pass@ in them.
 pipeline-submit: $(STAMP)
 	@test -n "$(KFP_HOST)" || { echo "error: set KFP_HOST=<Kubeflow Pipelines API URL>" >&2; exit 2; }
-	$(BIN)/dptune pipeline submit --host $(KFP_HOST) --profile $(KFP_PROFILE) \
+	@echo "KF_PIPELINES_ENDPOINT=<KFP_HOST> $(BIN)/dptune pipeline submit --profile $(KFP_PROFILE) ..."
+	@KF_PIPELINES_ENDPOINT='$(KFP_HOST)' $(BIN)/dptune pipeline submit --profile $(KFP_PROFILE) \
 		--experiment $(KFP_EXPERIMENT) $(KFP_IMAGE_FLAG)
 
 pipeline-local: $(STAMP)

@@ -112,6 +112,33 @@ FAULTS: tuple[Fault, ...] = (
         "champion. A lock left by a process that died mid-promotion is broken after 10 "
         "minutes; one still held after 15 minutes of waiting is one line (exit 2).",
     ),
+    Fault(
+        "Hostile serving load (`dptune serve`)",
+        ("tests/tracking/test_hostile_serving.py",),
+        "A request over `--max-rows` (DPTUNE_SERVE_MAX_ROWS, default 1000) records or "
+        "`--max-bytes` (DPTUNE_SERVE_MAX_BYTES, default 1,000,000) bytes of field values gets "
+        "HTTP 413 naming the limit, before anything is tokenised. A long text is cut to the "
+        "model's input as in training, from a window of it, never tokenised whole; a large "
+        "request's memory is given back (gc, then glibc `malloc_trim`). A prediction past "
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT (`--timeout`) stops between batches of 256 "
+        "records after its 504, and the next request is served. No request writes a file "
+        "(the token cache is off for serving). The rows carry what was measured: the server's "
+        "RSS before and after four 10 MB requests (the audit before the limits: 611 MB, then "
+        "2.8 GB, then 4.9 GB, and 31 s a request) and the seconds from the 504 to an idle "
+        "server (the same 20,000-record request without a deadline, the pyfunc's `predict` "
+        "called in-process, was still predicting after 500 s).",
+    ),
+    Fault(
+        "Planted secrets (credentials in URLs)",
+        ("tests/faults/test_planted_secrets.py",),
+        "A password in a tracking, registry, Kubeflow or artifact-store URL is shown as "
+        "`user:***@` (`dptune/redact.py`) in every error line, traceback (`cli/main.py` prints "
+        "unexpected errors redacted) and record dptune writes; MLflow is given the URIs "
+        "without it (the basic-auth variables carry it). The test plants fake passwords in "
+        "MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI and --host, runs real processes against a "
+        "real MLflow server, and finds them in none of stdout, stderr, the run folder, the "
+        "MLflow store (database and artifacts), params, tags, or `make run`'s output.",
+    ),
 )
 
 

@@ -29,7 +29,9 @@ echo
 echo "Pipeline finished in $((elapsed / 60)) min $((elapsed % 60)) s."
 echo "Metrics: dvc metrics show / dvc metrics diff | plots: make plots (dvc plots show, offline: dvc_plots/index.html)"
 if [[ -n "${MLFLOW_TRACKING_URI:-}" ]]; then
-  echo "MLflow runs are on $MLFLOW_TRACKING_URI"
+  # the address without its password (user:pass@ shows as user:***@)
+  shown=$(printf '%s' "$MLFLOW_TRACKING_URI" | sed -E 's#^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@#\1:***@#')
+  echo "MLflow runs are on $shown"
 else
   echo "MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db  (http://127.0.0.1:5000)"
 fi

@@ -27,7 +27,8 @@ OUTER = ("cli", "kfp", "tracking", "stages")
 # Bottom first. A unit is a subpackage or a top-level module of src/dptune ("dptune": its
 # __init__); every unit must be listed, so a new one is placed on purpose.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("dptune", "errors"),  # the package's version; the one error type
+    ("dptune", "redact"),  # the package's version; credentials out of URLs
+    ("errors",),  # the one error type
     ("fileio", "cpu"),  # atomic files; the CPU thread cap
     ("prompts", "tasks"),  # the method library and the task library: leaves
     ("config",),  # the run config, from the method and task registries

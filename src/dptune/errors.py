@@ -2,10 +2,12 @@
 
 A `DptuneError` carries one line that names the offending place (file and line, field, idx).
 The CLI prints it to stderr and exits with code 2, without a traceback. `one_line` is how a
-foreign error's message is quoted inside one.
+foreign error's message is quoted inside one, with any URL's password hidden.
 """
 
 from __future__ import annotations
+
+from dptune.redact import redact_text
 
 LINE_LIMIT = 200  # characters of a foreign message quoted in one of ours
 
@@ -21,11 +23,12 @@ def one_line(
 ) -> str:
     """`error`'s message (or the text) as one line: white space folded, at most `limit`
     characters (a longer one ends in "..."; None: no limit); with `first_line`, only the
-    message's first line. An exception without a message gives its type's name."""
+    message's first line. An exception without a message gives its type's name. A password in
+    a URL (`scheme://user:pass@host`) is shown as ***."""
     text = error if isinstance(error, str) else _message(error)
     if first_line:
         text = next(iter(text.strip().splitlines()), "")
-    text = " ".join(text.split())
+    text = redact_text(" ".join(text.split()))
     if not text and not isinstance(error, str):
         text = type(error).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

@@ -16,6 +16,9 @@ from dptune.tasks.registry import get_task
 from dptune.training.device import resolve_device
 from dptune.training.evaluate import predict_examples
 
+# Records of a request tokenised and predicted together: a deadline is checked between them.
+REQUEST_CHUNK = 256
+
 
 class Predictor:
     """A trained prompt on its backbone, ready to label task records."""
@@ -52,8 +55,10 @@ class Predictor:
             self.backbone, self.task, examples, self.cfg, self.device, desc="predict"
         )
 
-    def predict(self, records: list[dict[str, Any]]) -> list[Any]:
-        """Labels for task records given with the task's field names (as in `Example.data`)."""
+    def predict(self, records: list[dict[str, Any]], deadline: float | None = None) -> list[Any]:
+        """Labels for task records given with the task's field names (as in `Example.data`).
+        A request's texts stay in memory (no token cache); past `deadline` (monotonic) it
+        stops between batches with `training.evaluate.DeadlineExceeded`."""
         examples = []
         for i, record in enumerate(records):  # a serving request: refuse bad rows in one line
             check_data(record, f"record {i}")
@@ -62,5 +67,18 @@ class Predictor:
             examples.append(example)
         if not examples:
             return []
-        labels = self.predict_examples(examples)
+        labels: dict[Any, Any] = {}
+        for start in range(0, len(examples), REQUEST_CHUNK):  # tokenising stops at deadline too
+            labels.update(
+                predict_examples(
+                    self.backbone,
+                    self.task,
+                    examples[start : start + REQUEST_CHUNK],
+                    self.cfg,
+                    self.device,
+                    desc="predict",
+                    cache=False,
+                    deadline=deadline,
+                )
+            )
         return [labels[ex.key] for ex in examples]

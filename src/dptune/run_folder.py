@@ -28,10 +28,10 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir, atomic_path, read_json, write_json, write_text
+from dptune.redact import redact_uri
 
 if TYPE_CHECKING:
     import torch
@@ -322,38 +322,3 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise DptuneError(f"{path}: unreadable ({err.__class__.__name__})") from None
-
-
-# ---- URIs as they may be stored or shown: a `user:pass@` URI carries a credential -----------
-HIDDEN = "***"
-
-
-def redact_uri(uri: str) -> str:
-    """`uri` with the password of its user info replaced by ***; other URIs unchanged."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri
-    if "@" not in parts.netloc:
-        return uri
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, has_password, _ = userinfo.partition(":")
-    netloc = f"{user}:{HIDDEN}@{host}" if has_password else f"{user}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def credentials(uri: str) -> tuple[str, str] | None:
-    """(user, password) of a `user:pass@` URI, else None."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return None
-    if parts.username is None or parts.password is None:
-        return None
-    return unquote(parts.username), unquote(parts.password)
-
-
-def without_userinfo(uri: str) -> str:
-    """`uri` without its `user[:pass]@` part (the address to connect to)."""
-    parts = urlsplit(uri)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

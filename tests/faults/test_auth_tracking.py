@@ -165,7 +165,7 @@ def test_credentials_log_fine_and_never_show(server, values, tmp_path):
     ],
 )
 def test_a_uri_is_shown_without_its_password(uri, shown):
-    from dptune.run_folder import redact_uri
+    from dptune.redact import redact_uri
 
     assert redact_uri(uri) == shown
 

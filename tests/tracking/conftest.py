@@ -145,7 +145,7 @@ class FakePredictor:
     def task_name(self) -> str:
         return self.task
 
-    def predict(self, records: list[dict]) -> list[str]:
+    def predict(self, records: list[dict], deadline: float | None = None) -> list[str]:
         return ["entailment" if "yes" in r["premise"] else "contradiction" for r in records]
 
 

@@ -61,3 +61,27 @@ def test_small_inputs_are_not_written(tokenizer, tmp_path, monkeypatch):
     assert token_cache.tokenize(tokenizer, TEXTS, 8) == plain(tokenizer, TEXTS, 8)
     assert token_cache.tokenize(tokenizer, [], 8) == []
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_long_texts_give_the_full_texts_ids_from_a_window(tokenizer, side, monkeypatch):
+    tokenizer.truncation_side = side
+    sentence = "the cat sat on a mat while rain fell over wet ground and nobody said "
+    long = sentence * 2700  # ~170k characters
+    texts = [long, "short text", " " * 5000 + "tail words only", long[:3000] + "x" * 20]
+    expected = plain(tokenizer, texts, 16)
+    seen: list[int] = []
+    call = type(tokenizer).__call__
+
+    def counting(self, batch, *args, **kwargs):
+        seen.extend(len(t) for t in batch)
+        return call(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    assert token_cache.tokenize(tokenizer, texts, 16, cache=False) == expected
+    assert max(seen) < 20_000  # the 170k-character text was never tokenised whole
+
+
+def test_cache_false_writes_nothing(tokenizer, cache_dir):
+    assert token_cache.tokenize(tokenizer, TEXTS, 8, cache=False) == plain(tokenizer, TEXTS, 8)
+    assert not cache_dir.exists()

@@ -1,16 +1,21 @@
 """The `dptune` command line.
 
 Each command group lives in its own module and is attached here. Commands raise
-`DptuneError` for bad input; `run_app` turns it into one line on stderr and exit code 2.
+`DptuneError` for bad input; `main` turns it into one line on stderr and exit code 2. Every
+line it prints, tracebacks included, has the password of any URL in it hidden.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
+import traceback
+from types import TracebackType
 
 import typer
 
 from dptune.errors import DptuneError, one_line
+from dptune.redact import redact_text
 
 app = typer.Typer(
     name="dptune",
@@ -72,14 +77,32 @@ def _is_no_args_help(exc: BaseException) -> bool:
     return type(exc).__name__ == "NoArgsIsHelpError"
 
 
+def _redacted_traceback(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    """The usual traceback, with URL passwords hidden (a foreign error, e.g. MLflow's, may
+    quote `MLFLOW_REGISTRY_URI` whole)."""
+    text = "".join(traceback.format_exception(kind, value, tb))
+    sys.stderr.write(redact_text(text))
+    sys.stderr.flush()
+
+
+def _redacted_thread_traceback(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    sys.stderr.write(f"Exception in thread {getattr(args.thread, 'name', '?')}:\n")
+    _redacted_traceback(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+
+
 def main() -> None:
+    threading.excepthook = _redacted_thread_traceback  # (typer replaces sys.excepthook)
     try:
         code = app(prog_name="dptune", standalone_mode=False)
         # Without standalone mode click returns (not raises) the code of `typer.Exit(n)`.
         if isinstance(code, int) and code:
             sys.exit(code)
     except DptuneError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact_text(str(err))}", file=sys.stderr)
         sys.exit(err.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -87,8 +110,9 @@ def main() -> None:
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
-        if not isinstance(exc, _click_exception_types()):
-            raise
+        if not isinstance(exc, _click_exception_types()):  # a bug, or a foreign error
+            _redacted_traceback(type(exc), exc, exc.__traceback__)
+            sys.exit(1)
         if _is_no_args_help(exc):  # a group called without a command: its help, then one line
             help_text = exc.format_message()  # type: ignore[attr-defined]  # rich prints it
             if help_text.strip():
@@ -98,7 +122,7 @@ def main() -> None:
             sys.exit(2)
         # Usage errors (unknown option or command, missing or bad value, extra argument) and
         # other click errors (a file that cannot be opened) are bad input: one line, exit 2.
-        print(_usage_line(exc), file=sys.stderr)
+        print(redact_text(_usage_line(exc)), file=sys.stderr)
         sys.exit(2)
 
 

@@ -56,6 +56,12 @@ SERVE_HELP = (
     'its signature. POST {"dataframe_records": [...]} or {"inputs": ...} to /invocations; '
     "a record that lacks a field or has one of the wrong type gets HTTP 400 naming it."
     "\n\n"
+    "Limits: a request over --max-rows records or --max-bytes bytes of field values gets HTTP "
+    "413 naming the limit (also DPTUNE_SERVE_MAX_ROWS, DPTUNE_SERVE_MAX_BYTES; defaults 1000 "
+    "and 1000000); one past --timeout seconds gets 504 and its prediction stops (also "
+    "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT, default 60). Texts are cut to the model's input "
+    "as in training, and nothing from a request is written to disk."
+    "\n\n"
     "Exit codes: the server's; 2 for an unknown model or version, an alias that is not set, a "
     "version without a signature, or an unreachable tracking server."
 )
@@ -67,12 +73,28 @@ def serve(
     version: Annotated[str | None, typer.Option(help="Serve this version instead")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 5001,
+    max_rows: Annotated[
+        int | None, typer.Option(min=1, help="Records per request (DPTUNE_SERVE_MAX_ROWS)")
+    ] = None,
+    max_bytes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Bytes of field values per request (DPTUNE_SERVE_MAX_BYTES)"),
+    ] = None,
+    timeout: Annotated[
+        int | None,
+        typer.Option(min=1, help="Seconds per request (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)"),
+    ] = None,
     root: Annotated[
         Path, typer.Option(help="Project folder holding mlflow.db (without MLFLOW_TRACKING_URI)")
     ] = Path("."),
 ) -> None:
     from dptune.tracking import check_tracking_server, configure, servable_uri
+    from dptune.tracking import serving_limits as limits
 
+    settings = {limits.MAX_ROWS_ENV: max_rows, limits.MAX_BYTES_ENV: max_bytes,
+                limits.TIMEOUT_ENV: timeout}  # fmt: skip
+    os.environ.update({k: str(v) for k, v in settings.items() if v is not None})
+    limits.max_rows(), limits.max_bytes()  # a bad setting is one line now, not a dead server
     uri = configure(root)
     check_tracking_server(uri, must_exist=True)
     model_uri = servable_uri(model, alias=alias, version=version)

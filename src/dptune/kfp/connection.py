@@ -23,6 +23,7 @@ from typing import Any
 from dptune import errors
 from dptune.errors import DptuneError
 from dptune.kfp.options import MIN_BACKEND, MIN_BACKEND_TEXT
+from dptune.redact import redact_uri
 
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
 IN_CLUSTER_NAMESPACE = "kubeflow"  # where Kubeflow Platform deploys the pipelines API
@@ -43,7 +44,7 @@ class Connection:
 
     @property
     def where(self) -> str:
-        return self.host or "the in-cluster Kubeflow Pipelines service"
+        return redact_uri(self.host) if self.host else "the in-cluster Kubeflow Pipelines service"
 
 
 @dataclass
@@ -104,7 +105,8 @@ def check_connection(conn: Connection) -> Connection:
     """The connection with its host resolved; one-line errors for what cannot work."""
     host = conn.host or os.environ.get("KF_PIPELINES_ENDPOINT") or None
     if host is not None and not host.startswith(("http://", "https://")):
-        raise DptuneError(f"--host: {host!r} is not an http(s) URL")
+        shown = repr(host) if "@" not in host else "the value given"  # may hold user:pass@
+        raise DptuneError(f"--host: {shown} is not an http(s) URL")
     if conn.ca_bundle and not Path(conn.ca_bundle).is_file():
         raise DptuneError(f"--ca-bundle: {conn.ca_bundle}: no such file")
     if host is None:

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from dptune.errors import DptuneError
 from dptune.prompts.registry import methods
-from dptune.run_folder import credentials, redact_uri, without_userinfo
+from dptune.redact import credentials, redact_uri, without_userinfo
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -66,21 +66,15 @@ def tracking_uri(root: str | Path | None = None) -> str:
 def configure(root: str | Path | None = None) -> str:
     """Point this process's MLflow at `tracking_uri(root)` (the registry too, unless
     `MLFLOW_REGISTRY_URI` is set) and return that URI, less any `user:pass@` part (those credentials
-    go to `MLFLOW_TRACKING_USERNAME`/`PASSWORD`, unless they are set).
+    go to `MLFLOW_TRACKING_USERNAME`/`PASSWORD`, unless they are set; the registry URI's too, so
+    neither URI MLflow holds carries a password).
 
     MLflow's set_*_uri also export the URIs to the environment; that is undone, so the
     environment only ever holds the user's choice and a later `configure` with another root
     is not mistaken for one. Child processes compute the same default from the same root.
     """
-    uri = tracking_uri(root)
-    login = credentials(uri)
-    if login is not None:
-        # MLflow prints run and experiment URLs built from the tracking URI; a `user:pass@` URI
-        # would put the password in every log. Send it as MLflow's basic-auth variables instead.
-        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", login[0])
-        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", login[1])
-        uri = without_userinfo(uri)
-    registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    uri = _as_basic_auth(tracking_uri(root))
+    registry = _as_basic_auth(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
     before = {name: os.environ.get(name) for name in URI_VARIABLES}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
@@ -92,6 +86,17 @@ def configure(root: str | Path | None = None) -> str:
     # Per-file progress bars of artifact copies would flood stage logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return uri
+
+
+def _as_basic_auth(uri: str) -> str:
+    """`uri` less its `user:pass@`, which goes to MLflow's basic-auth variables (unless they are
+    set): MLflow prints run URLs and errors built from the URI, and would print the password."""
+    login = credentials(uri)
+    if login is None:
+        return uri
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", login[0])
+    os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", login[1])
+    return without_userinfo(uri)
 
 
 def initialise_store(root: str | Path | None = None) -> str:

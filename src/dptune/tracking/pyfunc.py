@@ -41,6 +41,7 @@ from dptune.errors import DptuneError
 from dptune.prompts.registry import get_method
 from dptune.run_folder import RunFolder
 from dptune.tasks.fields import check_request, label_kind, request_fields
+from dptune.tracking import serving_limits
 
 # MLflow 3.17 compares DataFrame columns with a range when it saves or checks an input example,
 # which pandas 3 deprecates (Pandas4Warning); the warning is MLflow's, and says nothing to users.
@@ -90,6 +91,7 @@ class PromptModel(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         from dptune.inference import Predictor  # heavy (torch, transformers): load time only
 
+        serving_limits.max_rows(), serving_limits.max_bytes()  # a bad setting stops the start
         config = context.model_config or {}
         run_dir = context.artifacts[RUN_ARTIFACT]
         kwargs: dict[str, Any] = {}
@@ -102,22 +104,34 @@ class PromptModel(PythonModel):
 
     # MLflow enforces the signature before this runs; the check here also covers what a schema
     # cannot say (a null or NaN in a required field) and callers of the model object itself.
-    # Bad input is MLflow's BAD_REQUEST, so a server answers 400 with the one line, no traceback.
+    # Bad input is MLflow's BAD_REQUEST, so a server answers 400 with the one line, no traceback;
+    # a request over a limit (serving_limits) gets 413, one past its timeout stops (504).
     def predict(
         self,
         context: PythonModelContext,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> list[Any]:
+        from dptune.training.evaluate import DeadlineExceeded
+
+        deadline = serving_limits.deadline()
+        size = 0
         try:
+            serving_limits.check_rows(serving_limits.row_count(model_input))
             records = to_records(model_input)
+            size = serving_limits.check_size(records)
             for i, record in enumerate(records):
                 check_request(self.predictor.task_name, record, f"record {i}")
-            return list(self.predictor.predict(records))
-        except BadRequest:
+            return list(self.predictor.predict(records, deadline=deadline))
+        except (BadRequest, serving_limits.RequestTooLarge):
             raise
+        except DeadlineExceeded as err:
+            raise serving_limits.PredictionTimedOut(str(err)) from None
         except DptuneError as err:
             raise BadRequest(str(err)) from None
+        finally:
+            if size >= serving_limits.RELEASE_AFTER_BYTES:
+                serving_limits.release_memory()
 
 
 def _pinned_snapshot(config: dict[str, Any], run_dir: str) -> str | None:

@@ -25,6 +25,7 @@ from dptune import figures, run_folder
 from dptune.backbones.names import portable_model, short_backbone_name
 from dptune.errors import DptuneError
 from dptune.prompts.registry import get_method
+from dptune.redact import redact_uri
 from dptune.run_folder import RunFolder
 from dptune.tracking.client import active_run, experiment_name, injected_run_id
 from dptune.tracking.pyfunc import SOURCE_TAG, log_prompt_model, logged_model_id, source_name
@@ -326,8 +327,8 @@ def track_run_folder(run_dir: str | Path, stage: str | None = None) -> dict[str,
             run = client.get_run(run_id)
         except MlflowException:
             raise DptuneError(
-                f"{folder.tracking_path}: run {run_id} not found at {uri}; delete that file "
-                "to log the folder as a new run"
+                f"{folder.tracking_path}: run {run_id} not found at {redact_uri(uri)}; delete "
+                "that file to log the folder as a new run"
             ) from None
         stage = stage or run.data.tags.get("dvc_stage")
     stage = stage or _training_stage(folder.read_config().get("method"))

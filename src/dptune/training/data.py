@@ -29,8 +29,10 @@ class Feature:
         return len(self.input_ids)
 
 
-def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    return token_cache.tokenize(tokenizer, texts, max_length)
+def _tokenize(
+    tokenizer: Any, texts: Sequence[str], max_length: int, cache: bool = True
+) -> list[list[int]]:
+    return token_cache.tokenize(tokenizer, texts, max_length, cache=cache)
 
 
 def warn_if_cut(what: str, ids: Sequence[Sequence[int]], max_target_length: int) -> int:
@@ -47,12 +49,16 @@ def warn_if_cut(what: str, ids: Sequence[Sequence[int]], max_target_length: int)
 
 
 def _candidate_ids(
-    tokenizer: Any, task: Task, examples: Sequence[Example], max_target_length: int
+    tokenizer: Any,
+    task: Task,
+    examples: Sequence[Example],
+    max_target_length: int,
+    cache: bool = True,
 ) -> tuple[list[list[str]], list[list[list[int]]]]:
     """Tokenise each example's candidates once (shared texts are tokenised once overall)."""
     cands = [task.candidates(ex) for ex in examples]
     unique = sorted({c for row in cands for c in row})
-    unique_ids = _tokenize(tokenizer, unique, max_target_length)
+    unique_ids = _tokenize(tokenizer, unique, max_target_length, cache)
     warn_if_cut("distinct candidate answers", unique_ids, max_target_length)
     ids = dict(zip(unique, unique_ids, strict=True))
     return cands, [[ids[c] for c in row] for row in cands]
@@ -83,9 +89,12 @@ def build_eval_features(
     tokenizer: Any,
     max_source_length: int,
     max_target_length: int,
+    cache: bool = True,
 ) -> list[Feature]:
-    sources = _tokenize(tokenizer, [task.source(ex) for ex in examples], max_source_length)
-    _, cand_ids = _candidate_ids(tokenizer, task, examples, max_target_length)
+    """Features to predict; `cache=False` keeps the texts off the token cache (serving)."""
+    texts = [task.source(ex) for ex in examples]
+    sources = _tokenize(tokenizer, texts, max_source_length, cache)
+    _, cand_ids = _candidate_ids(tokenizer, task, examples, max_target_length, cache)
     return [Feature(src, [], -1, cand_ids[i], i) for i, src in enumerate(sources)]
 
 

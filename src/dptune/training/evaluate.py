@@ -6,6 +6,7 @@ submission files) and `dptune.inference.Predictor` (`dptune predict`, the MLflow
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +15,14 @@ from tqdm.auto import tqdm
 
 from dptune.backbones.base import Backbone
 from dptune.config import TrainConfig
+from dptune.errors import DptuneError
 from dptune.tasks.base import Example, Task
 from dptune.training.data import Collator, Feature, build_eval_features, eval_batches
 from dptune.training.device import autocast_for
+
+
+class DeadlineExceeded(DptuneError):
+    """Prediction stopped between batches because its deadline passed."""
 
 
 @torch.no_grad()
@@ -32,13 +38,20 @@ def predict(
     device: torch.device,
     autocast: Any,
     desc: str = "eval",
+    deadline: float | None = None,
 ) -> dict[Any, Any]:
-    """Predicted official labels keyed by `Example.key`; None marks an invalid generation."""
+    """Predicted official labels keyed by `Example.key`; None marks an invalid generation.
+    Past `deadline` (a `time.monotonic()` value) it stops before the next batch and raises
+    DeadlineExceeded, so a timed-out request frees the process."""
     backbone.eval()
     collate = Collator(backbone.tokenizer.pad_token_id)
     predictions: dict[Any, Any] = {}
     batches = eval_batches([len(f) for f in features], batch_size)
-    for batch_ids in tqdm(batches, desc=desc, leave=False, disable=None):
+    for done, batch_ids in enumerate(tqdm(batches, desc=desc, leave=False, disable=None)):
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceeded(
+                f"prediction stopped at its deadline after {done} of {len(batches)} batches"
+            )
         feats = [features[i] for i in batch_ids]
         batch = {k: v.to(device) for k, v in collate(feats).items()}
         with autocast():
@@ -64,15 +77,24 @@ def predict_examples(
     device: torch.device,
     features: Sequence[Feature] | None = None,
     desc: str = "eval",
+    *,
+    cache: bool = True,
+    deadline: float | None = None,
 ) -> dict[Any, Any]:
     """Labels of `examples` by Example.key with `cfg`'s decoding, lengths and batch size.
 
-    `features` (default: built from `examples`) may cover only some of them: each Feature's
-    `example` indexes `examples`, and only the examples it covers are predicted.
+    `features` (default: built from `examples`, through the token cache unless `cache` is
+    False) may cover only some of them: each Feature's `example` indexes `examples`, and only
+    the examples it covers are predicted. `deadline`: see `predict`.
     """
     if features is None:
         features = build_eval_features(
-            task, examples, backbone.tokenizer, cfg.max_source_length, cfg.max_target_length
+            task,
+            examples,
+            backbone.tokenizer,
+            cfg.max_source_length,
+            cfg.max_target_length,
+            cache=cache,
         )
     return predict(
         backbone,
@@ -85,6 +107,7 @@ def predict_examples(
         device=device,
         autocast=autocast_for(device, cfg.precision),
         desc=desc,
+        deadline=deadline,
     )
 
 

@@ -7,6 +7,10 @@ tokenizer or another few-shot sample gives other texts or another tokenizer, hen
 nothing can go stale. Only large lists are cached (small ones tokenise in well under a second),
 under `$DPTUNE_CACHE/tokens` (default `~/.cache/dptune/tokens`), written atomically, one
 `.npz` of flat int32 ids plus row offsets per entry. An unreadable entry is rebuilt.
+`cache=False` (serving) writes and reads nothing: a client's text never lands on disk.
+
+A text is never tokenised in full: only a window of it (on the kept side) that yields more than
+`max_length` tokens, so a 10 MB field costs what a page does, with the same ids.
 """
 
 from __future__ import annotations
@@ -25,13 +29,23 @@ from dptune.tasks.jsonl import cache_root
 CACHE_VERSION = 1
 # Below this many characters tokenising costs about as much as reading a cache entry back.
 MIN_CACHED_CHARS = 500_000
+# The first window of a long text, in characters per token of max_length; it grows 4x while it
+# yields too few tokens (a token is rarely over 16 characters).
+WINDOW_CHARS_PER_TOKEN = 16
+# Tokens beyond max_length a window must yield, so that the word cut at its edge cannot change
+# the ids that are kept.
+WINDOW_MARGIN = 16
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """`tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]`, cached."""
+def tokenize(
+    tokenizer: Any, texts: Sequence[str], max_length: int, *, cache: bool = True
+) -> list[list[int]]:
+    """`tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]`, cached unless
+    `cache` is False."""
     if not texts:
         return []
-    if not getattr(tokenizer, "is_fast", False) or sum(map(len, texts)) < MIN_CACHED_CHARS:
+    small = sum(map(len, texts)) < MIN_CACHED_CHARS
+    if not cache or not getattr(tokenizer, "is_fast", False) or small:
         return _encode(tokenizer, texts, max_length)
     path = cache_root() / "tokens" / f"{cache_key(tokenizer, texts, max_length)}.npz"
     cached = _read(path, len(texts))
@@ -66,11 +80,42 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
 def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Each distinct text is tokenised once (targets and candidates repeat a lot)."""
     unique = list(dict.fromkeys(texts))
-    ids = tokenizer(unique, truncation=True, max_length=max_length)["input_ids"]
+    ids = _windowed(tokenizer, unique, max_length)
     if len(unique) == len(texts):
         return ids
     by_text = dict(zip(unique, ids, strict=True))
     return [list(by_text[text]) for text in texts]
+
+
+def _windowed(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """The truncated ids of each text, tokenising only a window of a long one: the window's
+    ids equal the whole text's once it yields `WINDOW_MARGIN` tokens more than are kept."""
+    left = getattr(tokenizer, "truncation_side", "right") == "left"
+    size = max(max_length, 1) * WINDOW_CHARS_PER_TOKEN
+    rows: list[list[int] | None] = [None] * len(texts)
+    pending = list(range(len(texts)))
+    while pending:
+        cut = [(texts[i][-size:] if left else texts[i][:size]) for i in pending]
+        ids = tokenizer(cut, truncation=True, max_length=max_length)["input_ids"]
+        long = [k for k, i in enumerate(pending) if len(texts[i]) > size]
+        if long:  # are the windows of the cut texts long enough?
+            probe = [cut[k] for k in long]
+            counts = tokenizer(probe, truncation=True, max_length=max_length + WINDOW_MARGIN)
+            enough = {
+                long[j]
+                for j, row in enumerate(counts["input_ids"])
+                if len(row) >= max_length + WINDOW_MARGIN
+            }
+        else:
+            enough = set()
+        retry = []
+        for k, i in enumerate(pending):
+            if len(texts[i]) <= size or k in enough:
+                rows[i] = list(ids[k])
+            else:
+                retry.append(i)
+        pending, size = retry, size * 4
+    return [row for row in rows if row is not None]
 
 
 def _read(path: Path, rows: int) -> list[list[int]] | None:

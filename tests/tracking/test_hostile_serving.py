@@ -1,0 +1,183 @@
+"""Serving under hostile load, over real HTTP (issue 26): `dptune serve` on a loopback port with
+its limits set, then oversized requests (413 naming the limit), a 10 MB text (served, memory
+back to its baseline), a request past the timeout (504, its work stops, the next request is
+served), and nothing from any request left on disk. Each is a row of the fault table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers.faults import record_fault
+from helpers.mlflow_server import free_port, stop_group, wait_until_answering
+
+pytestmark = pytest.mark.slow  # a real server process: model load and uvicorn start, ~20 s
+
+BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 180
+MAX_ROWS, MAX_BYTES, TIMEOUT_S = 20_000, 12_000_000, 3
+RECORD = {"premise": "It is raining, yes.", "hypothesis": "It rains."}
+BIG_TEXT = "It is raining over the hills and the valley, yes. " * 200_000  # 10 MB
+MB = 1 << 20
+
+
+@dataclass
+class Server:
+    port: int
+    process: psutil.Process  # the uvicorn process that runs the model
+    cache: Path  # its $DPTUNE_CACHE
+
+
+def _post(port: int, body: object, timeout: float = 120) -> tuple[int, str, float]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+    )
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            text = response.read().decode("utf-8")
+            return response.status, text, time.perf_counter() - started
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8"), time.perf_counter() - started
+
+
+def _uvicorn(root: psutil.Process) -> psutil.Process:
+    for process in [root, *root.children(recursive=True)]:
+        if any("uvicorn" in part for part in process.cmdline()):
+            return process
+    raise AssertionError("no uvicorn process under the server")
+
+
+@pytest.fixture(scope="module")
+def server(smoke_registry, tmp_path_factory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("hostile-serve")
+    port, log, cache = free_port(), folder / "server.log", folder / "cache"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": smoke_registry.uri, "DPTUNE_CACHE": str(cache)}
+    command = [str(BIN / "dptune"), "serve", "--model", smoke_registry.model,
+               "--version", smoke_registry.versions["dpt"], "--port", str(port),
+               "--max-rows", str(MAX_ROWS), "--max-bytes", str(MAX_BYTES),
+               "--timeout", str(TIMEOUT_S)]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        try:
+            wait_until_answering(process, f"http://127.0.0.1:{port}/ping", log, START_TIMEOUT_S)
+        except RuntimeError as err:
+            pytest.fail(str(err))
+        yield Server(port, _uvicorn(psutil.Process(process.pid)), cache)
+    finally:
+        stop_group(process)
+
+
+def _assert_serves_one_row(server: Server, within_s: float) -> float:
+    status, text, seconds = _post(server.port, {"dataframe_records": [RECORD]})
+    assert status == 200, text
+    assert seconds < within_s, f"a one-row request took {seconds:.2f} s"
+    return seconds
+
+
+def test_too_many_rows_is_a_413_naming_the_limit(server):
+    status, text, _ = _post(server.port, {"dataframe_records": [RECORD] * (MAX_ROWS + 1)})
+    assert status == 413, text[:300]
+    message = json.loads(text)["message"]
+    assert f"{MAX_ROWS + 1} records; the limit is {MAX_ROWS} (DPTUNE_SERVE_MAX_ROWS)" in message
+    assert len(text) < 5000 and "Traceback" not in text
+    _assert_serves_one_row(server, 2.0)
+    record_fault("a request over the row limit (serving)", survived=True, lost="none",
+                 recovery_s=None)  # fmt: skip
+
+
+def test_too_many_bytes_is_a_413_naming_the_limit(server):
+    text_13mb = BIG_TEXT + BIG_TEXT[: 3 * MB]
+    status, text, _ = _post(server.port, {"dataframe_records": [{**RECORD, "premise": text_13mb}]})
+    assert status == 413, text[:300]
+    message = json.loads(text)["message"]
+    assert f"the limit is {MAX_BYTES} (DPTUNE_SERVE_MAX_BYTES)" in message
+    assert len(text) < 5000 and "Traceback" not in text  # the client's text is not echoed back
+    _assert_serves_one_row(server, 2.0)
+    record_fault("a request over the size limit (13 MB, serving)", survived=True, lost="none",
+                 recovery_s=None)  # fmt: skip
+
+
+def test_a_10mb_text_is_cut_and_memory_returns_to_its_baseline(server):
+    for _ in range(3):
+        _assert_serves_one_row(server, 5.0)
+    baseline = server.process.memory_info().rss
+    peaks, seconds = [], []
+    for _ in range(4):  # the audit's four 10 MB requests
+        status, text, took = _post(
+            server.port, {"dataframe_records": [{**RECORD, "premise": BIG_TEXT}]}
+        )
+        assert status == 200, text[:300]
+        seconds.append(took)
+        peaks.append(server.process.memory_info().rss)
+    small = _assert_serves_one_row(server, 2.0)
+    after = server.process.memory_info().rss
+    print(
+        f"\nserving RSS: baseline {baseline / MB:.0f} MB, after each 10 MB request "
+        f"{', '.join(f'{p / MB:.0f}' for p in peaks)} MB, after a one-row request "
+        f"{after / MB:.0f} MB; 10 MB requests took {', '.join(f'{s:.2f}' for s in seconds)} s, "
+        f"then one row {small * 1000:.0f} ms"
+    )
+    assert after - baseline < 100 * MB, f"RSS {baseline / MB:.0f} -> {after / MB:.0f} MB"
+    assert max(seconds) < TIMEOUT_S
+    record_fault("a 10 MB text field, four times (serving)", survived=True,
+                 lost=f"none (RSS {baseline / MB:.0f} -> {after / MB:.0f} MB; "
+                      f"{max(seconds):.1f} s per request at most)",
+                 recovery_s=None)  # fmt: skip
+
+
+def _seconds_until_idle(process: psutil.Process, limit_s: float) -> float | None:
+    """Seconds until `process` uses under 0.1 s of CPU in half a second; None past `limit_s`."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        cpu = sum(process.cpu_times()[:2])
+        time.sleep(0.5)
+        if sum(process.cpu_times()[:2]) - cpu < 0.1:
+            return time.perf_counter() - started
+    return None
+
+
+def test_a_request_past_the_timeout_stops_and_the_next_is_served(server):
+    # Long premises (cut to the model's input) make every batch cost; 20,000 rows take minutes.
+    rows = [{**RECORD, "premise": f"{i} " + RECORD["premise"] * 20} for i in range(MAX_ROWS)]
+    status, text, took = _post(server.port, {"dataframe_records": rows})
+    assert status == 504, text[:300]
+    timed_out = time.perf_counter()
+    # Prediction starts after MLflow has parsed the request, and its deadline counts from
+    # there: it stops within one timeout of the 504 at most.
+    idle = _seconds_until_idle(server.process, TIMEOUT_S + 5)
+    assert idle is not None, f"the server still works {TIMEOUT_S + 5} s after the 504"
+    small = _assert_serves_one_row(server, 2.0)
+    print(
+        f"\ntimeout: 504 after {took:.2f} s; the server idle {idle:.1f} s later; "
+        f"then one row {small * 1000:.0f} ms"
+    )
+    record_fault(f"a prediction past the {TIMEOUT_S} s timeout (serving)", survived=True,
+                 lost=f"none (its 504 only; server idle {idle:.1f} s after it)",
+                 recovery_s=time.perf_counter() - timed_out)  # fmt: skip
+
+
+def test_nothing_from_a_request_is_on_disk(server):
+    long_rows = [{**RECORD, "premise": "A secret-ish client text. " * 100} for _ in range(300)]
+    status, text, _ = _post(server.port, {"dataframe_records": long_rows})  # 780k characters
+    assert status == 200, text[:300]
+    written = [p for p in server.cache.rglob("*") if p.is_file()] if server.cache.exists() else []
+    assert not written, f"request data on disk: {written[:5]}"
+    record_fault("requests of 780k characters: token files on disk (serving)", survived=True,
+                 lost="none (no file written)", recovery_s=None)  # fmt: skip
