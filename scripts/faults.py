@@ -112,6 +112,29 @@ FAULTS: tuple[Fault, ...] = (
         "champion. A lock left by a process that died mid-promotion is broken after 10 "
         "minutes; one still held after 15 minutes of waiting is one line (exit 2).",
     ),
+    Fault(
+        "Data cache: files swapped under it, read-only or full (DPTUNE_CACHE)",
+        ("tests/faults/test_data_cache.py",),
+        "The data cache (`$DPTUNE_CACHE/datasets`) is content-addressed: an entry's key is the "
+        "file's sha256 with the task's reader code, never its path, size or mtime. Labels "
+        "swapped with `cp -p` (same size, same mtime) are read anew; before, the cache "
+        "returned the old labels while the registry's data digest named the new file. A cache "
+        "folder that refuses a write (a read-only tmpfs, as Kubernetes' "
+        "`readOnlyRootFilesystem` makes the image's `~/.cache`; a full tmpfs) is one line "
+        "naming the folder, the reason and `DPTUNE_CACHE` (exit 2), not a traceback. On a "
+        "read-only root filesystem, point `DPTUNE_CACHE` (and `HF_HOME`, `MPLCONFIGDIR`) at a "
+        "writable volume, e.g. an emptyDir. The token cache only skips its write.",
+    ),
+    Fault(
+        "Registered model's files replaced",
+        ("tests/tracking/test_artifact_manifest.py",),
+        "A registered model carries a digest manifest (`artifact-manifest.json`: every file's "
+        "sha256, run folder and bundled backbone) and the manifest's own sha256 in its "
+        "`model_config`. Loading checks both before any predictor is built: weights replaced "
+        "in the artifact store by other valid weights, with or without a manifest rewritten "
+        "to match, are one line naming the file, nothing is served, and `dptune promote` "
+        "moves no alias. Models logged before manifests load unchecked.",
+    ),
 )
 
 
