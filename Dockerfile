@@ -4,9 +4,12 @@
 #   docker build -t ghcr.io/<org>/dptune:0.1.0 .                                  # CUDA torch
 #   docker build --build-arg TORCH_VARIANT=cpu -t ghcr.io/<org>/dptune:0.1.0-cpu .
 #
-# Every Python dependency, kfp included, is installed at the exact version pyproject.toml pins
-# (plus its `s3` extra, boto3); the pipeline YAML must be compiled with that same kfp
-# (tests/kubeflow/test_dockerfile.py checks). No test or dev dependencies.
+# Every Python dependency, kfp included, is installed from the lock file requirements/runtime.txt
+# (pyproject.toml's pins plus its `s3` extra, boto3, resolved with hashes: `make lock`); the
+# pipeline YAML must be compiled with that same kfp (tests/kubeflow/test_dockerfile.py checks).
+# No test or dev dependencies. A CycloneDX SBOM of the installed packages is at
+# /usr/share/dptune/sbom.json (made by cyclonedx-bom from requirements/sbom.txt, in a throwaway
+# venv, so the tool is not in the image).
 #
 # Air-gapped and TLS-proxied builds: `.image-extras/` of the build context (`make image` fills
 # it from IMAGE_WHEELHOUSE and IMAGE_CA_BUNDLE; it must exist, empty or not) is bind-mounted into
@@ -44,25 +47,31 @@ RUN useradd --uid 1000 --gid 0 --create-home --home-dir /home/dptune dptune \
 WORKDIR /opt/dptune
 
 # Dependencies first, in their own layer, so that a change of the source alone reuses them.
-# torch comes from the PyTorch index of the chosen variant, at the version pyproject.toml pins
-# (`torch==X` accepts X+cu128 and X+cpu); every other pin then installs from the package index.
+# Every package at its version in the lock file requirements/runtime.txt (`make lock`:
+# pyproject.toml's pins + the s3 extra, resolved, with the sha256 of every file), installed with
+# --require-hashes --no-deps: nothing outside the lock, nothing that does not match its hash.
+# torch: with TORCH_INDEX_URL='' the lock's own build (the CPU wheel, hashed like the rest);
+# otherwise the lock's torch version from the PyTorch index of the chosen variant (`torch==X`
+# accepts X+cu128; that build and its CUDA runtime packages are the one part not hash-checked,
+# since the lock holds the CPU build), then the rest of the lock, hashed.
 # Then what the image never uses at runtime: the packages' own test suites.
 COPY pyproject.toml ./
+COPY requirements/runtime.txt requirements/sbom.txt ./requirements/
 RUN --mount=type=bind,source=.image-extras,target=/tmp/extras \
     set -eu; \
     extras=/tmp/extras; \
     if [ -s "$extras/ca.crt" ]; then export PIP_CERT="$extras/ca.crt"; fi; \
     if [ -d "$extras/wheels" ]; then export PIP_FIND_LINKS="$extras/wheels"; fi; \
-    python3 -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print(chr(10).join(project['dependencies'] + project['optional-dependencies']['s3']))" \
-        > /tmp/requirements.txt; \
+    lock=requirements/runtime.txt; \
     if [ -n "${TORCH_INDEX_URL}" ]; then \
-        pip install --index-url "${TORCH_INDEX_URL}" "$(grep '^torch==' /tmp/requirements.txt)"; \
+        pip install --index-url "${TORCH_INDEX_URL}" "$(sed -n 's/^\(torch==[0-9.]*\).*/\1/p' "$lock")"; \
+        awk '/^torch==/ {skip = 1; next} skip && /^    / {next} {skip = 0; print}' "$lock" \
+            > /tmp/locked.txt; \
     else \
-        pip install "$(grep '^torch==' /tmp/requirements.txt)"; \
+        cp "$lock" /tmp/locked.txt; \
     fi; \
-    pip install -r /tmp/requirements.txt; \
-    rm /tmp/requirements.txt; \
+    pip install --require-hashes --no-deps -r /tmp/locked.txt; \
+    rm /tmp/locked.txt; \
     site=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
     find "$site" -depth -type d -name tests -prune -exec rm -rf {} +; \
     rm -rf /root/.cache /tmp/pip-*
@@ -76,10 +85,17 @@ RUN --mount=type=bind,source=.image-extras,target=/tmp/extras \
     extras=/tmp/extras; \
     if [ -s "$extras/ca.crt" ]; then export PIP_CERT="$extras/ca.crt"; fi; \
     if [ -d "$extras/wheels" ]; then export PIP_FIND_LINKS="$extras/wheels"; fi; \
-    pip install --no-deps . \
+    pip install --no-deps --no-build-isolation . \
     && rm -rf /opt/dptune/build /opt/dptune/src/*.egg-info /root/.cache \
+    && pip check \
     && python3 -c "import boto3, dptune, kfp, torch; print('dptune', dptune.__version__, 'kfp', kfp.__version__, 'torch', torch.__version__, 'boto3', boto3.__version__)" \
     && python3 -c "import matplotlib.font_manager" \
+    && python3 -m venv /tmp/sbom \
+    && /tmp/sbom/bin/pip install --require-hashes -r requirements/sbom.txt \
+    && mkdir -p /usr/share/dptune \
+    && /tmp/sbom/bin/cyclonedx-py environment --output-reproducible --of JSON \
+        --pyproject pyproject.toml -o /usr/share/dptune/sbom.json "$(command -v python3)" \
+    && rm -rf /tmp/sbom /root/.cache \
     && chown -R 1000:0 /home/dptune && chmod -R g=u /home/dptune
 
 # Which code this is: OCI labels for registries and scanners, and DPTUNE_GIT_SHA for dptune,

