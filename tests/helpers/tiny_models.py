@@ -12,7 +12,7 @@ from pathlib import Path
 from dptune.backbones.tiny import VOCAB_SIZE, build_tiny_model
 from helpers.paths import SUPERGLUE_DIR
 
-__all__ = ["SUPERGLUE_DIR", "build_tiny_bert", "build_tiny_t5"]
+__all__ = ["SUPERGLUE_DIR", "build_tiny_bert", "build_tiny_causal", "build_tiny_t5"]
 
 
 def build_tiny_t5(directory: Path, vocab_size: int = VOCAB_SIZE, seed: int = 0) -> Path:
@@ -23,3 +23,9 @@ def build_tiny_t5(directory: Path, vocab_size: int = VOCAB_SIZE, seed: int = 0) 
 def build_tiny_bert(directory: Path, vocab_size: int = VOCAB_SIZE, seed: int = 0) -> Path:
     """A 2-layer BERT (hidden 64, 2 heads, intermediate 128) and its WordPiece tokenizer."""
     return build_tiny_model("bert", directory, SUPERGLUE_DIR, vocab_size=vocab_size, seed=seed)
+
+
+def build_tiny_causal(kind: str, directory: Path, vocab_size: int = VOCAB_SIZE) -> Path:
+    """A 2-layer decoder-only LM of `kind` (llama, qwen2, qwen3, mistral, phi, gpt2; hidden 64)
+    with a byte-level BPE tokenizer whose padding is its EOS."""
+    return build_tiny_model(kind, directory, SUPERGLUE_DIR, vocab_size=vocab_size)

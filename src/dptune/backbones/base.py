@@ -1,4 +1,4 @@
-"""What the training loop needs from a backbone (seq2seq T5 or encoder-only BERT).
+"""What the training loop needs from a backbone (seq2seq T5, encoder-only BERT, decoder-only LLM).
 
 Batches come from `dptune.training.data.Collator` and hold:
   input_ids [B, S], attention_mask [B, S]     source tokens (no prompt; the backbone adds it)
@@ -11,8 +11,9 @@ Batches come from `dptune.training.data.Collator` and hold:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -21,9 +22,23 @@ from dptune.prompts.base import PromptModule
 
 
 class Backbone(nn.Module, ABC):
-    kind: Literal["seq2seq", "encoder"]
-    tokenizer: object
+    kind: Literal["seq2seq", "encoder", "causal"]
+    tokenizer: Any
     prompt: PromptModule | None  # None for finetune
+    generates: bool = False  # decode=generate works (else rank only)
+
+    def source_ids(
+        self, texts: Sequence[str], max_length: int, encode: Callable[..., list[list[int]]]
+    ) -> list[list[int]]:
+        """Token ids of model inputs; `encode(tokenizer, texts, max_length, **options)` is the
+        (cached) tokenizer call. By default the tokenizer's own special tokens, cut at the end."""
+        return encode(self.tokenizer, texts, max_length)
+
+    def target_ids(
+        self, texts: Sequence[str], max_length: int, encode: Callable[..., list[list[int]]]
+    ) -> list[list[int]]:
+        """Token ids of answers (training targets, ranked candidates)."""
+        return encode(self.tokenizer, texts, max_length)
 
     @abstractmethod
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -34,7 +49,7 @@ class Backbone(nn.Module, ABC):
         """[B, K] scores of each candidate (log-likelihood or logit); -inf where not cand_valid."""
 
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[str]:
-        """Greedy decoding of each source, as text (seq2seq only)."""
+        """Greedy decoding of each source, as text (backbones whose `generates` is True)."""
         raise NotImplementedError(f"{type(self).__name__} cannot generate; use decode=rank")
 
     def param_counts(self) -> dict[str, int]:

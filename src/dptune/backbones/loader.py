@@ -18,14 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+)
 
 from dptune.backbones.base import Backbone
+from dptune.backbones.causal import CausalBackbone, check_tokenizer
 from dptune.backbones.common import special_token_ids
 from dptune.backbones.encoder import EncoderBackbone
 from dptune.backbones.minilm import check_minilm
 from dptune.backbones.mpnet import MPNET_ALIASES, mpnet_dir
 from dptune.backbones.seq2seq import Seq2SeqBackbone
+from dptune.backbones.smollm2 import SMOLLM2_ALIASES, smollm2_dir
 from dptune.config import TrainConfig
 from dptune.cpu import limit_threads
 from dptune.errors import DptuneError, one_line
@@ -62,6 +70,8 @@ def resolve_model(name: str) -> str:
         return str(check_minilm(folder))
     if name in MPNET_ALIASES:
         return str(mpnet_dir())
+    if name in SMOLLM2_ALIASES:
+        return str(smollm2_dir())
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -95,27 +105,57 @@ def load_model_config(name: str) -> Any:
         return AutoConfig.from_pretrained(source, local_files_only=offline())
 
 
+def kind_of_config(model_config: Any) -> str | None:
+    """What a model is, read from its config: "seq2seq" (encoder-decoder), "causal" (a
+    decoder-only LM: its architecture is a causal LM, or its type only has one), "encoder"
+    (a BERT-family type with a masked-LM head), else None."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(model_config, "is_encoder_decoder", False):
+        return "seq2seq"
+    architectures = getattr(model_config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return "causal"
+    model_type = getattr(model_config, "model_type", "")
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "encoder"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal"
+    return None
+
+
 def backbone_kind(cfg: TrainConfig, model_config: Any) -> str:
-    encoder_decoder = bool(getattr(model_config, "is_encoder_decoder", False))
-    if cfg.backbone == "auto":
-        return "seq2seq" if encoder_decoder else "encoder"
-    if cfg.backbone == "seq2seq" and not encoder_decoder:
+    """The backbone kind `cfg` trains: its `backbone`, checked against what the model is, or
+    with `auto` what the model is."""
+    found = kind_of_config(model_config)
+    model_type = getattr(model_config, "model_type", "unknown")
+    if found is None:
         raise DptuneError(
-            f"backbone: seq2seq needs an encoder-decoder model; {cfg.model} is "
-            f"{model_config.model_type}"
+            f"model: {cfg.model} ({model_type}) is neither a seq2seq, an encoder nor a causal "
+            "language model"
         )
-    if cfg.backbone == "encoder" and encoder_decoder:
-        raise DptuneError(f"backbone: encoder needs an encoder-only model; {cfg.model} is not")
-    return cfg.backbone
+    if cfg.backbone not in ("auto", found):
+        raise DptuneError(
+            f"backbone: {cfg.model} is a {found} model ({model_type}), not {cfg.backbone}"
+        )
+    return found
 
 
 def build_backbone(
-    cfg: TrainConfig, num_classes: int | None = None, *, head_only: bool = False
+    cfg: TrainConfig,
+    num_classes: int | None = None,
+    *,
+    head_only: bool = False,
+    zero_shot: bool = False,
 ) -> Backbone:
     """The backbone of `cfg`, on the CPU in float32 (the trainer moves it).
 
     `num_classes` sizes the encoder's linear head (default: the size of the task's label set);
-    `head_only` (encoder only) trains the head on the frozen encoder without any prompt.
+    `head_only` (encoder only) trains the head on the frozen encoder without any prompt;
+    `zero_shot` (seq2seq and causal) is the frozen model without a prompt, to evaluate only.
     """
     limit_threads()  # no more torch threads than the container has CPUs
     source = resolve_model(cfg.model)
@@ -124,12 +164,19 @@ def build_backbone(
     tokenizer = load_tokenizer(cfg.model)
     generator = torch.Generator().manual_seed(cfg.seed)
     load = {"local_files_only": offline(), "dtype": torch.float32}
+    if head_only and kind != "encoder":
+        raise DptuneError("backbone: head-only training needs an encoder-only model")
+    if kind == "causal":
+        check_tokenizer(tokenizer, cfg.chat_template)  # both before the weights load
+        _check_causal_positions(cfg, model_config)
+        with _loading(cfg.model, "weights"):
+            model = AutoModelForCausalLM.from_pretrained(source, **load)
+        prompt = None if zero_shot else _prompt(cfg, model, tokenizer, generator)
+        return CausalBackbone(model, tokenizer, prompt, chat_template=cfg.chat_template)
     if kind == "seq2seq":
-        if head_only:
-            raise DptuneError("backbone: head-only training needs an encoder-only model")
         with _loading(cfg.model, "weights"):
             model = AutoModelForSeq2SeqLM.from_pretrained(source, **load)
-        prompt = _prompt(cfg, model, tokenizer, generator)
+        prompt = None if zero_shot else _prompt(cfg, model, tokenizer, generator)
         return Seq2SeqBackbone(model, tokenizer, prompt)
 
     if cfg.head == "linear":
@@ -187,4 +234,18 @@ def _check_positions(cfg: TrainConfig, model_config: Any) -> None:
         raise DptuneError(
             f"max_source_length: {cfg.max_source_length} source tokens + {prompt_len} prompt "
             f"tokens exceed the {limit} positions of {cfg.model}"
+        )
+
+
+def _check_causal_positions(cfg: TrainConfig, model_config: Any) -> None:
+    """The prompt, the longest source and the longest answer must fit the model's positions."""
+    limit = getattr(model_config, "max_position_embeddings", None) or getattr(
+        model_config, "n_positions", None
+    )
+    prompt_len = cfg.prompt_length if get_method(cfg.method).has_prompt else 0
+    need = prompt_len + cfg.max_source_length + cfg.max_target_length
+    if limit is not None and need > limit:
+        raise DptuneError(
+            f"max_source_length: {prompt_len} prompt + {cfg.max_source_length} source + "
+            f"{cfg.max_target_length} answer tokens exceed the {limit} positions of {cfg.model}"
         )

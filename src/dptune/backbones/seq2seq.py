@@ -70,6 +70,7 @@ class Seq2SeqBackbone(Backbone):
     """`prompt=None` fine-tunes every weight; otherwise only the prompt's parameters train."""
 
     kind = "seq2seq"
+    generates = True
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, prompt: PromptModule | None) -> None:
         super().__init__()

@@ -1,7 +1,8 @@
-"""Tiny T5 and BERT backbones built offline, for smoke runs and the tests, in about a second.
+"""Tiny backbones built offline, for smoke runs and the tests, in about a second: a T5, a BERT
+and decoder-only LLMs of six families (Llama, Qwen2, Qwen3, Mistral, Phi, GPT-2).
 
-`tiny:t5` / `tiny:bert` (the backbone stage, `dptune stage tiny-model`) and the test suite's
-fixtures all build their model here. The tokenizer is trained on the text of local SuperGLUE
+`tiny:<kind>` (the backbone stage, `dptune stage tiny-model`) and the test suite's fixtures all
+build their model here. The tokenizer is trained on the text of local SuperGLUE
 files, so no hub is needed; the weights are random (seeded). `AutoTokenizer` /
 `AutoModel*.from_pretrained(folder)` load the result like any checkpoint.
 """
@@ -15,7 +16,16 @@ from pathlib import Path
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir
 
-TINY_KINDS: tuple[str, ...] = ("t5", "bert")
+CAUSAL_KINDS: tuple[str, ...] = ("llama", "qwen2", "qwen3", "mistral", "phi", "gpt2")
+TINY_KINDS: tuple[str, ...] = ("t5", "bert", *CAUSAL_KINDS)
+# The decoder-only models' one special token: end of text, also their padding (as SmolLM2's).
+EOS = "<|endoftext|>"
+BOS = "<|startoftext|>"  # the Llama-like families put it first; GPT-2 has none
+# A ChatML template, so the instruct path (`--chat-template model`) has something to apply.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 VOCAB_SIZE = 1500
 # Targets of both text formats, so that each tokenizes into a few pieces.
 TARGET_WORDS = "0 1 2 true false yes no entailment contradiction neutral not_entailment not"
@@ -118,6 +128,64 @@ def _save_bert(directory: Path, texts: list[str], vocab_size: int) -> None:
     tokenizer.save_pretrained(directory)
 
 
+def _byte_level_tokenizer(texts: list[str], vocab_size: int, bos: bool) -> object:
+    """A byte-level BPE tokenizer (GPT-2 / Llama-3 style: leading spaces belong to words) with
+    EOS as its padding token, and BOS first in every text when `bos`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [EOS, BOS, "<|im_start|>", "<|im_end|>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    if bos:
+        bos_id = tokenizer.token_to_id(BOS)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, bos_id)]
+        )
+    else:
+        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS,
+        bos_token=BOS if bos else None, chat_template=CHAT_TEMPLATE,
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )  # fmt: skip
+
+
+def _causal_config(kind: str, vocab_size: int, eos_id: int, bos_id: int | None) -> object:
+    """A 2-layer config of `kind` at hidden 64, 4 heads (2 key-value heads where the family has
+    grouped-query attention), 128 positions."""
+    import transformers
+
+    ids = {"eos_token_id": eos_id, "pad_token_id": eos_id, "bos_token_id": bos_id}
+    if kind == "gpt2":
+        return transformers.GPT2Config(
+            vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=128, **ids
+        )
+    classes = {"llama": "LlamaConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config",
+               "mistral": "MistralConfig", "phi": "PhiConfig"}  # fmt: skip
+    heads = {"num_key_value_heads": 2} if kind != "phi" else {}
+    return getattr(transformers, classes[kind])(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=128, tie_word_embeddings=False,
+        **heads, **ids,
+    )  # fmt: skip
+
+
+def _save_causal(kind: str, directory: Path, texts: list[str], vocab_size: int) -> None:
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = _byte_level_tokenizer(texts, vocab_size, bos=kind != "gpt2")
+    config = _causal_config(kind, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
 def build_tiny_model(
     kind: str,
     out: str | Path,
@@ -125,8 +193,8 @@ def build_tiny_model(
     vocab_size: int = VOCAB_SIZE,
     seed: int = 0,
 ) -> Path:
-    """Write a 2-layer T5 (d_model 64) or BERT (hidden 64) and its tokenizer to `out`
-    (atomically: `out` is replaced only once the model is complete)."""
+    """Write a 2-layer model of `kind` (hidden 64) and its tokenizer to `out` (atomically: `out`
+    is replaced only once the model is complete)."""
     import torch
 
     if kind not in TINY_KINDS:
@@ -134,5 +202,8 @@ def build_tiny_model(
     texts = corpus(data_dir)
     torch.manual_seed(seed)
     with atomic_dir(out) as tmp:
-        (_save_t5 if kind == "t5" else _save_bert)(tmp, texts, vocab_size)
+        if kind in CAUSAL_KINDS:
+            _save_causal(kind, tmp, texts, vocab_size)
+        else:
+            (_save_t5 if kind == "t5" else _save_bert)(tmp, texts, vocab_size)
     return Path(out)

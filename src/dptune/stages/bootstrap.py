@@ -64,7 +64,8 @@ def collect_outcomes(
         if isinstance(record, dict) and record.get("test_outcomes"):
             add(record["method"], record["task"], record["test_outcomes"])
     for task, baseline in (baselines or {}).items():
-        add("majority", task, (baseline.get("majority") or {}).get("test_outcomes"))
+        for name in ("majority", "zero-shot"):
+            add(name, task, (baseline.get(name) or {}).get("test_outcomes"))
         for seed_run in (baseline.get("head-only") or {}).get("seeds", []):
             add("head-only", task, seed_run.get("test_outcomes"))
     return rows

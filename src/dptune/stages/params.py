@@ -38,7 +38,7 @@ from dptune.prompts.registry import get_method, method_names, methods
 
 # TrainConfig fields the pipeline sets for each cell; a profile may not fix them.
 CELL_FIELDS: tuple[str, ...] = ("task", "method", "seed", "model", "data_dir", "out", "sample")
-Baseline = Literal["majority", "head-only"]
+Baseline = Literal["majority", "head-only", "zero-shot"]
 
 
 def _check_config_fields(values: dict[str, Any], blocks: bool = False) -> dict[str, Any]:
@@ -246,7 +246,10 @@ class SweepParams(_Strict):
 
 
 class ReportParams(_Strict):
-    baselines: list[Baseline] = Field(description="Baseline rows: majority, head-only")
+    baselines: list[Baseline] = Field(
+        description="Baseline rows: majority, head-only (encoder backbones), zero-shot (the "
+        "frozen model with no prompt, rank decoding; seq2seq and causal backbones)"
+    )
 
 
 class TrackingParams(_Strict):

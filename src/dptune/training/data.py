@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Sequence
@@ -29,10 +30,30 @@ class Feature:
         return len(self.input_ids)
 
 
-def _tokenize(
-    tokenizer: Any, texts: Sequence[str], max_length: int, cache: bool = True
-) -> list[list[int]]:
-    return token_cache.tokenize(tokenizer, texts, max_length, cache=cache)
+class TokenizerCodec:
+    """How a backbone turns sources and answers into ids; this one is a plain tokenizer's (its
+    own special tokens, long texts cut at the end). A `Backbone` has the same two methods, and
+    the causal one its own conventions (a cue, a leading space, EOS)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def source_ids(
+        self, texts: Sequence[str], max_length: int, encode: Any = token_cache.tokenize
+    ) -> list[list[int]]:
+        return encode(self.tokenizer, texts, max_length)
+
+    def target_ids(
+        self, texts: Sequence[str], max_length: int, encode: Any = token_cache.tokenize
+    ) -> list[list[int]]:
+        return encode(self.tokenizer, texts, max_length)
+
+
+def codec_of(tokenizer_or_backbone: Any) -> Any:
+    """A backbone as it is (it knows its conventions), a bare tokenizer wrapped."""
+    if hasattr(tokenizer_or_backbone, "source_ids"):
+        return tokenizer_or_backbone
+    return TokenizerCodec(tokenizer_or_backbone)
 
 
 def warn_if_cut(what: str, ids: Sequence[Sequence[int]], max_target_length: int) -> int:
@@ -49,16 +70,16 @@ def warn_if_cut(what: str, ids: Sequence[Sequence[int]], max_target_length: int)
 
 
 def _candidate_ids(
-    tokenizer: Any,
+    codec: Any,
     task: Task,
     examples: Sequence[Example],
     max_target_length: int,
-    cache: bool = True,
+    encode: Any = token_cache.tokenize,
 ) -> tuple[list[list[str]], list[list[list[int]]]]:
     """Tokenise each example's candidates once (shared texts are tokenised once overall)."""
     cands = [task.candidates(ex) for ex in examples]
     unique = sorted({c for row in cands for c in row})
-    unique_ids = _tokenize(tokenizer, unique, max_target_length, cache)
+    unique_ids = codec.target_ids(unique, max_target_length, encode)
     warn_if_cut("distinct candidate answers", unique_ids, max_target_length)
     ids = dict(zip(unique, unique_ids, strict=True))
     return cands, [[ids[c] for c in row] for row in cands]
@@ -71,11 +92,17 @@ def build_train_features(
     max_source_length: int,
     max_target_length: int,
 ) -> list[Feature]:
+    """`tokenizer`: a backbone (its text conventions) or a bare tokenizer."""
+    codec = codec_of(tokenizer)
     pairs = [(i, pair) for i, ex in enumerate(examples) for pair in task.train_pairs(ex)]
-    sources = _tokenize(tokenizer, [p.source for _, p in pairs], max_source_length)
-    targets = _tokenize(tokenizer, [p.target for _, p in pairs], max_target_length)
+    sources = codec.source_ids(
+        [p.source for _, p in pairs], max_source_length, token_cache.tokenize
+    )
+    targets = codec.target_ids(
+        [p.target for _, p in pairs], max_target_length, token_cache.tokenize
+    )
     warn_if_cut("training targets", targets, max_target_length)
-    cands, cand_ids = _candidate_ids(tokenizer, task, examples, max_target_length)
+    cands, cand_ids = _candidate_ids(codec, task, examples, max_target_length)
     features = []
     for (i, pair), src, tgt in zip(pairs, sources, targets, strict=True):
         label_index = cands[i].index(pair.target) if pair.target in cands[i] else -1
@@ -91,10 +118,13 @@ def build_eval_features(
     max_target_length: int,
     cache: bool = True,
 ) -> list[Feature]:
-    """Features to predict; `cache=False` keeps the texts off the token cache (serving)."""
+    """Features to predict. `tokenizer`: a backbone (its text conventions) or a bare
+    tokenizer; `cache=False` keeps the texts off the token cache (serving)."""
+    codec = codec_of(tokenizer)
+    encode = functools.partial(token_cache.tokenize, cache=cache)
     texts = [task.source(ex) for ex in examples]
-    sources = _tokenize(tokenizer, texts, max_source_length, cache)
-    _, cand_ids = _candidate_ids(tokenizer, task, examples, max_target_length, cache)
+    sources = codec.source_ids(texts, max_source_length, encode)
+    _, cand_ids = _candidate_ids(codec, task, examples, max_target_length, encode)
     return [Feature(src, [], -1, cand_ids[i], i) for i, src in enumerate(sources)]
 
 

@@ -89,12 +89,7 @@ def predict_examples(
     """
     if features is None:
         features = build_eval_features(
-            task,
-            examples,
-            backbone.tokenizer,
-            cfg.max_source_length,
-            cfg.max_target_length,
-            cache=cache,
+            task, examples, backbone, cfg.max_source_length, cfg.max_target_length, cache=cache
         )
     return predict(
         backbone,

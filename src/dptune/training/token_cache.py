@@ -38,27 +38,45 @@ WINDOW_MARGIN = 16
 
 
 def tokenize(
-    tokenizer: Any, texts: Sequence[str], max_length: int, *, cache: bool = True
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    *,
+    cache: bool = True,
+    add_special_tokens: bool = True,
+    keep: str = "start",
 ) -> list[list[int]]:
     """`tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]`, cached unless
-    `cache` is False."""
+    `cache` is False; a text longer than `max_length` keeps its start (`keep="start"`) or its
+    end (`"end"`)."""
     if not texts:
         return []
+    options = {"add_special_tokens": add_special_tokens, "keep": keep}
     small = sum(map(len, texts)) < MIN_CACHED_CHARS
     if not cache or not getattr(tokenizer, "is_fast", False) or small:
-        return _encode(tokenizer, texts, max_length)
-    path = cache_root() / "tokens" / f"{cache_key(tokenizer, texts, max_length)}.npz"
+        return _encode(tokenizer, texts, max_length, **options)
+    key = cache_key(tokenizer, texts, max_length, **options)
+    path = cache_root() / "tokens" / f"{key}.npz"
     cached = _read(path, len(texts))
     if cached is not None:
         return cached
-    ids = _encode(tokenizer, texts, max_length)
+    ids = _encode(tokenizer, texts, max_length, **options)
     _write(path, ids)
     return ids
 
 
-def cache_key(tokenizer: Any, texts: Sequence[str], max_length: int) -> str:
+def cache_key(
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    *,
+    add_special_tokens: bool = True,
+    keep: str = "start",
+) -> str:
     digest = hashlib.sha256()
-    header = f"{CACHE_VERSION}\0{type(tokenizer).__name__}\0{tokenizer.truncation_side}"
+    header = f"{CACHE_VERSION}\0{type(tokenizer).__name__}\0{_side(keep)}"
+    if not add_special_tokens:  # (the key of a default call is unchanged)
+        header += "\0plain"
     digest.update(f"{header}\0{max_length}\0".encode())
     digest.update(_tokenizer_fingerprint(tokenizer).encode())
     for text in texts:
@@ -77,17 +95,31 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+def _side(keep: str) -> str:
+    if keep not in ("start", "end"):
+        raise ValueError(f"keep: {keep!r} is not start or end")
+    return "right" if keep == "start" else "left"
+
+
+def _encode(
+    tokenizer: Any, texts: Sequence[str], max_length: int, *, add_special_tokens: bool, keep: str
+) -> list[list[int]]:
     """Each distinct text is tokenised once (targets and candidates repeat a lot)."""
     unique = list(dict.fromkeys(texts))
-    ids = _windowed(tokenizer, unique, max_length)
+    side, tokenizer.truncation_side = tokenizer.truncation_side, _side(keep)
+    try:
+        ids = _windowed(tokenizer, unique, max_length, add_special_tokens)
+    finally:
+        tokenizer.truncation_side = side
     if len(unique) == len(texts):
         return ids
     by_text = dict(zip(unique, ids, strict=True))
     return [list(by_text[text]) for text in texts]
 
 
-def _windowed(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+def _windowed(
+    tokenizer: Any, texts: Sequence[str], max_length: int, add_special_tokens: bool = True
+) -> list[list[int]]:
     """The truncated ids of each text, tokenising only a window of a long one: the window's
     ids equal the whole text's once it yields `WINDOW_MARGIN` tokens more than are kept."""
     left = getattr(tokenizer, "truncation_side", "right") == "left"
@@ -96,11 +128,16 @@ def _windowed(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[lis
     pending = list(range(len(texts)))
     while pending:
         cut = [(texts[i][-size:] if left else texts[i][:size]) for i in pending]
-        ids = tokenizer(cut, truncation=True, max_length=max_length)["input_ids"]
+        ids = tokenizer(
+            cut, truncation=True, max_length=max_length, add_special_tokens=add_special_tokens
+        )["input_ids"]
         long = [k for k, i in enumerate(pending) if len(texts[i]) > size]
         if long:  # are the windows of the cut texts long enough?
             probe = [cut[k] for k in long]
-            counts = tokenizer(probe, truncation=True, max_length=max_length + WINDOW_MARGIN)
+            counts = tokenizer(
+                probe, truncation=True, max_length=max_length + WINDOW_MARGIN,
+                add_special_tokens=add_special_tokens,
+            )  # fmt: skip
             enough = {
                 long[j]
                 for j, row in enumerate(counts["input_ids"])

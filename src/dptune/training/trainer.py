@@ -69,9 +69,11 @@ class Trainer:
         if not self.data.train:
             raise DptuneError(f"task {cfg.task}: no training examples after sampling")
         self.backbone: Backbone = build_backbone(cfg).to(self.device)
-        if cfg.decode == "generate" and self.backbone.kind != "seq2seq":
-            raise DptuneError("decode: generate needs a seq2seq backbone; use --decode rank")
-        tok = self.backbone.tokenizer
+        if cfg.decode == "generate" and not self.backbone.generates:
+            raise DptuneError(
+                f"decode: a {self.backbone.kind} backbone cannot generate; use --decode rank"
+            )
+        tok = self.backbone  # its text conventions, and its tokenizer
         lengths = (cfg.max_source_length, cfg.max_target_length)
         task = self.data.task
         self.train_features = build_train_features(task, self.data.train, tok, *lengths)
@@ -80,7 +82,7 @@ class Trainer:
         if not self.train_features:
             raise DptuneError(f"task {cfg.task}: no usable training pairs in format {cfg.format}")
         self.dev_features = build_eval_features(task, self.data.splits.dev, tok, *lengths)
-        self.collate = Collator(tok.pad_token_id)
+        self.collate = Collator(self.backbone.tokenizer.pad_token_id)
 
         plan = plan_steps(cfg, len(self.train_features))
         self.total_steps, self.epochs = plan.total_steps, plan.epochs

@@ -111,6 +111,11 @@ def _notes(table: Mapping[str, Any], metric_names: Mapping[str, list[str]]) -> l
     notes.append(
         "#Params counts trainable parameters (prompt plus, for encoder-only backbones, the "
         "classification head); majority is the most frequent training label."
+        + (
+            " Zero-shot is the frozen model without a prompt, rank decoding."
+            if "zero-shot" in table["rows"]
+            else ""
+        )
     )
     return notes
 

@@ -24,11 +24,12 @@ from dptune.run_folder import RunFolder
 from dptune.stages.backbone import reference_of
 from dptune.stages.report.scores import over_seeds, paper_metric, paper_score
 
-BASELINE_ROWS: tuple[str, ...] = ("majority", "head-only")
+BASELINE_ROWS: tuple[str, ...] = ("majority", "zero-shot", "head-only")
 # The rows whose difference the report's bootstrap section gives (row, against): the paper's
 # comparisons, a choice of the report's; a pair with a row not in the table is left out.
 COMPARED_ROWS: tuple[tuple[str, str], ...] = (
     ("dpt", "pt"), ("dpt", "head-only"), ("pt", "head-only"), ("residual", "pt"),
+    ("dpt", "zero-shot"), ("pt", "zero-shot"),
 )  # fmt: skip
 
 
@@ -106,12 +107,14 @@ def _protocol(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _add_baselines(rows: dict[str, _Row], task: str, baseline: Mapping[str, Any]) -> None:
-    """The baseline stage's rows for `task` (majority is deterministic: one 'seed')."""
-    if "majority" in baseline:
-        row = rows.setdefault("majority", _Row("majority"))
-        row.add(task, 0, baseline["majority"]["test"])
-        row.params.add(0)
-        row.prompt_params.add(0)
+    """The baseline stage's rows for `task` (majority and zero-shot are deterministic: one
+    'seed')."""
+    for name in ("majority", "zero-shot"):
+        if name in baseline:
+            row = rows.setdefault(name, _Row(name))
+            row.add(task, 0, baseline[name]["test"])
+            row.params.add(0)
+            row.prompt_params.add(0)
     if "head-only" in baseline:
         row = rows.setdefault("head-only", _Row("head-only"))
         for seed_run in baseline["head-only"]["seeds"]:
