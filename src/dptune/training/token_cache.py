@@ -44,11 +44,11 @@ def tokenize(
     *,
     cache: bool = True,
     add_special_tokens: bool = True,
-    keep: str = "start",
+    keep: str | None = None,
 ) -> list[list[int]]:
     """`tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]`, cached unless
-    `cache` is False; a text longer than `max_length` keeps its start (`keep="start"`) or its
-    end (`"end"`)."""
+    `cache` is False; a text longer than `max_length` keeps its start (`keep="start"`), its end
+    (`"end"`) or, by default, the side the tokenizer's `truncation_side` says."""
     if not texts:
         return []
     options = {"add_special_tokens": add_special_tokens, "keep": keep}
@@ -71,10 +71,10 @@ def cache_key(
     max_length: int,
     *,
     add_special_tokens: bool = True,
-    keep: str = "start",
+    keep: str | None = None,
 ) -> str:
     digest = hashlib.sha256()
-    header = f"{CACHE_VERSION}\0{type(tokenizer).__name__}\0{_side(keep)}"
+    header = f"{CACHE_VERSION}\0{type(tokenizer).__name__}\0{_side(tokenizer, keep)}"
     if not add_special_tokens:  # (the key of a default call is unchanged)
         header += "\0plain"
     digest.update(f"{header}\0{max_length}\0".encode())
@@ -95,18 +95,26 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def _side(keep: str) -> str:
+def _side(tokenizer: Any, keep: str | None) -> str:
+    """The truncation side that keeps `keep` (None: the tokenizer's own)."""
+    if keep is None:
+        return tokenizer.truncation_side
     if keep not in ("start", "end"):
         raise ValueError(f"keep: {keep!r} is not start or end")
     return "right" if keep == "start" else "left"
 
 
 def _encode(
-    tokenizer: Any, texts: Sequence[str], max_length: int, *, add_special_tokens: bool, keep: str
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    *,
+    add_special_tokens: bool,
+    keep: str | None,
 ) -> list[list[int]]:
     """Each distinct text is tokenised once (targets and candidates repeat a lot)."""
     unique = list(dict.fromkeys(texts))
-    side, tokenizer.truncation_side = tokenizer.truncation_side, _side(keep)
+    side, tokenizer.truncation_side = tokenizer.truncation_side, _side(tokenizer, keep)
     try:
         ids = _windowed(tokenizer, unique, max_length, add_special_tokens)
     finally:
