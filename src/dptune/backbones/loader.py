@@ -138,8 +138,9 @@ def backbone_kind(cfg: TrainConfig, model_config: Any) -> str:
             "language model"
         )
     if cfg.backbone not in ("auto", found):
+        article = "an" if found == "encoder" else "a"
         raise DptuneError(
-            f"backbone: {cfg.model} is a {found} model ({model_type}), not {cfg.backbone}"
+            f"backbone: {cfg.model} is {article} {found} model ({model_type}), not {cfg.backbone}"
         )
     return found
 
