@@ -27,18 +27,9 @@ from tqdm import tqdm
 
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_path, sha256_file, write_text
+from dptune.tasks.registry import TASK_DIRS
 
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/glue/superglue/data/v2"
-TASK_DIRS: dict[str, str] = {
-    "boolq": "BoolQ",
-    "cb": "CB",
-    "copa": "COPA",
-    "multirc": "MultiRC",
-    "record": "ReCoRD",
-    "rte": "RTE",
-    "wic": "WiC",
-    "wsc": "WSC",
-}
 SPLIT_FILES: tuple[str, ...] = ("train.jsonl", "val.jsonl", "test.jsonl")
 MANIFEST_NAME = "MANIFEST.sha256"
 HASHES_RESOURCE = "superglue.sha256.txt"

@@ -8,12 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from dptune.errors import DptuneError
-from dptune.tasks.registry import get_task
+from dptune.tasks.registry import TASK_DIRS, get_task
 
-TASK_TITLES = {
-    "boolq": "BoolQ", "cb": "CB", "copa": "COPA", "multirc": "MultiRC", "record": "ReCoRD",
-    "rte": "RTE", "wic": "WiC", "wsc": "WSC",
-}  # fmt: skip
+TASK_TITLES = TASK_DIRS  # a task's title is its official name, e.g. "MultiRC"
 METRIC_NAMES = {
     "accuracy": "accuracy",
     "f1_macro": "macro F1",
