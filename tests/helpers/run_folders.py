@@ -30,3 +30,21 @@ def finished_run(
     (folder / "config.yaml").write_text(json.dumps({"task": task, "method": method, "seed": seed}))
     (folder / "history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in HISTORY))
     return folder
+
+
+def assert_same_run(a: Path, b: Path, *, metrics: bool = True) -> None:
+    """Two finished run folders hold the same run: bit-identical prompt and trainable tensors,
+    history and submission files, and (with `metrics`) metrics.json but its wall time."""
+    from safetensors.torch import load_file
+
+    for name in ("prompt.safetensors", "trainable.safetensors"):
+        x, y = load_file(str(a / name)), load_file(str(b / name))
+        assert x.keys() == y.keys() and all(x[k].equal(y[k]) for k in x), name
+    assert (a / "history.jsonl").read_text() == (b / "history.jsonl").read_text()
+    for split in ("val", "test"):
+        path = Path("predictions") / f"{split}.jsonl"
+        assert (a / path).read_text() == (b / path).read_text()
+    if metrics:
+        ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+        ma.pop("wall_s"), mb.pop("wall_s")
+        assert ma == mb

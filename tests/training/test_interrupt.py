@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
 
 from dptune.config import make_config
 from dptune.run import train
@@ -18,6 +17,7 @@ from dptune.training.interrupt import TrainingInterrupted
 from dptune.training.trainer import Trainer
 from helpers import cli
 from helpers.faults import record_fault
+from helpers.run_folders import assert_same_run
 
 # 32 examples in batches of 8: 4 steps an epoch, 8 in all; losses logged every 3 steps, so an
 # interruption lands between two logged steps
@@ -40,22 +40,6 @@ def values(tiny_t5_dir, superglue_dir, tmp_path_factory) -> dict:
 def _config(values: dict, out: Path, **fields):
     return make_config({k: v for k, v in values.items() if k != "reference"} | {"out": str(out)}
                        | fields)  # fmt: skip
-
-
-def _assert_same_run(a: Path, b: Path) -> None:
-    for name in ("prompt.safetensors", "trainable.safetensors"):
-        x, y = load_file(str(a / name)), load_file(str(b / name))
-        assert x.keys() == y.keys()
-        assert all(x[k].equal(y[k]) for k in x), name
-    assert (a / "history.jsonl").read_text() == (b / "history.jsonl").read_text()
-    for name in ("val", "test"):
-        assert (a / "predictions" / f"{name}.jsonl").read_text() == (
-            b / "predictions" / f"{name}.jsonl"
-        ).read_text()
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    for key in ("wall_s",):
-        ma.pop(key), mb.pop(key)
-    assert ma == mb
 
 
 def _interrupted(trainer: Trainer) -> TrainingInterrupted:
@@ -93,7 +77,7 @@ def test_sigterm_mid_epoch_checkpoints_that_step_and_resumes_bit_identical(value
     assert not (tmp_path / "run" / "metrics.json").exists()
 
     train(cfg.model_copy(update={"resume": True}), progress=False)
-    _assert_same_run(values["reference"], tmp_path / "run")
+    assert_same_run(values["reference"], tmp_path / "run")
 
 
 def test_sigint_during_dev_evaluation_stops_at_once(values, tmp_path):
@@ -116,7 +100,7 @@ def test_sigint_during_dev_evaluation_stops_at_once(values, tmp_path):
 
     started = time.perf_counter()
     train(cfg.model_copy(update={"resume": True}), progress=False)
-    _assert_same_run(values["reference"], tmp_path / "run")
+    assert_same_run(values["reference"], tmp_path / "run")
     record_fault("SIGINT (Ctrl-C) during dev evaluation, then --resume", True, "none",
                  time.perf_counter() - started)  # fmt: skip
 
@@ -167,6 +151,6 @@ def test_sigterm_to_dptune_train_then_resume_is_bit_identical(values, tmp_path):
     proc = cli.dptune(["train", *flags, "--resume"])
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    _assert_same_run(values["reference"], out)
+    assert_same_run(values["reference"], out)
     record_fault("SIGTERM (eviction) to dptune train mid-epoch, then --resume", True, "none",
                  time.perf_counter() - signalled)  # fmt: skip
