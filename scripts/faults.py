@@ -109,8 +109,8 @@ FAULTS: tuple[Fault, ...] = (
         "wrote last). MLflow has no conditional update, but creating a registered model is "
         "atomic, so `promote` holds a lock model `<model>.promotion-lock` from reading the "
         "champion to recording the move; the other process waits, then reads the new "
-        "champion. A lock left by a process that died mid-promotion is broken after 10 "
-        "minutes; one still held after 15 minutes of waiting is one line (exit 2).",
+        "champion. A lock whose heartbeat stood still for a lease (60 s; see the next row) is "
+        "broken; one still held after 15 minutes of waiting is one line (exit 2).",
     ),
     Fault(
         "Promotion lock: clock skew, long holds, frozen and killed holders",
