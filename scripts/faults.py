@@ -109,8 +109,42 @@ FAULTS: tuple[Fault, ...] = (
         "wrote last). MLflow has no conditional update, but creating a registered model is "
         "atomic, so `promote` holds a lock model `<model>.promotion-lock` from reading the "
         "champion to recording the move; the other process waits, then reads the new "
-        "champion. A lock left by a process that died mid-promotion is broken after 10 "
-        "minutes; one still held after 15 minutes of waiting is one line (exit 2).",
+        "champion. A lock whose heartbeat stood still for a lease (60 s; see the next row) is "
+        "broken; one still held after 15 minutes of waiting is one line (exit 2).",
+    ),
+    Fault(
+        "Promotion lock: clock skew, long holds, frozen and killed holders",
+        ("tests/faults/test_promotion_lock.py",),
+        "The lock compares no clocks: its holder bumps a heartbeat tag every lease/6, and a "
+        "waiter breaks it only after watching the heartbeat stand still for a whole lease on "
+        "its own monotonic clock. A promoter 11 minutes ahead (libfaketime) waits for a live "
+        "holder however long it holds (measured before: the old lock, which compared the "
+        "waiter's clock with the lock's creation time, was broken after 0.6 s). A holder "
+        "frozen past its lease (SIGSTOP) whose lock was broken is fenced: every registry "
+        "write first checks the lease, so it writes nothing when it wakes. A SIGKILLed "
+        "holder blocks for one lease (60 s by default).",
+    ),
+    Fault(
+        "Promotion against what a registry may hold",
+        ("tests/faults/test_promotion_trust.py",),
+        "SIGTERM during `dptune promote` releases the lock (exit 143) and the next promotion "
+        "runs at once. Candidates are ranked by the `best_dev_<metric>` their training run "
+        "logged, with the lineage checked (the run logged the version's model through "
+        "dptune; task, protocol and format agree); a version's tags are labels. A model is "
+        "loaded only when its code is this dptune's (pyfunc entry and sources, by sha256), so "
+        "a forged version's code never runs. A challenger that cannot compete is tagged "
+        "`promotion_skipped` and reported, and the register stage succeeds; a best version "
+        "that does not serve gives way to the next.",
+    ),
+    Fault(
+        "Noise on a small dev split",
+        (
+            "tests/tracking/test_model_registry.py::test_a_gain_within_the_margin_does_not_move_the_champion",
+        ),
+        "The champion moves only when the challenger's dev score beats it by more than the "
+        "margin (0.04 by default, `--margin`): one CB dev example (3.6 points) is not "
+        "enough. The margin is recorded on the version (`promotion_margin`) and the "
+        "refusal in `promotion_declined`.",
     ),
     Fault(
         "Hostile serving load (`dptune serve`)",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers.mlflow_store import new_store
+from helpers.scored_versions import scored_version
 
 MODEL = "dptune-cb-cli"
 
@@ -21,10 +22,8 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.
     root = new_store(pytestconfig, tmp_path_factory.mktemp("project"))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model(MODEL)
     for value in (0.5, 0.8, 0.7):
-        tags = {"primary_metric": "accuracy", "dev_accuracy": repr(value)}
-        client.create_model_version(MODEL, "file:///nowhere", tags=tags)
+        scored_version(client, MODEL, value)
     return root
 
 
@@ -61,7 +60,7 @@ def test_promote_prints_one_summary_line(monkeypatch, capfd, registry_dir):
     )
     assert _dptune(monkeypatch, registry_dir, "--model", MODEL, "--version", "1") == 0
     assert capfd.readouterr().out.strip() == (
-        f"{MODEL}: champion stays v3 (dev_accuracy 0.7000 >= 0.5000 of v1)"
+        f"{MODEL}: champion stays v3 (dev_accuracy 0.5000 of v1 is not above 0.7000 + margin 0.04)"
     )
 
 
@@ -97,3 +96,10 @@ def test_missing_database_is_reported_not_created(monkeypatch, capfd, tmp_path):
         "(set MLFLOW_TRACKING_URI or --root)"
     )
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_cli_margin_is_promotions():
+    from dptune.cli.registry import MARGIN
+    from dptune.tracking.promotion import MARGIN as PROMOTION_MARGIN
+
+    assert MARGIN == PROMOTION_MARGIN

@@ -36,22 +36,23 @@ RACER = textwrap.dedent(
 )
 VERSION_TAGS = ("promoted_because", "promoted_metric", "promoted_value", "previous_champion",
                 "promoted_at", "promoted_by", "previous_value", "replaced_by",
-                "promotion_declined")  # fmt: skip
+                "promotion_declined", "promotion_margin", "promotion_skipped",
+                "code_sha256")  # fmt: skip
 MODEL_TAGS = ("dptune.champion", "dptune.champion_moves")
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, pytestconfig, tiny_t5_dir):
-    """Two real registered tiny prompts (dpt, pt) whose dev accuracies are set to 0.5 and 0.75,
-    so the better one is known."""
+    """Two real registered tiny prompts (dpt, pt) whose runs' dev accuracies are set to 0.5 and
+    0.75, so the better one is known."""
     from helpers.smoke_registry import build_smoke_registry
 
     built = build_smoke_registry(
         pytestconfig, tmp_path_factory.mktemp("race"), tiny_t5_dir, methods=("dpt", "pt")
     )
     client = MlflowClient(built.uri)
-    for method, value in (("dpt", "0.5"), ("pt", "0.75")):
-        client.set_model_version_tag(built.model, built.versions[method], "dev_accuracy", value)
+    for method, value in (("dpt", 0.5), ("pt", 0.75)):  # as their training runs logged it
+        client.log_metric(built.run_ids[method], "best_dev_accuracy", value)
     return built
 
 

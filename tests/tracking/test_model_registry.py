@@ -1,5 +1,3 @@
-import contextlib
-
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -15,6 +13,7 @@ from dptune.tracking import (
     short_backbone_name,
 )
 from dptune.tracking.pyfunc import logged_model_id
+from helpers.scored_versions import scored_version
 
 
 @pytest.mark.parametrize(
@@ -43,19 +42,23 @@ COMPARABLE = {
 
 
 def _versions(name: str, values: list[float | None], **tags: str) -> list[str]:
-    """Register versions of `name` whose dev_accuracy tags are `values` (None: no metric); their
-    test_accuracy is 1 - dev, so a test-ranked promotion would pick the opposite."""
+    """Versions of `name` whose training runs logged best_dev_accuracy `values` (None: no
+    metric). Their tags say the opposite (dev and test 1 - value), so ranking by tags or by
+    test would pick the opposite."""
     client = MlflowClient()
-    with contextlib.suppress(MlflowException):  # registered by an earlier call
-        client.create_registered_model(name)
     versions = []
     for value in values:
-        version_tags = {"primary_metric": "accuracy", "method": "dpt", **COMPARABLE, **tags}
+        labels = {**COMPARABLE, **tags}
         if value is not None:
-            version_tags |= {"dev_accuracy": repr(value), "test_accuracy": repr(1 - value)}
-        created = client.create_model_version(name, "file:///nowhere", tags=version_tags)
-        versions.append(str(created.version))
+            labels |= {"dev_accuracy": repr(1 - value), "test_accuracy": repr(1 - value)}
+        versions.append(scored_version(client, name, value, **labels))
     return versions
+
+
+def _log(name: str, version: str, key: str, value: float) -> None:
+    """Metric `key` logged on the training run of `version`."""
+    client = MlflowClient()
+    client.log_metric(client.get_model_version(name, version).run_id, key, value)
 
 
 def _champion(name: str) -> str:
@@ -96,7 +99,9 @@ def test_better_version_takes_over_and_worse_or_tied_ones_do_not(tracking, uniqu
     _versions(name, [0.6])
     tie = promote(name, version="2", verify=False)
     assert (tie.promoted, tie.champion) == (False, "1")
-    assert tie.summary == f"{name}: champion stays v1 (dev_accuracy 0.6000 >= 0.6000 of v2)"
+    assert tie.summary == (
+        f"{name}: champion stays v1 (dev_accuracy 0.6000 of v2 is not above 0.6000 + margin 0.04)"
+    )
     assert _tags(name, "2")["promotion_declined"] == tie.summary
     assert promote(name, verify=False).champion == "1"  # best is a tie: the champion stays
 
@@ -110,7 +115,7 @@ def test_better_version_takes_over_and_worse_or_tied_ones_do_not(tracking, uniqu
     tags = _tags(name, "4")
     assert tags["previous_champion"] == "1" and tags["previous_value"] == "0.6"
     assert tags["promoted_because"] == (
-        f"{name}: v4 is now champion (dev_accuracy 0.9000 > 0.6000 of v1)"
+        f"{name}: v4 is now champion (dev_accuracy 0.9000 > 0.6000 of v1 + margin 0.04)"
     )
     assert _tags(name, "1")["replaced_by"] == "4"
     assert promote(name, verify=False).summary == (
@@ -169,10 +174,9 @@ def test_a_version_that_does_not_serve_is_not_promoted(tracking, unique_backbone
 
 def test_explicit_version_and_metric(tracking, unique_backbone):
     name = f"dptune-cb-{unique_backbone}"
-    client = MlflowClient()
     _versions(name, [0.5, 0.8, 0.7])
-    for version, f1 in (("1", "0.9"), ("2", "0.1"), ("3", "0.2")):
-        client.set_model_version_tag(name, version, "dev_f1_macro", f1)
+    for version, f1 in (("1", 0.9), ("2", 0.1), ("3", 0.2)):
+        _log(name, version, "best_dev_f1_macro", f1)
     assert promote(name, version="3", verify=False).champion == "3"  # no champion yet
     assert promote(name, version="1", verify=False).champion == "3"
     by_f1 = promote(name, metric="f1_macro", verify=False)  # means dev_f1_macro
@@ -186,7 +190,7 @@ def test_unknown_model_version_metric_are_one_line_errors(tracking, unique_backb
         promote("dptune-nope")
     with pytest.raises(DptuneError, match=f"--version: {name} has no version 7"):
         promote(name, version="7")
-    with pytest.raises(DptuneError, match=f"--metric: no version of {name} records dev_bleu"):
+    with pytest.raises(DptuneError, match=f"--metric: no version of {name} has dev_bleu"):
         promote(name, metric="bleu")
 
 
@@ -276,3 +280,20 @@ def test_a_run_without_a_model_is_not_registered(tracking, make_run, tmp_path, u
         register_run_folder(run_id, run_dir)
     with pytest.raises(DptuneError, match="run_id: run 0+ not found at sqlite"):
         register_run_folder("0" * 32, run_dir)
+
+
+def test_a_gain_within_the_margin_does_not_move_the_champion(tracking, unique_backbone):
+    from helpers.faults import record_fault
+
+    name = f"dptune-cb-{unique_backbone}"
+    _versions(name, [0.6])
+    assert promote(name, verify=False).champion == "1"
+    _versions(name, [0.6 + 1 / 28])  # one more CB dev example right
+    noise = promote(name, verify=False)
+    assert (noise.promoted, noise.champion) == (False, "1")
+    assert "+ margin 0.04" in _tags(name, "2")["promotion_declined"]
+    _versions(name, [0.6 + 2 / 28])
+    better = promote(name, verify=False)
+    assert (better.promoted, better.champion) == (True, "3")
+    assert _tags(name, "3")["promotion_margin"] == "0.04"
+    record_fault("a challenger one CB dev example better (3.6 points)", True, "none", None)

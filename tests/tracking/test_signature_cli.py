@@ -69,7 +69,8 @@ UNSIGNED = f"of {MODEL} has no signature"
          f"error: --version: {MODEL} has no version 7"),
         (["serve", "--model", MODEL], f"error: --alias: v1 {UNSIGNED}"),
         (["serve", "--model", MODEL, "--version", "1"], f"error: --version: v1 {UNSIGNED}"),
-        (["promote", "--model", MODEL, "--version", "2"], f"error: --version: v2 {UNSIGNED}"),
+        (["promote", "--model", MODEL, "--version", "2"],
+         f"error: --version: {MODEL}: champion v1 has no dev_accuracy from its training run"),
         (["promote", "--model", NOPE], "error: --model: no registered model"),
     ],
 )  # fmt: skip

@@ -10,20 +10,24 @@ from typing import Annotated
 
 import typer
 
+MARGIN = 0.04  # tracking.promotion.MARGIN (the CLI imports no MLflow before it runs)
+
 PROMOTE_HELP = (
     "Promote the best (or a given) registered prompt version to alias `champion`."
     "\n\n"
     "The candidate is --version, or the version with the highest dev --metric (default: the "
-    "task's primary metric, e.g. accuracy -> tag dev_accuracy; never a test metric) among those "
-    "comparable with the champion (same task, backbone, protocol, text format and data). It "
-    "becomes champion only if it beats the current champion on that metric (a tie keeps the "
-    "champion) and it loads and predicts its input example. The reason is recorded in the "
-    "versions' tags (promoted_because, promoted_by, previous_champion, ...). Runs go to "
-    "MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."
+    "task's primary metric, e.g. accuracy -> dev_accuracy; never a test metric) as its "
+    "training run logged it (tags are labels, not evidence), among those comparable with the "
+    "champion (same task, backbone, protocol, text format and data). It becomes champion only "
+    "if it beats the current champion by more than --margin, its code is this dptune's own "
+    "and it loads and predicts its input example; a best version that does not serve is "
+    "skipped (tag promotion_skipped) for the next. The reason is recorded in the versions' "
+    "tags (promoted_because, promotion_declined, promotion_margin, previous_champion, ...). "
+    "Runs go to MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."
     "\n\n"
     "Exit codes: 0 whether or not the champion moved (one summary line on stdout); 2 for an "
-    "unknown model, version or metric, a version that does not serve, or an unreachable "
-    "tracking server."
+    "unknown model, version or metric, a --version that cannot be promoted, no candidate that "
+    "serves, or an unreachable tracking server; 143 on SIGTERM (the lock is released)."
 )
 
 
@@ -36,6 +40,9 @@ def promote(
     version: Annotated[
         str | None, typer.Option(help="Promote this version (if it beats the champion)")
     ] = None,
+    margin: Annotated[
+        float, typer.Option(help="Dev advantage the candidate needs over the champion")
+    ] = MARGIN,
     root: Annotated[
         Path, typer.Option(help="Project folder holding mlflow.db (without MLFLOW_TRACKING_URI)")
     ] = Path("."),
@@ -44,7 +51,7 @@ def promote(
     from dptune.tracking import promote as promote_version
 
     check_tracking_server(configure(root), must_exist=True)
-    print(promote_version(model, metric=metric, version=version).summary)
+    print(promote_version(model, metric=metric, version=version, margin=margin).summary)
 
 
 promote.__doc__ = PROMOTE_HELP

@@ -7,16 +7,20 @@ comparable. This stage, per task:
   record their versions in tracking.json) by the dev split's primary metric;
 - moves `champion` only by explicit promotion: a `version` given by the caller, or the
   challenger when the profile says `mlflow.auto_promote`, and then only to a comparable version
-  with a better dev score that loads and predicts its input example. A champion someone set by
-  hand is left alone by automatic promotion.
+  whose dev score (as its training run logged it) beats the champion's by the margin, and that
+  loads and predicts its input example. A champion someone set by hand is left alone by
+  automatic promotion. A challenger that cannot compete (not comparable, not serving, no
+  evidence) is reported and the stage succeeds: one changed setting never breaks `dvc repro`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dptune.errors import DptuneError
 from dptune.run_folder import RunFolder
 from dptune.stages.common import start_tracking
 
@@ -112,7 +116,19 @@ def register_stage(
         )
         return outcome
     chosen = version if version is not None else outcome["challenger"]
-    result = tracking.promote(name, metric=metric, version=chosen, automatic=version is None)
+    try:
+        result = tracking.promote(name, metric=metric, version=chosen, automatic=version is None)
+    except DptuneError as err:
+        if version is not None:  # the caller named it: their mistake, one line
+            raise
+        # a challenger that cannot compete is news, not a failed pipeline
+        champion = tracking.current_champion(name)
+        print(f"warning: {name}: {err}", file=sys.stderr)
+        outcome.update(
+            metric=challenger.metric if challenger else None, champion=champion,
+            promoted=False, previous_champion=champion, summary=f"{name}: {err}",
+        )  # fmt: skip
+        return outcome
     outcome.update(
         metric=result.metric,
         champion=result.champion,

@@ -12,7 +12,8 @@ Typical use by a stage, after the run folder is complete:
 Modules: `client` (where runs go), `live` and `runs` (logging a run, live or from its folder),
 `lineage` (its datasets), `stage_results` (other stages' results), `pyfunc` (a run as a
 servable model), `model_versions` (registering it), `promotion` (its aliases; `promotion_lock`
-serialises them) and `serving_checks` (whether a version serves).
+serialises them, `evidence` says what a version's run vouches for) and `serving_checks`
+(whether a version serves).
 """
 
 from dptune.backbones.names import short_backbone_name

@@ -2,9 +2,13 @@
 
 - `challenger`: set by the register stage to the best comparable version of that pipeline run.
 - `champion`: moves only by explicit promotion (`dptune promote`, or the register stage when the
-  profile says `mlflow.auto_promote`), to a comparable version with a strictly better *dev*
-  score (never test), and only after the version has loaded and predicted its input example.
-  A champion set by hand (e.g. in the MLflow UI) is never replaced by automatic promotion.
+  profile says `mlflow.auto_promote`), to a comparable version whose *dev* score (never test)
+  beats the champion's by more than `margin`, and only after the version's code proved to be
+  this dptune's and it loaded and predicted its input example. A champion set by hand (e.g. in
+  the MLflow UI) is never replaced by automatic promotion.
+
+Scores are the ones the training run logged (`evidence.dev_score`), never a version's tags. A
+candidate that does not serve is tagged `promotion_skipped` and the next best one is tried.
 """
 
 from __future__ import annotations
@@ -17,33 +21,40 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from dptune.errors import DptuneError
+from dptune.tracking.evidence import Evidence, dev_score, own_code_digest
 from dptune.tracking.model_versions import (
     CHALLENGER,
     CHAMPION,
     PRIMARY_METRIC_TAG,
     registered_versions,
 )
-from dptune.tracking.promotion_lock import promotion_lock
+from dptune.tracking.promotion_lock import LEASE_S, Lease, promotion_lock
 from dptune.tracking.serving_checks import check_serves
 
 COMPARABLE_TAGS: tuple[str, ...] = ("task", "backbone", "protocol", "format", "data_digest")
 CHAMPION_MOVES_TAG = "dptune.champion_moves"  # on the registered model: moves made by dptune
 DPTUNE_CHAMPION_TAG = "dptune.champion"  # on the registered model: the version dptune last made
 # champion; an alias pointing elsewhere was set by someone else (the UI, the API)
+# One CB dev example is 3.6 points: a move needs more than one example's worth on the smallest
+# dev split, so that noise does not move the champion back and forth.
+MARGIN = 0.04
+SKIPPED_TAG = "promotion_skipped"
+DECLINED_TAG = "promotion_declined"
 
 
 @dataclass(frozen=True)
 class PromotionResult:
     model: str
-    metric: str  # the version tag compared, e.g. "dev_accuracy"
+    metric: str  # the dev metric compared, e.g. "dev_accuracy" (as the training runs logged it)
     candidate: str  # the version considered for champion
     candidate_value: float
     champion: str  # the champion after this call
     promoted: bool
     previous_champion: str | None
     previous_value: float | None
-    note: str = ""  # why an automatic promotion left a champion set by hand
+    note: str = ""  # why the champion was left: set by hand, or no candidate fit
     optimistic: bool = False  # the candidate used the `paper` protocol (selected on val)
+    margin: float = MARGIN
 
     @property
     def summary(self) -> str:
@@ -59,21 +70,15 @@ class PromotionResult:
         if self.promoted:
             return (
                 f"{self.model}: v{self.champion} is now champion ({value} > "
-                f"{self.previous_value:.4f} of v{self.previous_champion})"
+                f"{self.previous_value:.4f} of v{self.previous_champion} + margin {self.margin:g})"
             )
         if self.candidate == self.champion:
             return f"{self.model}: v{self.champion} is already champion ({value})"
         return (
             f"{self.model}: champion stays v{self.champion} ({self.metric} "
-            f"{self.previous_value:.4f} >= {self.candidate_value:.4f} of v{self.candidate})"
+            f"{self.candidate_value:.4f} of v{self.candidate} is not above "
+            f"{self.previous_value:.4f} + margin {self.margin:g})"
         )
-
-
-def _tag_value(version: ModelVersion, key: str) -> float | None:
-    try:
-        return float(version.tags[key])
-    except (KeyError, ValueError):
-        return None
 
 
 def comparable_key(version: ModelVersion) -> tuple[str, ...]:
@@ -88,7 +93,7 @@ def _difference(a: ModelVersion, b: ModelVersion) -> str:
 
 
 def _metric_key(metric: str | None, versions: list[ModelVersion], model: str) -> str:
-    """The dev tag to rank by: `metric` (`accuracy` means `dev_accuracy`) or the primary one."""
+    """The dev metric to rank by: `metric` (`accuracy` means `dev_accuracy`) or the primary one."""
     if metric is None:
         newest_first = sorted(versions, key=lambda v: int(v.version), reverse=True)
         metric = next(
@@ -118,37 +123,51 @@ def _champion(client: MlflowClient, model: str) -> ModelVersion | None:
         return None
 
 
-def best_version(
-    versions: list[ModelVersion], key: str, model: str, like: ModelVersion | None = None
-) -> ModelVersion:
-    """The best version by `key` among those comparable with `like` (default: the newest);
-    on a tie the oldest, which reached the value first."""
-    scored = [v for v in versions if _tag_value(v, key) is not None]
+@dataclass(frozen=True)
+class _Scored:
+    version: ModelVersion
+    value: float
+
+
+def _scores(client: MlflowClient, versions: list[ModelVersion], key: str) -> dict[str, Evidence]:
+    return {str(v.version): dev_score(client, v, key) for v in versions}
+
+
+def ranked(
+    versions: list[ModelVersion], scores: dict[str, Evidence], like: ModelVersion | None = None
+) -> list[_Scored]:
+    """The versions with evidence and comparable with `like` (default: the newest of them),
+    best first; on a tie the oldest, which reached the value first."""
+    scored = [
+        _Scored(v, value)
+        for v in versions
+        if (value := scores[str(v.version)].value) is not None
+    ]  # fmt: skip
     if not scored:
-        raise DptuneError(f"--metric: no version of {model} records {key}")
-    like = like or max(scored, key=lambda v: int(v.version))
-    pool = [v for v in scored if comparable_key(v) == comparable_key(like)] or [like]
-    return max(pool, key=lambda v: (_tag_value(v, key), -int(v.version)))
+        return []
+    like = like or max(scored, key=lambda s: int(s.version.version)).version
+    pool = [s for s in scored if comparable_key(s.version) == comparable_key(like)]
+    return sorted(pool, key=lambda s: (-s.value, int(s.version.version)))
 
 
 def set_challenger(
     model_name: str, versions: list[str], metric: str | None = None
 ) -> PromotionResult | None:
-    """Alias `challenger` the best of `versions` (one pipeline run's) by the dev metric; None
-    when none of them records it."""
+    """Alias `challenger` the best of `versions` (one pipeline run's) by the dev metric their
+    runs logged; None when none of them has one."""
     client = MlflowClient()
     every = registered_versions(client, model_name)
     mine = [v for v in every if str(v.version) in {str(x) for x in versions}]
     if not mine:
         return None
     key = _metric_key(metric, mine, model_name)
-    best = best_version(mine, key, model_name)
-    client.set_registered_model_alias(model_name, CHALLENGER, best.version)
-    value = _tag_value(best, key)
-    assert value is not None
+    best = ranked(mine, _scores(client, mine, key))
+    if not best:
+        return None
+    client.set_registered_model_alias(model_name, CHALLENGER, best[0].version.version)
     return PromotionResult(
-        model_name, key, str(best.version), value, "", False, None, None,
-        optimistic=_optimistic(best),
+        model_name, key, str(best[0].version.version), best[0].value, "", False, None, None,
+        optimistic=_optimistic(best[0].version),
     )  # fmt: skip
 
 
@@ -159,157 +178,226 @@ def promote(
     *,
     automatic: bool = False,
     verify: bool = True,
+    margin: float = MARGIN,
+    lease_s: float = LEASE_S,
 ) -> PromotionResult:
     """Move alias `champion` to `version`, or to the best comparable version by the dev
-    `metric` (default: the task's primary metric), when it beats the current champion; ties
-    keep the champion.
+    `metric` (default: the task's primary metric), when it beats the current champion by more
+    than `margin`.
 
     Candidates must be comparable with the champion (task, backbone, protocol, format, data
-    digest). `automatic` (the register stage) never replaces a champion dptune did not set.
-    With `verify` the candidate must load and predict its input example first. Every move and
-    every refusal is recorded in the versions' tags.
+    digest) and ranked by what their training runs logged. `automatic` (the register stage)
+    never replaces a champion dptune did not set, and reports a candidate that cannot compete
+    instead of failing. With `verify` the candidate's code must be this dptune's and it must
+    load and predict its input example; one that does not is skipped for the next best. Every
+    move and every refusal is recorded in the versions' tags.
 
-    Promotions of one model are serialised across processes (`promotion_lock`): each one reads
-    the champion after the previous one finished, so two at once cannot both move it from the
-    same champion; `dptune.champion_moves` on the registered model counts the moves.
+    Promotions of one model are serialised across processes (`promotion_lock`), and every
+    registry write is fenced by the lock's lease (`lease_s`: how long a silent holder is
+    waited for).
     """
+    if margin < 0:
+        raise DptuneError(f"--margin: {margin} is negative")
     client = MlflowClient()
-    with promotion_lock(client, model_name):
-        return _promote_now(client, model_name, metric, version, automatic, verify)
+    with promotion_lock(client, model_name, lease_s=lease_s) as lease:
+        return _Promotion(client, lease, model_name, automatic, verify, margin).run(metric, version)
 
 
-def _promote_now(
-    client: MlflowClient,
-    model_name: str,
-    metric: str | None,
-    version: str | None,
-    automatic: bool,
-    verify: bool,
-) -> PromotionResult:
-    versions = registered_versions(client, model_name)
-    key = _metric_key(metric, versions, model_name)
-    champion = _champion(client, model_name)
-    candidate = _candidate(versions, key, model_name, version, champion)
-    candidate_value = _tag_value(candidate, key)
-    assert candidate_value is not None  # _candidate only returns versions with the metric
+class _Promotion:
+    def __init__(
+        self,
+        client: MlflowClient,
+        lease: Lease,
+        model: str,
+        automatic: bool,
+        verify: bool,
+        margin: float,
+    ) -> None:
+        self.client, self.lease, self.model = client, lease, model
+        self.automatic, self.verify, self.margin = automatic, verify, margin
+        self.flag = "--model"  # the option a refusal names: --version when one was given
 
-    if champion is not None and automatic and not _set_by_dptune(client, model_name, champion):
-        note = (
-            f"champion v{champion.version} was set outside dptune; automatic promotion leaves "
-            f"it (run `dptune promote --model {model_name}` to replace it)"
-        )
+    def run(self, metric: str | None, version: str | None) -> PromotionResult:
+        versions = registered_versions(self.client, self.model)
+        key = _metric_key(metric, versions, self.model)
+        scores = _scores(self.client, versions, key)
+        self.flag = "--model" if version is None else "--version"
+        if version is None and all(evidence.value is None for evidence in scores.values()):
+            raise DptuneError(f"--metric: no version of {self.model} has {key} from its run")
+        champion = _champion(self.client, self.model)
+        champion_value = scores[str(champion.version)].value if champion else None
+        if champion is not None and champion_value is None:
+            return self._refuse(
+                key, version or str(champion.version), champion, None,
+                f"champion v{champion.version} has no {key} from its training run "
+                f"({scores[str(champion.version)].why}); cannot compare",
+            )  # fmt: skip
+        if champion is not None and self.automatic and not self._set_by_dptune(champion):
+            return self._note(
+                key, version or str(champion.version), champion, champion_value,
+                f"champion v{champion.version} was set outside dptune; automatic promotion "
+                f"leaves it (run `dptune promote --model {self.model}` to replace it)",
+            )  # fmt: skip
+        if version is not None:
+            candidates = self._chosen(versions, scores, key, version, champion, champion_value)
+            if isinstance(candidates, PromotionResult):
+                return candidates
+        else:
+            candidates = ranked(versions, scores, like=champion)
+            if not candidates:
+                raise DptuneError(f"--metric: no version of {self.model} has {key} from its run")
+        return self._try(key, candidates, champion, champion_value)
+
+    def _chosen(
+        self,
+        versions: list[ModelVersion],
+        scores: dict[str, Evidence],
+        key: str,
+        version: str,
+        champion: ModelVersion | None,
+        champion_value: float | None,
+    ) -> list[_Scored] | PromotionResult:
+        chosen = next((v for v in versions if str(v.version) == str(version)), None)
+        if chosen is None:
+            raise DptuneError(f"--version: {self.model} has no version {version}")
+        evidence = scores[str(chosen.version)]
+        if evidence.value is None:
+            return self._refuse(
+                key, version, champion, champion_value,
+                f"v{version} has no {key} from its training run ({evidence.why}); not promoted",
+                skipped=chosen,
+            )  # fmt: skip
+        if champion is not None and comparable_key(chosen) != comparable_key(champion):
+            return self._refuse(
+                key, version, champion, champion_value,
+                f"v{version} is not comparable with champion v{champion.version} "
+                f"({_difference(chosen, champion)}); not promoted",
+                skipped=chosen,
+            )  # fmt: skip
+        return [_Scored(chosen, evidence.value)]
+
+    def _try(
+        self,
+        key: str,
+        candidates: list[_Scored],
+        champion: ModelVersion | None,
+        champion_value: float | None,
+    ) -> PromotionResult:
+        failures = []
+        for candidate in candidates:
+            if champion is not None and candidate.version.version == champion.version:
+                return self._stays(key, candidate, champion, champion_value)
+            if champion_value is not None and not candidate.value > champion_value + self.margin:
+                return self._stays(key, candidate, champion, champion_value)
+            if self.verify:
+                try:
+                    check_serves(self.model, str(candidate.version.version))
+                except DptuneError as err:
+                    if self.flag == "--version" and not self.automatic:
+                        raise  # the one version asked for: its own line
+                    why = str(err).removeprefix("--version: ").removesuffix("; champion not moved")
+                    self._tag(candidate.version, SKIPPED_TAG, why)
+                    failures.append(why)
+                    continue
+            return self._promote(key, candidate, champion, champion_value)
+        return self._refuse(
+            key, str(candidates[0].version.version), champion, champion_value,
+            f"no candidate serves ({'; '.join(failures)}); champion not moved",
+        )  # fmt: skip
+
+    def _refuse(
+        self,
+        key: str,
+        candidate: str,
+        champion: ModelVersion | None,
+        champion_value: float | None,
+        why: str,
+        skipped: ModelVersion | None = None,
+    ) -> PromotionResult:
+        """The register stage reports it and goes on; `dptune promote` is one line, exit 2."""
+        if skipped is not None:
+            self._tag(skipped, SKIPPED_TAG, why)
+        if not self.automatic:
+            raise DptuneError(f"{self.flag}: {self.model}: {why}")
+        return self._note(key, candidate, champion, champion_value, why)
+
+    def _note(
+        self,
+        key: str,
+        candidate: str,
+        champion: ModelVersion | None,
+        champion_value: float | None,
+        note: str,
+    ) -> PromotionResult:
+        current = str(champion.version) if champion is not None else ""
         return PromotionResult(
-            model_name, key, str(candidate.version), candidate_value, str(champion.version),
-            False, str(champion.version), _tag_value(champion, key), note=note,
-            optimistic=_optimistic(candidate),
+            self.model, key, candidate, float("nan"), current, False, current or None,
+            champion_value, note=note, margin=self.margin,
         )  # fmt: skip
-    champion_value = _tag_value(champion, key) if champion is not None else None
-    if champion is not None and champion_value is None:
-        raise DptuneError(
-            f"--metric: champion v{champion.version} of {model_name} has no {key}; cannot compare"
-        )
-    if champion is None or (
-        candidate.version != champion.version
-        and champion_value is not None
-        and candidate_value > champion_value
-    ):
-        if verify:
-            check_serves(model_name, str(candidate.version))
-        return _promote(
-            client, model_name, key, candidate, candidate_value, champion, champion_value,
-            by="register stage" if automatic else "dptune promote",
+
+    def _stays(
+        self,
+        key: str,
+        candidate: _Scored,
+        champion: ModelVersion | None,
+        champion_value: float | None,
+    ) -> PromotionResult:
+        assert champion is not None
+        result = PromotionResult(
+            self.model, key, str(candidate.version.version), candidate.value,
+            str(champion.version), False, str(champion.version), champion_value,
+            optimistic=_optimistic(candidate.version), margin=self.margin,
         )  # fmt: skip
-    assert champion_value is not None
-    result = PromotionResult(
-        model=model_name,
-        metric=key,
-        candidate=str(candidate.version),
-        candidate_value=candidate_value,
-        champion=str(champion.version),
-        promoted=False,
-        previous_champion=str(champion.version),
-        previous_value=champion_value,
-        optimistic=_optimistic(candidate),
-    )
-    if candidate.version != champion.version:
-        client.set_model_version_tag(
-            model_name, candidate.version, "promotion_declined", result.summary
-        )
-    return result
+        if candidate.version.version != champion.version:
+            self._tag(candidate.version, DECLINED_TAG, result.summary)
+        return result
+
+    def _tag(self, version: ModelVersion, key: str, value: str) -> None:
+        self.lease.check()
+        self.client.set_model_version_tag(self.model, version.version, key, value)
+
+    def _set_by_dptune(self, champion: ModelVersion) -> bool:
+        tags = self.client.get_registered_model(self.model).tags or {}
+        return tags.get(DPTUNE_CHAMPION_TAG) == str(champion.version)
+
+    def _promote(
+        self,
+        key: str,
+        candidate: _Scored,
+        champion: ModelVersion | None,
+        champion_value: float | None,
+    ) -> PromotionResult:
+        model, version = self.model, candidate.version.version
+        self.lease.check()
+        self.client.set_registered_model_alias(model, CHAMPION, version)
+        self.client.set_registered_model_tag(model, DPTUNE_CHAMPION_TAG, str(version))
+        moves = (self.client.get_registered_model(model).tags or {}).get(CHAMPION_MOVES_TAG, "0")
+        moves = int(moves) if moves.isdigit() else 0
+        self.client.set_registered_model_tag(model, CHAMPION_MOVES_TAG, str(moves + 1))
+        result = PromotionResult(
+            model, key, str(version), candidate.value, str(version), True,
+            str(champion.version) if champion is not None else None, champion_value,
+            optimistic=_optimistic(candidate.version), margin=self.margin,
+        )  # fmt: skip
+        tags = {
+            "promoted_because": result.summary,
+            "promoted_metric": key,
+            "promoted_value": repr(candidate.value),
+            "promotion_margin": repr(self.margin),
+            "previous_champion": result.previous_champion or "none",
+            "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "promoted_by": "register stage" if self.automatic else "dptune promote",
+        }
+        if self.verify:
+            tags["code_sha256"] = own_code_digest()
+        if champion_value is not None:
+            tags["previous_value"] = repr(champion_value)
+        for tag, value in tags.items():
+            self.client.set_model_version_tag(model, version, tag, value)
+        if champion is not None:
+            self.client.set_model_version_tag(model, champion.version, "replaced_by", version)
+        return result
 
 
 def _optimistic(version: ModelVersion) -> bool:
     return version.tags.get("optimistic") == "true"
-
-
-def _set_by_dptune(client: MlflowClient, model: str, champion: ModelVersion) -> bool:
-    tags = client.get_registered_model(model).tags or {}
-    return tags.get(DPTUNE_CHAMPION_TAG) == str(champion.version)
-
-
-def _candidate(
-    versions: list[ModelVersion],
-    key: str,
-    model: str,
-    version: str | None,
-    champion: ModelVersion | None,
-) -> ModelVersion:
-    if version is not None:
-        chosen = next((v for v in versions if str(v.version) == str(version)), None)
-        if chosen is None:
-            raise DptuneError(f"--version: {model} has no version {version}")
-        if _tag_value(chosen, key) is None:
-            raise DptuneError(f"--metric: v{version} of {model} has no {key}")
-        if champion is not None and comparable_key(chosen) != comparable_key(champion):
-            raise DptuneError(
-                f"--version: v{version} of {model} is not comparable with champion "
-                f"v{champion.version} ({_difference(chosen, champion)})"
-            )
-        return chosen
-    best = best_version(versions, key, model, like=champion)
-    if champion is not None and _tag_value(champion, key) == _tag_value(best, key):
-        return champion  # a tie keeps the champion
-    return best
-
-
-def _promote(
-    client: MlflowClient,
-    model: str,
-    key: str,
-    candidate: ModelVersion,
-    candidate_value: float,
-    champion: ModelVersion | None,
-    champion_value: float | None,
-    by: str,
-) -> PromotionResult:
-    client.set_registered_model_alias(model, CHAMPION, candidate.version)
-    client.set_registered_model_tag(model, DPTUNE_CHAMPION_TAG, str(candidate.version))
-    moves = (client.get_registered_model(model).tags or {}).get(CHAMPION_MOVES_TAG, "0")
-    moves = int(moves) if moves.isdigit() else 0
-    client.set_registered_model_tag(model, CHAMPION_MOVES_TAG, str(moves + 1))
-    result = PromotionResult(
-        model=model,
-        metric=key,
-        candidate=str(candidate.version),
-        candidate_value=candidate_value,
-        champion=str(candidate.version),
-        promoted=True,
-        previous_champion=str(champion.version) if champion is not None else None,
-        previous_value=champion_value,
-        optimistic=_optimistic(candidate),
-    )
-    tags = {
-        "promoted_because": result.summary,
-        "promoted_metric": key,
-        "promoted_value": repr(candidate_value),
-        "previous_champion": result.previous_champion or "none",
-        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "promoted_by": by,
-    }
-    if champion_value is not None:
-        tags["previous_value"] = repr(champion_value)
-    for tag, value in tags.items():
-        client.set_model_version_tag(model, candidate.version, tag, value)
-    if champion is not None:
-        client.set_model_version_tag(model, champion.version, "replaced_by", candidate.version)
-    return result

@@ -4,25 +4,41 @@ serve` starts a server for it)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from dptune.errors import DptuneError
+from dptune.tracking.evidence import foreign_code
 from dptune.tracking.model_versions import CHAMPION, registered_model
 
 
 def check_serves(model_name: str, version: str) -> None:
-    """Load version `version` as MLflow would serve it and predict its input example."""
+    """Load version `version` as MLflow would serve it and predict its input example, once its
+    code is known to be this dptune's own (loading runs a model's code in this process)."""
     uri = f"models:/{model_name}/{version}"
     try:
-        model = mlflow.pyfunc.load_model(uri)
-        if model.metadata.signature is None:
-            raise DptuneError(f"--version: {no_signature(model_name, version)}")
-        example = model.input_example
-        if example is None:
-            raise DptuneError(f"--version: v{version} of {model_name} has no input example")
-        model.predict(example)
+        with tempfile.TemporaryDirectory(prefix="dptune-check-") as tmp:
+            with _quiet("mlflow.store.artifact.artifact_repo"):  # "No artifacts found"
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            if not (local / "MLmodel").is_file():
+                raise DptuneError(
+                    f"--version: v{version} of {model_name} does not serve (its model files are "
+                    "gone); champion not moved"
+                )
+            why = foreign_code(local)
+            if why is not None:
+                raise DptuneError(
+                    f"--version: v{version} of {model_name} was not loaded: {why}; champion "
+                    "not moved"
+                )
+            _predicts(model_name, version, local)
     except DptuneError:
         raise
     except Exception as err:  # whatever loading or predicting raised: one line, no promotion
@@ -30,6 +46,27 @@ def check_serves(model_name: str, version: str) -> None:
             f"--version: v{version} of {model_name} does not serve ({type(err).__name__}: "
             f"{_first_line(err)}); champion not moved"
         ) from None
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _predicts(model_name: str, version: str, local: Path) -> None:
+    model = mlflow.pyfunc.load_model(str(local))
+    if model.metadata.signature is None:
+        raise DptuneError(f"--version: {no_signature(model_name, version)}")
+    example = model.input_example
+    if example is None:
+        raise DptuneError(f"--version: v{version} of {model_name} has no input example")
+    model.predict(example)
 
 
 def no_signature(model_name: str, version: str) -> str:
