@@ -42,6 +42,15 @@ def test_dptune_train_runs_a_tiny_llama_folder(tiny_llama_dir, superglue_dir, tm
     config = (tmp_path / "run" / "config.yaml").read_text()
     assert "chat_template: none" in config
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    # the path `dptune predict`, the MLflow pyfunc and `dptune serve` load a run through
+    from dptune.inference import Predictor
+
+    predictor = Predictor.from_run(tmp_path / "run")
+    records = [{"premise": "It rains.", "hypothesis": "It is wet."},
+               {"premise": "long " * 5000, "hypothesis": "short"}]  # fmt: skip
+    labels = predictor.predict(records)
+    assert predictor.backbone.kind == "causal"
+    assert set(labels) <= {"entailment", "contradiction", "neutral"} and len(labels) == 2
 
 
 def test_bad_causal_input_is_one_line(tiny_llama_dir, superglue_dir, tmp_path):
