@@ -127,8 +127,11 @@ def _forged(client: MlflowClient, registry, tmp_path: Path, dptune_like: bool) -
 
     code = tmp_path / "forged_model.py"
     code.write_text(FORGED_CODE.format(mark=str(tmp_path / "ran")))
-    mlflow.set_experiment("not-dptune")
-    with mlflow.start_run() as run:
+    # not mlflow.set_experiment: it sets MLFLOW_EXPERIMENT_ID in os.environ, which outlives
+    # this test and made a later module's runs start in the wrong experiment
+    found = client.get_experiment_by_name("not-dptune")
+    experiment = found.experiment_id if found else client.create_experiment("not-dptune")
+    with mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=str(code))
         (tmp_path / "ran").unlink()  # logging a model from code runs it once, here
         if dptune_like:
