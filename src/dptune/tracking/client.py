@@ -9,6 +9,7 @@ resumed instead of starting a new run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -256,3 +257,16 @@ def check_tracking_access(uri: str | None = None) -> str:
             f"({reason})"
         ) from None
     return uri
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise logger `name`'s level to `level` for the block (MLflow logs some failures itself,
+    which dptune reports once, in its own words)."""
+    log = logging.getLogger(name)
+    before = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(before)

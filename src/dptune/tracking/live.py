@@ -34,12 +34,14 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 
 from dptune.config import TrainConfig
+from dptune.errors import one_line
 from dptune.run_folder import RunFolder
 from dptune.tracking.client import (
     ensure_experiment,
     experiment_name,
     experiment_tags,
     injected_run_id,
+    quiet_logger,
 )
 from dptune.tracking.lineage import log_lineage
 from dptune.tracking.runs import (
@@ -67,8 +69,7 @@ SYSTEM_MONITOR_LOGGER = "mlflow.system_metrics.system_metrics_monitor"
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(getattr(err, "message", None) or err).split())
-    return f"{type(err).__name__}: {text[:200]}"
+    return f"{type(err).__name__}: {one_line(err)}"
 
 
 class _Sender(threading.Thread):
@@ -170,7 +171,8 @@ class LiveRun(TrainingCallback):
         self._step = start.step
         self._session = contextlib.ExitStack()
         self._session.enter_context(_live_http_settings())
-        self._session.enter_context(_quiet_system_monitor())
+        # MLflow's system-metrics monitor logs each failure itself; the outage is reported once
+        self._session.enter_context(quiet_logger(SYSTEM_MONITOR_LOGGER, logging.CRITICAL))
         with self._guard():
             self._open(start.cfg)
             self._sender = _Sender(self, self.flush_s)
@@ -287,15 +289,3 @@ def _live_http_settings() -> Iterator[None]:
     finally:
         for name in added:
             os.environ.pop(name, None)
-
-
-@contextlib.contextmanager
-def _quiet_system_monitor() -> Iterator[None]:
-    """MLflow's system-metrics monitor logs each failure itself; the outage is reported once."""
-    monitor_logger = logging.getLogger(SYSTEM_MONITOR_LOGGER)
-    level = monitor_logger.level
-    monitor_logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        monitor_logger.setLevel(level)

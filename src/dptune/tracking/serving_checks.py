@@ -4,17 +4,15 @@ serve` starts a server for it)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
+from dptune.tracking.client import quiet_logger
 from dptune.tracking.evidence import foreign_code
 from dptune.tracking.model_versions import CHAMPION, registered_model
 
@@ -25,7 +23,7 @@ def check_serves(model_name: str, version: str) -> None:
     uri = f"models:/{model_name}/{version}"
     try:
         with tempfile.TemporaryDirectory(prefix="dptune-check-") as tmp:
-            with _quiet("mlflow.store.artifact.artifact_repo"):  # "No artifacts found"
+            with quiet_logger("mlflow.store.artifact.artifact_repo"):  # "No artifacts found"
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
             if not (local / "MLmodel").is_file():
                 raise DptuneError(
@@ -44,19 +42,8 @@ def check_serves(model_name: str, version: str) -> None:
     except Exception as err:  # whatever loading or predicting raised: one line, no promotion
         raise DptuneError(
             f"--version: v{version} of {model_name} does not serve ({type(err).__name__}: "
-            f"{_first_line(err)}); champion not moved"
+            f"{one_line(err, first_line=True)}); champion not moved"
         ) from None
-
-
-@contextlib.contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def _predicts(model_name: str, version: str, local: Path) -> None:
@@ -100,13 +87,10 @@ def servable_uri(model_name: str, alias: str | None = None, version: str | None 
     try:
         signature = mlflow.models.get_model_info(uri).signature
     except Exception as err:  # a missing or unreadable MLmodel: one line
+        reason = one_line(err, first_line=True)
         raise DptuneError(
-            f"{where}: v{found.version} of {model_name} cannot be read ({_first_line(err)})"
+            f"{where}: v{found.version} of {model_name} cannot be read ({reason})"
         ) from None
     if signature is None:
         raise DptuneError(f"{where}: {no_signature(model_name, str(found.version))}")
     return uri
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
