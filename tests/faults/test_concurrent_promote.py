@@ -43,17 +43,9 @@ MODEL_TAGS = ("dptune.champion", "dptune.champion_moves")
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, pytestconfig, tiny_t5_dir):
-    """Two real registered tiny prompts (dpt, pt) whose runs' dev accuracies are set to 0.5 and
-    0.75, so the better one is known."""
-    from helpers.smoke_registry import build_smoke_registry
+    from helpers.scored_versions import scored_smoke_registry
 
-    built = build_smoke_registry(
-        pytestconfig, tmp_path_factory.mktemp("race"), tiny_t5_dir, methods=("dpt", "pt")
-    )
-    client = MlflowClient(built.uri)
-    for method, value in (("dpt", 0.5), ("pt", 0.75)):  # as their training runs logged it
-        client.log_metric(built.run_ids[method], "best_dev_accuracy", value)
-    return built
+    return scored_smoke_registry(pytestconfig, tmp_path_factory.mktemp("race"), tiny_t5_dir)
 
 
 @pytest.fixture(scope="module")

@@ -37,15 +37,9 @@ set_model(Forged())
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, pytestconfig, tiny_t5_dir):
-    from helpers.smoke_registry import build_smoke_registry
+    from helpers.scored_versions import scored_smoke_registry
 
-    built = build_smoke_registry(
-        pytestconfig, tmp_path_factory.mktemp("trust"), tiny_t5_dir, methods=("dpt", "pt")
-    )
-    client = MlflowClient(built.uri)
-    for method, value in (("dpt", 0.5), ("pt", 0.75)):
-        client.log_metric(built.run_ids[method], "best_dev_accuracy", value)
-    return built
+    return scored_smoke_registry(pytestconfig, tmp_path_factory.mktemp("trust"), tiny_t5_dir)
 
 
 @pytest.fixture(scope="module")

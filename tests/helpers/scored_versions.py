@@ -5,6 +5,8 @@ as dptune logs it (the run's `dptune.model_id` tag is the version's source), and
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -43,3 +45,15 @@ def scored_version(
             name, f"models:/{model_id}", run_id=run_id, tags=labels, model_id=model_id
         )
     return str(version.version)
+
+
+def scored_smoke_registry(pytestconfig: Any, folder: Path, tiny_t5_dir: Path) -> Any:
+    """Two real registered tiny prompts (dpt, pt) whose training runs logged dev accuracies
+    0.5 and 0.75, so the better one is known."""
+    from helpers.smoke_registry import build_smoke_registry
+
+    built = build_smoke_registry(pytestconfig, folder, tiny_t5_dir, methods=("dpt", "pt"))
+    client = MlflowClient(built.uri)
+    for method, value in (("dpt", 0.5), ("pt", 0.75)):  # as their training runs logged it
+        client.log_metric(built.run_ids[method], "best_dev_accuracy", value)
+    return built
