@@ -46,8 +46,10 @@ class SeeWhileTraining(TrainingCallback):
             return
         client, deadline = MlflowClient(), time.monotonic() + 30
         while time.monotonic() < deadline:
-            run = client.get_run(self.live.run_id)
+            # steps first, then the run: a flush between the two reads cannot leave the
+            # run's metrics older than the history that was checked
             if _steps(client, self.live.run_id) == [1, 2, 3]:
+                run = client.get_run(self.live.run_id)
                 self.seen = (run.info.status, sorted(run.data.metrics))
                 return
             time.sleep(0.2)
