@@ -5,16 +5,12 @@ into a throwaway MLflow store. About two minutes on two cores, most of it proces
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from kfp_helpers import REPO_ROOT
+from kfp_helpers import run_local
 from mlflow import MlflowClient
-
-from helpers.mlflow_store import new_store
 
 pytestmark = pytest.mark.slow  # the whole pipeline under kfp.local: minutes
 
@@ -27,39 +23,10 @@ def local_run(
     superglue_dir: Path,
 ) -> dict[str, Any]:
     """Run the pipeline once; return its output folder, stdout and the MLflow client."""
-    from dptune.cli.main import main
-
-    tmp = tmp_path_factory.mktemp("run-local")
-    store = new_store(pytestconfig, tmp / "mlflow")
-    uri = f"sqlite:///{store / 'mlflow.db'}"
     # the smoke profile, its probe cut to one epoch to keep the suite fast
     profile = {**smoke, "probe": {**smoke["probe"], "config": {"epochs": 1}}}
-    profile_file = tmp / "smoke.yaml"
-    profile_file.write_text(yaml.safe_dump(profile), encoding="utf-8")
-    argv = [
-        "dptune", "pipeline", "run-local", "--profile", str(profile_file),
-        "--data-dir", str(superglue_dir), "--out", str(tmp / "outputs"),
-    ]  # fmt: skip
-    out_file = tmp / "stdout.txt"
-    with pytest.MonkeyPatch.context() as patch, out_file.open("w") as sink:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
-        patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-        patch.chdir(REPO_ROOT)
-        patch.setattr(sys, "argv", argv)
-        patch.setattr(sys, "stdout", sink)  # the CLI's output and the tasks' logs
-        try:
-            main()
-        except SystemExit as exit_:
-            assert exit_.code in (0, None), f"run-local exited {exit_.code}: see {out_file}"
-    runs = sorted((tmp / "outputs").iterdir())
-    assert len(runs) == 1, runs
-    return {
-        "dir": runs[0],
-        "stdout": out_file.read_text(),
-        "mlflow": MlflowClient(tracking_uri=uri, registry_uri=uri),
-        "profile": profile,
-    }
+    tmp = tmp_path_factory.mktemp("run-local")
+    return run_local(profile, tmp, pytestconfig, superglue_dir)
 
 
 def test_the_run_prints_the_results_table_and_where_its_outputs_are(local_run):

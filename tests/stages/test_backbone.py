@@ -32,6 +32,13 @@ def test_tiny_bert_is_an_encoder(superglue, tmp_path):
     assert backbone_stage("tiny:bert", tmp_path / "b", superglue)["kind"] == "encoder"
 
 
+def test_each_tiny_kind_has_a_backbone_name_of_its_own(superglue, tmp_path):
+    """A tiny Llama's prompts never land in tiny T5's registered model (dptune-<task>-tiny)."""
+    record = backbone_stage("tiny:llama", tmp_path / "b", superglue)
+    assert record["kind"] == "causal" and record["folder"] == "tiny-llama"
+    assert short_backbone_name(model_of("tiny:llama", tmp_path / "b")) == "tiny-llama"
+
+
 def test_a_local_folder_is_copied_and_travels_without_its_source(superglue, tmp_path, tiny_t5_dir):
     source = tmp_path / "src" / "my-t5"
     shutil.copytree(tiny_t5_dir, source)

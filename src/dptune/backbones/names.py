@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 TINY_PREFIX = "tiny:"  # references to the tiny random models built offline: tiny:t5, tiny:bert
-TINY_DIR = "tiny"  # their folder's name, and their backbone name: dptune-<task>-tiny
+# tiny:t5's folder name, hence its backbone name (dptune-<task>-tiny); the other tiny kinds are
+# named after their kind (tiny-llama), so a tiny Llama never shares a registered model with it
+TINY_DIR = "tiny"
 
 # Path parts that say nothing about which backbone a local folder holds.
 _GENERIC_PARTS = frozenset({"model", "models", "snapshots", "hf", "weights"})

@@ -61,7 +61,7 @@ def model_kind(model: str) -> str | None:
 def folder_name(reference: str) -> str:
     """The model folder's name inside the backbone folder: the backbone's short name."""
     if reference.startswith(TINY_PREFIX):
-        return TINY_DIR
+        return TINY_DIR if reference == f"{TINY_PREFIX}t5" else short_backbone_name(reference)
     from dptune.backbones.loader import MINILM_ALIASES
 
     return short_backbone_name(MINILM_ALIASES[0] if reference in MINILM_ALIASES else reference)
