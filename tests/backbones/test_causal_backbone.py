@@ -112,6 +112,23 @@ def test_the_loss_covers_answer_tokens_normalised_by_their_count(kind, models, s
         assert doubled.item() == pytest.approx(loss.item() / 2, abs=1e-6)
 
 
+def test_the_loss_computes_logits_for_the_answers_only(models, superglue_dir):
+    """The LM head runs over the answer positions alone, not over [P | source]."""
+    backbone = _backbone(models["llama"])
+    task = get_task("cb", "natural")
+    features = build_train_features(
+        task, task.read(str(superglue_dir), "train")[:3], backbone, 100, 8
+    )
+    widths = []
+    hook = backbone.model.register_forward_hook(
+        lambda m, a, out: widths.append(out.logits.shape[1])
+    )
+    with torch.no_grad():
+        backbone.loss(_collate(backbone, features))
+    hook.remove()
+    assert widths == [max(len(f.target_ids) for f in features) + 1]
+
+
 def test_answers_follow_the_model_s_conventions(models, superglue_dir):
     backbone = _backbone(models["llama"])
     tokenizer = backbone.tokenizer

@@ -17,6 +17,7 @@ tokenizer's chat template as a user turn, the answer being the assistant's.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class CausalBackbone(Backbone):
         self.model = model
         set_trainable(model, prompt is None)
         self._chat = _split_template(tokenizer) if chat_template == "model" else None
+        self._takes_logits_to_keep: bool | None = None
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -132,6 +134,7 @@ class CausalBackbone(Backbone):
         cache: Any = None,
         new: int | None = None,
         use_cache: bool = False,
+        **options: Any,
     ) -> Any:
         """The model on `embeds` (or the `new` tokens `ids` after `cache`) whose attention mask,
         cache included, is `mask`; positions count the mask's ones, so padding never shifts
@@ -141,7 +144,7 @@ class CausalBackbone(Backbone):
             positions = positions[:, -new:]
         return self.model(
             inputs_embeds=embeds, input_ids=ids, attention_mask=mask, position_ids=positions,
-            cache=cache, use_cache=use_cache or cache is not None,
+            cache=cache, use_cache=use_cache or cache is not None, **options,
         )  # fmt: skip
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -157,7 +160,12 @@ class CausalBackbone(Backbone):
             if len(answer):
                 labels[i, ids.shape[1] - len(answer) :] = answer
         embeds, full_mask = self._embed_with_prompt(ids, mask)
-        logits = self._run(full_mask, embeds=embeds).logits[:, self.num_prompt_tokens :]
+        # Answers end every row, so only the last `keep` positions' logits are needed (the last
+        # source token predicts the first answer token): the LM head over the whole row would
+        # be a fifth of a 1B Llama's step and a [B, S, vocab] tensor.
+        keep = max(len(answer) for answer in answers) + 1
+        out = self._run(full_mask, embeds=embeds, **self._logits_to_keep(keep))
+        logits, labels = out.logits[:, -keep:], labels[:, -keep:]
         token_loss = F.cross_entropy(
             logits[:, :-1].float().transpose(1, 2), labels[:, 1:], ignore_index=-100,
             reduction="sum",
@@ -165,6 +173,14 @@ class CausalBackbone(Backbone):
         count = batch.get("num_target_tokens")
         denominator = (labels != -100).sum() if count is None else count
         return token_loss / denominator.clamp(min=1)
+
+    def _logits_to_keep(self, keep: int) -> dict[str, int]:
+        """`logits_to_keep` for models whose forward takes it (transformers' own causal LMs);
+        others compute every position's logits and the caller slices."""
+        if self._takes_logits_to_keep is None:
+            parameters = inspect.signature(self.model.forward).parameters
+            self._takes_logits_to_keep = "logits_to_keep" in parameters
+        return {"logits_to_keep": keep} if self._takes_logits_to_keep else {}
 
     def _prefix(self, batch: dict[str, torch.Tensor]) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """The cache of [P | padding | source], its mask, and the next-token logits."""
