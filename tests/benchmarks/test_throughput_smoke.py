@@ -116,3 +116,24 @@ def test_profile_case_counts_padding_and_groups_operators(capsys) -> None:
     assert groups.keys() == {"attention", "dropout", "linear", "other_ops", "outside_ops"}
     assert groups["linear"] > 0 and 0 <= result["accuracy"] <= 1
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["side"] == "peft"
+
+
+def test_llm_plan_flop_count_matches_torchs_counter() -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    llm_plan = load("llm_plan")
+    shape, cpu = llm_plan.TINY["tiny-llama"], torch.device("cpu")
+    # eager attention: the counter does not see the CPU's fused attention kernel
+    backbone = llm_plan.build(shape, prompt=4, device=cpu, attention="eager")
+    with FlopCounterMode(display=False) as counter:
+        backbone.loss(llm_plan.random_batch(shape, batch=2, source=16, device=cpu))
+    estimate = llm_plan.forward_flops(shape, 2, 16, 4, llm_plan.ANSWER_TOKENS)
+    assert abs(sum(estimate.values()) - counter.get_total_flops()) < 0.01 * estimate["linear"]
+
+
+def test_llm_plan_tiny_prints_the_grid_s_cost() -> None:
+    result = load("llm_plan").main(["--tiny", "--device", "cpu", "--steps", "1"])
+    (row,) = result["rows"]
+    assert row["runs"] == 72 and row["steps"] > 0 and row["gpu_hours_from"] == "assumed"
+    assert row["measured"]["s_per_step"] > 0 and row["gpu_hours"] > 0
