@@ -204,6 +204,23 @@ def test_a_challenger_that_is_not_comparable_is_reported_and_the_stage_succeeds(
 
 
 @pytest.mark.slow
+def test_the_register_stage_promotes_by_the_profile_s_margin(registry, client, tiny_t5_dir):
+    """pt's dev 0.75 beats dpt's 0.5 by 0.25: not enough at a margin of 0.3, enough at 0.2."""
+    from dptune.stages.register import register_stage
+
+    model, dpt, pt = registry.model, registry.versions["dpt"], registry.versions["pt"]
+    _no_champion(client, model)
+    code, _, err = _promote(client.tracking_uri, registry.root, "--model", model, "--version", dpt)
+    assert code == 0, err
+    strict = register_stage("cb", str(tiny_t5_dir), {model: [pt]}, auto_promote=True, margin=0.3)
+    assert strict["promoted"] is False and "margin 0.3" in strict["summary"], strict
+    assert _champion(client, model) == dpt
+    loose = register_stage("cb", str(tiny_t5_dir), {model: [pt]}, auto_promote=True, margin=0.2)
+    assert loose["promoted"] is True and _champion(client, model) == pt, loose
+    assert client.get_model_version(model, pt).tags["promotion_margin"] == "0.2"
+
+
+@pytest.mark.slow
 def test_a_best_version_whose_files_are_gone_gives_way_to_the_next(registry, server, client):
     model, pt = registry.model, registry.versions["pt"]
     _no_champion(client, model)

@@ -128,7 +128,8 @@ def test_a_new_method_folder_trains_through_a_profile_block(
         "few_shot": {"shots": [8], "train_on": None},
         "probe": {"tasks": ["cb"], "seed": 0, "config": {}},
         "report": {"baselines": ["majority"]},
-        "mlflow": {"track": False, "register_prompts": False, "auto_promote": False},
+        "mlflow": {"track": False, "register_prompts": False, "auto_promote": False,
+        "promotion_margin": 0.04},
     }  # fmt: skip
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(profile))

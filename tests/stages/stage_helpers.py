@@ -35,7 +35,12 @@ def profile(**overrides: Any) -> PipelineParams:
         "few_shot": {"shots": [8], "train_on": None},
         "probe": {"task": "cb", "seed": 0, "config": {"epochs": 2}},
         "report": {"baselines": ["majority", "head-only"]},
-        "mlflow": {"track": False, "register_prompts": False, "auto_promote": False},
+        "mlflow": {
+            "track": False,
+            "register_prompts": False,
+            "auto_promote": False,
+            "promotion_margin": 0.04,
+        },
     }
     values.update(overrides)
     return parse_profile(values, source="test profile")

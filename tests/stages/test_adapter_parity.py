@@ -78,7 +78,12 @@ def setting(tmp_path: Path, tiny_t5_dir: Path, superglue: Path) -> dict[str, Any
         few_shot={"shots": [8], "train_on": 8},
         probe={"task": "rte", "seed": 5, "config": {"epochs": 2}},
         task_overrides={"rte": {"format": "paper"}},
-        mlflow={"track": False, "register_prompts": True, "auto_promote": False},
+        mlflow={
+            "track": False,
+            "register_prompts": True,
+            "auto_promote": False,
+            "promotion_margin": 0.04,
+        },
         sweeps={"bottleneck": {"methods": ["dpt"], "values": {"bottleneck": [2, 3]}}},
     ).model_dump(mode="json")
     values["mlflow"]["track"] = False

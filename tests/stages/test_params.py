@@ -109,6 +109,17 @@ def test_few_shot_training_points_at_the_sample_file():
         ),
         ({"few_shot": {"shots": [8], "train_on": 16}}, "train_on: 16 is not in few_shot.shots"),
         ({"seeds": []}, "seeds: must not be empty"),
+        (
+            {
+                "mlflow": {
+                    "track": True,
+                    "register_prompts": True,
+                    "auto_promote": True,
+                    "promotion_margin": -0.1,
+                }
+            },
+            "mlflow.promotion_margin",
+        ),  # fmt: skip
         ({"methods": ["dpt", "dpt"]}, "methods: repeats a value"),
         ({"colour": "red"}, "colour"),
     ],

@@ -262,6 +262,11 @@ class TrackingParams(_Strict):
         description="Let the register stage move `champion` to the challenger when it is "
         "comparable and better on dev (else only `dptune promote` moves it)"
     )
+    promotion_margin: float = Field(
+        ge=0,
+        description="How much better on dev (the primary metric, 0-1) a challenger must be "
+        "than the champion for the register stage to promote it (`dptune promote --margin`)",
+    )
 
 
 class PipelineParams(_Strict):

@@ -7,7 +7,8 @@ comparable. This stage, per task:
   record their versions in tracking.json) by the dev split's primary metric;
 - moves `champion` only by explicit promotion: a `version` given by the caller, or the
   challenger when the profile says `mlflow.auto_promote`, and then only to a comparable version
-  whose dev score (as its training run logged it) beats the champion's by the margin, and that
+  whose dev score (as its training run logged it) beats the champion's by the profile's
+  `mlflow.promotion_margin`, and that
   loads and predicts its input example. A champion someone set by hand is left alone by
   automatic promotion. A challenger that cannot compete (not comparable, not serving, no
   evidence) is reported and the stage succeeds: one changed setting never breaks `dvc repro`.
@@ -54,6 +55,7 @@ def promote_profile(
             metric=metric,
             version=version,
             auto_promote=plan.params.mlflow.auto_promote,
+            margin=plan.params.mlflow.promotion_margin,
         )  # fmt: skip
         for task in tasks or (complete_tasks(plan, run_dirs) if run_dirs else plan.params.tasks)
     }
@@ -90,8 +92,10 @@ def register_stage(
     metric: str | None = None,
     version: str | None = None,
     auto_promote: bool = False,
+    margin: float | None = None,
 ) -> dict[str, Any]:
-    """Set the challenger of (`task`, backbone `model`) and promote as asked; the outcome."""
+    """Set the challenger of (`task`, backbone `model`) and promote as asked (a challenger must
+    beat the champion by `margin`, default promotion's own); the outcome."""
     from dptune import tracking
 
     start_tracking()
@@ -117,7 +121,10 @@ def register_stage(
         return outcome
     chosen = version if version is not None else outcome["challenger"]
     try:
-        result = tracking.promote(name, metric=metric, version=chosen, automatic=version is None)
+        margin_option = {} if margin is None else {"margin": margin}
+        result = tracking.promote(
+            name, metric=metric, version=chosen, automatic=version is None, **margin_option
+        )
     except DptuneError as err:
         if version is not None:  # the caller named it: their mistake, one line
             raise
