@@ -76,8 +76,11 @@ def _meta(kind: str, config) -> torch.nn.Module:
 @pytest.mark.parametrize(
     ("kind", "config", "expected"),
     [
-        # T5-base: 12 encoder layers (q, v) + 12 decoder layers (self and cross q, v), 768 x 768
-        ("seq2seq", T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12), 72 * 8 * 1536),
+        # T5-small / base / large: n encoder layers (q, v) + n decoder layers (self and cross
+        # q, v), each matrix e x e: 6 n matrices of 8 (e + e) parameters
+        ("seq2seq", T5Config(d_model=512, d_ff=2048, num_layers=6, num_heads=8), 294_912),
+        ("seq2seq", T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12), 884_736),
+        ("seq2seq", T5Config(d_model=1024, d_ff=4096, num_layers=24, num_heads=16), 2_359_296),
         # SmolLM2-135M's shape: 30 layers, q 576 -> 576, v 576 -> 192 (3 KV heads of 64)
         ("causal", LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                num_attention_heads=9, num_key_value_heads=3, vocab_size=49152),
@@ -85,8 +88,9 @@ def _meta(kind: str, config) -> torch.nn.Module:
     ],
 )  # fmt: skip
 def test_full_size_counts_match_the_formula(kind, config, expected):
-    adapted = add_lora(LoraMethodConfig(), _meta(kind, config), kind=kind, seed=0)
-    assert adapted.get_nb_trainable_parameters()[0] == expected
+    model = _meta(kind, config)
+    adapted = add_lora(LoraMethodConfig(), model, kind=kind, seed=0)
+    assert adapted.get_nb_trainable_parameters()[0] == formula(model, 8) == expected
 
 
 def _perturb(backbone) -> None:
