@@ -193,3 +193,16 @@ def test_the_spec_adapts_the_model_at_a_lora_learning_rate():
     assert spec.adapter_function() is add_lora and spec.lr == 5e-4
     values = {"task": "cb", "method": "lora", "model": "t5-base", "out": "x", "data_dir": "x"}
     assert make_config(values).learning_rate == 5e-4
+
+
+def test_a_profile_sets_lora_fields_in_its_own_block():
+    from dptune.stages.params import load_profile
+    from helpers.paths import REPO_ROOT
+
+    profile = load_profile(REPO_ROOT / "profiles" / "smoke-llm.yaml")
+    assert "lora" in profile.methods
+    fields = profile.fields_for("cb", "lora")
+    assert fields["rank"] == 2 and "bottleneck" not in fields
+    cfg = make_config({**fields, "task": "cb", "method": "lora", "model": "m", "out": "o",
+                       "data_dir": "d", "target_modules": ["q_proj", "v_proj"]})  # fmt: skip
+    assert cfg.method_config == LoraMethodConfig(rank=2, target_modules=["q_proj", "v_proj"])
