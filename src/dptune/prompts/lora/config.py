@@ -21,8 +21,8 @@ class LoraMethodConfig(MethodConfig):
     dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout on the adapted layers' input")
     target_modules: list[str] | None = Field(
         None,
-        description="Names of the linear layers LoRA adapts, e.g. q,v or all-linear (default: "
-        "PEFT's for the model type, the query and value projections)",
+        description="Names of the linear layers LoRA adapts, e.g. q,v or all-linear; None: "
+        "PEFT's default for the model type (the query and value projections)",
     )
 
     @field_validator("target_modules", mode="before")
