@@ -24,7 +24,7 @@ def test_defaults_follow_the_paper():
     [
         ({"bottleneck": 0}, "bottleneck"),
         ({"prompt_length": -1}, "prompt_length"),
-        ({"method": "lora"}, "method"),
+        ({"method": "ia3"}, "method"),
         ({"task": "mnli"}, "unknown task 'mnli'"),
         ({"shots": 8, "sample": "s.json"}, "not both"),
         ({"epochs": 1, "colour": "red"}, "colour"),
@@ -49,9 +49,9 @@ def test_yaml_round_trip(tmp_path):
 
 def test_an_unknown_method_is_refused_with_the_valid_list():
     with pytest.raises(DptuneError) as info:
-        make_config({**BASE, "method": "lora"})
+        make_config({**BASE, "method": "ia3"})
     assert str(info.value) == (
-        "config: method: unknown method 'lora'; valid: dpt, pt, residual, probe, finetune"
+        "config: method: unknown method 'ia3'; valid: dpt, pt, residual, probe, finetune, lora"
     )
 
 

@@ -86,14 +86,15 @@ def _export(
 ) -> dict[str, Any]:
     task = data.task
     prompt = backbone.prompt_matrix()
-    if prompt is not None:
-        folder.write_prompt(prompt)
+    if backbone.whole_model:
+        with folder.writing_model() as tmp:
+            backbone.save_pretrained(tmp)
+    else:
+        if prompt is not None:
+            folder.write_prompt(prompt)
         folder.write_trainable(backbone.trainable_state_dict())
         with folder.writing_adapter() as tmp:
             backbone.save_adapter(tmp)
-    else:
-        with folder.writing_model() as tmp:
-            backbone.save_pretrained(tmp)
 
     val_pred = predict(data.val, "val")
     test_keys = {ex.key for ex in data.splits.test}

@@ -7,8 +7,10 @@
     .lock                     held (flock) by the process training into the folder
     history.jsonl             one row per logging step and per epoch end
     prompt.safetensors        P (c x e), prompt methods only
-    trainable.safetensors     every trainable tensor (prompt factors, head), prompt methods only
-    adapter/                  a PEFT prompt-tuning adapter (seq2seq) or head + prompt (encoder)
+    trainable.safetensors     every trainable tensor (prompt factors, LoRA matrices, head); not
+                              for finetune
+    adapter/                  a PEFT prompt-tuning adapter (seq2seq, causal) or head + prompt
+                              (encoder); for lora PEFT's LoRA adapter (and an encoder's head)
     model/                    the whole fine-tuned model and tokenizer (method finetune)
     predictions/{val,test}.jsonl   official submission files
     metrics.json              written last: a folder with it is complete

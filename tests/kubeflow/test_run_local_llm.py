@@ -25,7 +25,7 @@ def llm_run(
     from dptune.stages.params import load_profile
 
     profile = load_profile(SMOKE_LLM_PROFILE).model_dump(mode="json")
-    # no sweep, a one-epoch probe: the grid's two cells are what this test is about
+    # no sweep, a one-epoch probe: the grid's cells are what this test is about
     profile = {**profile, "sweeps": {}, "probe": {**profile["probe"], "config": {"epochs": 1}}}
     return run_local(profile, tmp_path_factory.mktemp("run-local-llm"), pytestconfig, superglue_dir)
 
@@ -33,9 +33,11 @@ def llm_run(
 def test_the_causal_grid_trains_and_reports_beside_zero_shot(llm_run):
     run = llm_run["dir"]
     results = json.loads((run / "report" / "results" / "results.json").read_text())
-    assert set(results["rows"]) == {"majority", "zero-shot", "dpt", "pt"}
+    methods = llm_run["profile"]["methods"]
+    assert {"dpt", "pt", "lora"} <= set(methods)
+    assert set(results["rows"]) == {"majority", "zero-shot", *methods}
     cells = sorted(run.glob("for-loop-*-iteration-*"))
-    assert len(cells) == 2
+    assert len(cells) == len(methods)
     for cell in cells:
         adapter_config = cell / "train" / "run" / "adapter" / "adapter_config.json"
         adapter = json.loads(adapter_config.read_text())
@@ -49,7 +51,7 @@ def test_the_champion_is_a_causal_prompt_that_predicts(llm_run, monkeypatch):
     (model,) = client.search_registered_models()
     assert model.name == "dptune-cb-tiny-llama"
     champion = client.get_model_version_by_alias(model.name, "champion")
-    assert champion.tags["method"] in {"dpt", "pt"}
+    assert champion.tags["method"] in llm_run["profile"]["methods"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", llm_run["uri"])
     configure()
     pyfunc = mlflow.pyfunc.load_model(f"models:/{model.name}@champion")

@@ -29,15 +29,15 @@ PROMPTS_DIR = Path(dptune.prompts.__file__).parent
 def test_the_registry_lists_exactly_the_method_folders() -> None:
     folders = {p.parent.name for p in PROMPTS_DIR.glob("*/__init__.py")}
     assert set(method_names()) == folders
-    assert method_names() == ("dpt", "pt", "residual", "probe", "finetune")  # paper order
+    assert method_names() == ("dpt", "pt", "residual", "probe", "finetune", "lora")  # paper order
     assert method_names() == METHODS
 
 
 def test_each_spec_points_at_its_prompt_module() -> None:
     for spec in methods():
         assert spec.help and "\n" not in spec.help
-        if spec.name == "finetune":
-            assert not spec.has_prompt and spec.fields == ()
+        if not spec.has_prompt:  # finetune trains the model, lora adapts it: no prompt module
+            assert spec.trains_backbone != (spec.adapter is not None)
             continue
         cls = spec.prompt_class()
         assert issubclass(cls, PromptModule)
@@ -45,8 +45,8 @@ def test_each_spec_points_at_its_prompt_module() -> None:
 
 
 def test_an_unknown_method_is_refused_with_the_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown method 'lora'; valid: dpt, pt, residual, probe"):
-        get_method("lora")
+    with pytest.raises(ValueError, match="unknown method 'ia3'; valid: dpt, pt, residual, probe"):
+        get_method("ia3")
 
 
 def test_a_name_registers_once() -> None:
@@ -88,6 +88,10 @@ def test_method_fields_live_in_the_method_config_and_are_flat_flags_with_registr
         "init_std": ("dpt",),
         "pt_init": ("pt", "residual", "probe"),
         "residual_hidden": ("residual",),
+        "rank": ("lora",),
+        "alpha": ("lora",),
+        "dropout": ("lora",),
+        "target_modules": ("lora",),
     }
     assert not set(METHOD_FIELDS) & set(TrainConfig.model_fields)  # one object: method_config
     options = {p.name: p.default.help for p in config_options()}
@@ -104,6 +108,7 @@ def test_method_behaviour_is_on_the_registry_entry() -> None:
     assert probe.stage == "probe" and not probe.grid and probe.rank_statistics
     assert dpt.grid and dpt.has_prompt and not dpt.trains_backbone and dpt.lr == 0.3
     assert [s.name for s in methods() if s.rank_statistics] == ["probe"]
+    assert [s.name for s in methods() if s.adapter is not None] == ["lora"]
 
 
 def test_no_method_name_is_compared_outside_the_prompts_package() -> None:
@@ -158,3 +163,4 @@ def test_train_help_names_the_methods_of_each_method_flag() -> None:
     assert "(dpt only; default: 10)" in text
     assert "(residual only; default: 400)" in text
     assert "(pt, residual, probe only; default: vocab)" in text
+    assert "LoRA rank r (lora only; default: 8)" in text

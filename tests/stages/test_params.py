@@ -81,7 +81,7 @@ def test_few_shot_training_points_at_the_sample_file():
         ({"train": {"epoch": 3}}, "train: 'epoch' is not a TrainConfig field"),
         ({"tasks": ["cb", "mnli"]}, "tasks: unknown task 'mnli'"),
         ({"task_overrides": {"mnli": {}}}, "task_overrides: unknown task 'mnli'"),
-        ({"methods": ["lora"]}, "methods.0: unknown method 'lora'; valid: dpt, pt, residual, fine"),
+        ({"methods": ["ia3"]}, "methods.0: unknown method 'ia3'; valid: dpt, pt, residual, fine"),
         ({"methods": ["dpt", "probe"]}, "methods.1: probe runs in the probe stage"),
         (
             {"train": {"epochs": 1, "bottleneck": 2}},
@@ -99,7 +99,7 @@ def test_few_shot_training_points_at_the_sample_file():
         ),
         ({"train": {"pt": {"bottleneck": 2}}}, "train.pt.bottleneck: applies to method dpt only"),
         ({"train": {"dpt": {"epochs": 2}}}, "train.dpt.epochs: not a field of dpt; fields of"),
-        ({"train": {"dpt": {"rank": 2}}}, "train.dpt.rank: not a field of dpt (its fields: bottle"),
+        ({"train": {"dpt": {"width": 2}}}, "train.dpt.width: not a field of dpt (its fields: bot"),
         ({"train": {"finetune": {"pt_init": "vocab"}}}, "train.finetune.pt_init: applies to"),
         ({"train": {"dpt": 2}}, "train.dpt: expected a mapping"),
         ({"train": {"probe": {"pt_init": "random"}}}, "train.probe: probe runs in the probe stage"),
@@ -177,8 +177,8 @@ def test_the_profiles_keep_their_effective_values():
 
 
 def test_an_unknown_cell_method_lists_the_valid_ones():
-    with pytest.raises(DptuneError, match=r"method: unknown method 'lora'; valid: dpt, pt"):
-        cell_config(profile(), task="cb", method="lora", seed=0, model="m", data_dir="d", out="o")
+    with pytest.raises(DptuneError, match=r"method: unknown method 'ia3'; valid: dpt, pt"):
+        cell_config(profile(), task="cb", method="ia3", seed=0, model="m", data_dir="d", out="o")
 
 
 def test_a_bad_cell_value_names_the_profile_and_cell():

@@ -151,7 +151,7 @@ def test_cli_bad_config_writes_nothing(base_config, tmp_path, monkeypatch, capsy
     out = tmp_path / "nothing"
     bad_flags = (
         ["--bottleneck", "0"],
-        ["--method", "lora"],
+        ["--method", "ia3"],
         ["--task", "mnli"],
         ["--model", str(tmp_path / "no-such-model")],
     )

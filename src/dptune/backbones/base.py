@@ -24,8 +24,20 @@ from dptune.prompts.base import PromptModule
 class Backbone(nn.Module, ABC):
     kind: Literal["seq2seq", "encoder", "causal"]
     tokenizer: Any
-    prompt: PromptModule | None  # None for finetune
+    prompt: PromptModule | None  # None for finetune and lora
+    # A PEFT adapter (lora) whose layers are injected into the model: it only saves them. Not a
+    # submodule (the model already holds its layers); set with `attach_adapter`.
+    adapter: Any = None
     generates: bool = False  # decode=generate works (else rank only)
+
+    def attach_adapter(self, adapter: Any) -> None:
+        """Hold `adapter`, the PeftModel that injected its trainable layers into `self.model`."""
+        object.__setattr__(self, "adapter", adapter)  # bypasses nn.Module's submodule registry
+
+    @property
+    def whole_model(self) -> bool:
+        """Every model weight trains (finetune): no prompt, no adapter; the model is saved."""
+        return self.prompt is None and self.adapter is None
 
     def source_ids(
         self, texts: Sequence[str], max_length: int, encode: Callable[..., list[list[int]]]
@@ -87,4 +99,5 @@ class Backbone(nn.Module, ABC):
 
     @abstractmethod
     def save_adapter(self, directory: Path) -> None:
-        """Save a standard PEFT prompt-tuning adapter (seq2seq) or the head+prompt (encoder)."""
+        """Save a standard PEFT prompt-tuning adapter (seq2seq, causal) or the head+prompt
+        (encoder); with an adapter, the standard PEFT adapter (and an encoder's head)."""

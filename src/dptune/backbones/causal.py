@@ -248,10 +248,14 @@ class CausalBackbone(Backbone):
     # ---- saving -------------------------------------------------------------------------------
     def save_adapter(self, directory: Path) -> None:
         """A PEFT CAUSAL_LM prompt-tuning adapter holding P, as PEFT itself saves one (its config
-        and the `prompt_embeddings` tensor), plus the prompt's own tensors beside it.
+        and the `prompt_embeddings` tensor), plus the prompt's own tensors beside it; or the
+        PEFT adapter (lora) as PEFT saves it.
 
         Fine-tuned models are saved whole (model and tokenizer) instead."""
         with atomic_dir(directory) as tmp:
+            if self.adapter is not None:
+                self.adapter.save_pretrained(tmp)
+                return
             if self.prompt is None:
                 self.model.save_pretrained(tmp)
                 self.tokenizer.save_pretrained(tmp)

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from peft import set_peft_model_state_dict
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
@@ -115,7 +117,8 @@ class EncoderBackbone(Backbone):
         ids, mask = unique[:, :cand_len], unique[:, cand_len:]
         mask = mask.clone()
         mask[mask.sum(dim=1) == 0, 0] = 1  # padding candidates: attend to one token, scored -inf
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_encoder):
+        encoder_trains = self.train_encoder or self.adapter is not None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
             embedded = self._encode(ids, mask, with_prompt=False)
         return embedded[inverse].view(size, num_cands, -1)
 
@@ -150,11 +153,13 @@ class EncoderBackbone(Backbone):
             "temperature": SIMILARITY_TEMPERATURE if self.head is None else None,
             "pooling": "mean over source tokens (prompt excluded)",
             "train_encoder": self.train_encoder,
+            "peft_adapter": self.adapter is not None,  # adapter_config.json beside, PEFT's own
         }
 
     def save_adapter(self, directory: Path) -> None:
         """`adapter.safetensors` (P, the prompt's own tensors as `prompt.*`, `head.*`) and a
-        json config; a fine-tuned encoder is saved whole under `encoder/`."""
+        json config; a fine-tuned encoder is saved whole under `encoder/`, a PEFT adapter (lora)
+        beside them as PEFT saves it."""
         tensors: dict[str, torch.Tensor] = {}
         if self.prompt is not None:
             tensors[PROMPT_KEY] = self.prompt().detach()
@@ -165,12 +170,15 @@ class EncoderBackbone(Backbone):
         with atomic_dir(directory) as tmp:
             save_file(tensors, str(tmp / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
             write_json(tmp / ADAPTER_CONFIG_FILE, self.adapter_config())
+            if self.adapter is not None:
+                self.adapter.save_pretrained(tmp)
             if self.train_encoder:
                 self.model.save_pretrained(tmp / "encoder")
                 self.tokenizer.save_pretrained(tmp / "encoder")
 
     def load_adapter(self, directory: Path) -> None:
-        """Restore the prompt and head written by `save_adapter` into this backbone."""
+        """Restore the prompt, head and PEFT adapter written by `save_adapter` into this
+        backbone."""
         config = json.loads((Path(directory) / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
         if config["head"] != self.head_kind or config["num_classes"] != self.num_classes:
             raise ValueError(f"{directory}: adapter head differs from this backbone's")
@@ -179,6 +187,9 @@ class EncoderBackbone(Backbone):
             self.prompt.load_state_dict(_strip(tensors, "prompt."))
         if self.head is not None:
             self.head.load_state_dict(_strip(tensors, "head."))
+        if self.adapter is not None:
+            peft_weights = load_file(str(Path(directory) / SAFETENSORS_WEIGHTS_NAME))
+            set_peft_model_state_dict(self.adapter, peft_weights)
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

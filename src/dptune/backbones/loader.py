@@ -157,6 +157,7 @@ def build_backbone(
     `num_classes` sizes the encoder's linear head (default: the size of the task's label set);
     `head_only` (encoder only) trains the head on the frozen encoder without any prompt;
     `zero_shot` (seq2seq and causal) is the frozen model without a prompt, to evaluate only.
+    A method with an adapter (lora) gets it on top, unless `head_only` or `zero_shot`.
     """
     limit_threads()  # no more torch threads than the container has CPUs
     source = resolve_model(cfg.model)
@@ -173,12 +174,14 @@ def build_backbone(
         with _loading(cfg.model, "weights"):
             model = AutoModelForCausalLM.from_pretrained(source, **load)
         prompt = None if zero_shot else _prompt(cfg, model, tokenizer, generator)
-        return CausalBackbone(model, tokenizer, prompt, chat_template=cfg.chat_template)
+        backbone = CausalBackbone(model, tokenizer, prompt, chat_template=cfg.chat_template)
+        return backbone if zero_shot else _adapted(cfg, backbone)
     if kind == "seq2seq":
         with _loading(cfg.model, "weights"):
             model = AutoModelForSeq2SeqLM.from_pretrained(source, **load)
         prompt = None if zero_shot else _prompt(cfg, model, tokenizer, generator)
-        return Seq2SeqBackbone(model, tokenizer, prompt)
+        backbone = Seq2SeqBackbone(model, tokenizer, prompt)
+        return backbone if zero_shot else _adapted(cfg, backbone)
 
     if cfg.head == "linear":
         default_classes = linear_head_classes(cfg)  # also rejects tasks without a label set
@@ -189,7 +192,7 @@ def build_backbone(
         model = AutoModel.from_pretrained(source, attention_probs_dropout_prob=0.0, **load)
     _check_positions(cfg, model.config)
     prompt = None if head_only else _prompt(cfg, model, tokenizer, generator)
-    return EncoderBackbone(
+    encoder = EncoderBackbone(
         model,
         tokenizer,
         prompt,
@@ -198,6 +201,7 @@ def build_backbone(
         train_encoder=get_method(cfg.method).trains_backbone,
         generator=generator,
     )
+    return encoder if head_only else _adapted(cfg, encoder)
 
 
 def linear_head_classes(cfg: TrainConfig) -> int:
@@ -226,6 +230,18 @@ def _prompt(
         special_ids=special_token_ids(tokenizer),
         generator=generator,
     )
+
+
+def _adapted(cfg: TrainConfig, backbone: Backbone) -> Backbone:
+    """`backbone` with its method's PEFT adapter (lora) injected into its model, if it has one;
+    the backbone is built first, so the adapter's freezing is the last word on what trains."""
+    spec = get_method(cfg.method)
+    if spec.adapter is not None:
+        add_adapter = spec.adapter_function()
+        backbone.attach_adapter(
+            add_adapter(cfg.method_config, backbone.model, kind=backbone.kind, seed=cfg.seed)
+        )
+    return backbone
 
 
 def _check_positions(cfg: TrainConfig, model_config: Any) -> None:

@@ -171,11 +171,15 @@ class Seq2SeqBackbone(Backbone):
         return [text.strip() for text in texts]
 
     def save_adapter(self, directory: Path) -> None:
-        """A PEFT prompt-tuning adapter holding P (plus the prompt's own tensors beside it).
+        """A PEFT prompt-tuning adapter holding P (plus the prompt's own tensors beside it), or
+        the PEFT adapter (lora) as PEFT saves it.
 
         Fine-tuned models are saved whole (model and tokenizer) instead.
         """
         with atomic_dir(directory) as tmp:
+            if self.adapter is not None:
+                self.adapter.save_pretrained(tmp)
+                return
             if self.peft_model is None or self.prompt is None:
                 self.model.save_pretrained(tmp)
                 self.tokenizer.save_pretrained(tmp)

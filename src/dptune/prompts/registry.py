@@ -2,19 +2,21 @@
 
 Each method folder registers a `MethodSpec` in its `__init__.py`: its name, its config class (a
 `MethodConfig`, which owns the method's hyperparameters, their defaults and their validation),
-the import path of its PromptModule and a line of help. The registry finds the folders itself
-(every subpackage of `dptune.prompts`), so adding a method is adding a folder: the method list,
-`TrainConfig`'s validation, the CLI help and the profile checks all derive from here.
+the import path of its PromptModule (or, for a method that adapts the model's own weights, of
+the function that wraps the model in a PEFT adapter) and a line of help. The registry finds the
+folders itself (every subpackage of `dptune.prompts`), so adding a method is adding a folder: the
+method list, `TrainConfig`'s validation, the CLI help and the profile checks all derive from here.
 
 Importing this module, a method folder's `__init__` or its config is light (pydantic, no torch):
-`dptune.config` uses them on every CLI start. The PromptModule is imported only when a prompt is
-built (`MethodSpec.prompt_class`).
+`dptune.config` uses them on every CLI start. The PromptModule and the adapter function are
+imported only when a backbone is built (`MethodSpec.prompt_class`, `MethodSpec.adapter_function`).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,10 @@ class MethodSpec:
     # Its runs' per-step statistics are the rank probe's (Sigma's signs, the numerical rank):
     # the probe stage's figure and summary read them.
     rank_statistics: bool = False
+    # "package.module:function" wrapping the backbone's model in a PEFT adapter (lora), called as
+    # function(config, model, kind=<backbone kind>, seed=<run seed>) -> the PeftModel, whose
+    # layers are injected into the model; only they (and an encoder's head) train. None: none.
+    adapter: str | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -76,8 +82,19 @@ class MethodSpec:
         """The PromptModule class (imports torch)."""
         if self.module is None:
             raise ValueError(f"method {self.name} has no prompt module")
-        module, _, attr = self.module.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return _attribute(self.module)
+
+    def adapter_function(self) -> Callable[..., Any]:
+        """The function that wraps a model in the method's PEFT adapter (imports torch, PEFT)."""
+        if self.adapter is None:
+            raise ValueError(f"method {self.name} has no adapter")
+        return _attribute(self.adapter)
+
+
+def _attribute(path: str) -> Any:
+    """The object a "package.module:name" path names."""
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 _METHODS: dict[str, MethodSpec] = {}

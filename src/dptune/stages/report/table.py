@@ -26,10 +26,11 @@ from dptune.stages.report.scores import over_seeds, paper_metric, paper_score
 
 BASELINE_ROWS: tuple[str, ...] = ("majority", "zero-shot", "head-only")
 # The rows whose difference the report's bootstrap section gives (row, against): the paper's
-# comparisons, a choice of the report's; a pair with a row not in the table is left out.
+# comparisons and DPT against LoRA (the decoder-only reference), a choice of the report's; a
+# pair with a row not in the table is left out.
 COMPARED_ROWS: tuple[tuple[str, str], ...] = (
     ("dpt", "pt"), ("dpt", "head-only"), ("pt", "head-only"), ("residual", "pt"),
-    ("dpt", "zero-shot"), ("pt", "zero-shot"),
+    ("dpt", "zero-shot"), ("pt", "zero-shot"), ("dpt", "lora"),
 )  # fmt: skip
 
 
