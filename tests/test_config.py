@@ -51,7 +51,8 @@ def test_an_unknown_method_is_refused_with_the_valid_list():
     with pytest.raises(DptuneError) as info:
         make_config({**BASE, "method": "lora"})
     assert str(info.value) == (
-        "config: method: unknown method 'lora'; valid: dpt, pt, residual, probe, finetune"
+        "config: method: unknown method 'lora'; valid: dpt, pt, residual, probe, finetune, "
+        "ulpt, dept"
     )
 
 
