@@ -21,6 +21,7 @@ from dptune.run import train
 from dptune.run_folder import RunFolder
 from dptune.tasks.registry import get_task
 from dptune.training.data import Collator, build_eval_features, build_train_features
+from dptune.training.trainer import Trainer
 from helpers.cli import run_dptune
 from helpers.tiny_models import build_tiny_causal
 
@@ -181,6 +182,34 @@ def test_training_lowers_the_loss_and_the_run_folder_predicts_as_the_run_did(
         assert torch.equal(fresh.rank_scores(batch), predictor.backbone.rank_scores(batch))
     with pytest.raises(DptuneError, match="a dept run is not a plain prompt"):
         folder.read_prompt()
+
+
+@pytest.mark.parametrize(("method", "fields"), [("ulpt", {"rank": 2}), ("dept", {"rank": 4})])
+def test_a_resumed_run_ends_as_an_uninterrupted_one(
+    method, fields, tiny_t5_dir, tmp_path, superglue_dir
+):
+    """ULPT's U comes back from its seed, DePT's two optimizer groups from the checkpoint."""
+    values = _config(tiny_t5_dir, method, tmp_path, superglue_dir, epochs=2, **fields)
+    train(make_config({**values, "out": str(tmp_path / "full")}), progress=False)
+    crashed = {**values, "out": str(tmp_path / "part"), "checkpoint_every": 1}
+    trainer = Trainer(make_config(crashed), progress=False)
+    trainer.prepare()
+    real_loss, calls = trainer.model_forward, {"n": 0}
+
+    def crash_at_step_6(batch):
+        calls["n"] += 1
+        if calls["n"] == 6:  # mid-epoch 2 (4 steps an epoch)
+            raise KeyboardInterrupt
+        return real_loss(batch)
+
+    trainer.model_forward = crash_at_step_6
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    train(make_config({**crashed, "resume": True}), progress=False)
+    full = RunFolder(tmp_path / "full").read_trainable()
+    part = RunFolder(tmp_path / "part").read_trainable()
+    assert full.keys() == part.keys()
+    assert all(torch.equal(full[k], part[k]) for k in full)
 
 
 # ---- bad input: one line, exit 2 -------------------------------------------------------------
