@@ -21,8 +21,8 @@ from dptune.run import train
 from dptune.run_folder import RunFolder
 from dptune.tasks.registry import get_task
 from dptune.training.data import Collator, build_eval_features, build_train_features
-from dptune.training.trainer import Trainer
 from helpers.cli import run_dptune
+from helpers.faults import crash_at_step
 from helpers.tiny_models import build_tiny_causal
 
 
@@ -192,19 +192,7 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(
     values = _config(tiny_t5_dir, method, tmp_path, superglue_dir, epochs=2, **fields)
     train(make_config({**values, "out": str(tmp_path / "full")}), progress=False)
     crashed = {**values, "out": str(tmp_path / "part"), "checkpoint_every": 1}
-    trainer = Trainer(make_config(crashed), progress=False)
-    trainer.prepare()
-    real_loss, calls = trainer.model_forward, {"n": 0}
-
-    def crash_at_step_6(batch):
-        calls["n"] += 1
-        if calls["n"] == 6:  # mid-epoch 2 (4 steps an epoch)
-            raise KeyboardInterrupt
-        return real_loss(batch)
-
-    trainer.model_forward = crash_at_step_6
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    crash_at_step(make_config(crashed), 6)  # mid-epoch 2 (4 steps an epoch)
     train(make_config({**crashed, "resume": True}), progress=False)
     full = RunFolder(tmp_path / "full").read_trainable()
     part = RunFolder(tmp_path / "part").read_trainable()
