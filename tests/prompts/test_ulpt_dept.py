@@ -100,6 +100,43 @@ def test_dept_seq2seq_generation_matches_peft_when_the_update_is_zero(
     assert backbone.rank_scores(batch).isfinite().any()
 
 
+def test_dept_seq2seq_loss_sees_the_update_as_rank_scoring_does(
+    tiny_t5_dir, tmp_path, superglue_dir
+):
+    """The loss goes through PEFT with adjusted embeddings, scoring through `encode`: both
+    give the model [P; source + update]."""
+    cfg = make_config(_config(tiny_t5_dir, "dept", tmp_path, superglue_dir, rank=4))
+    backbone = build_backbone(cfg).eval()
+    _randomise_update(backbone.prompt)
+    task = get_task("cb", "paper")
+    features = build_train_features(task, task.read(str(superglue_dir), "train")[:3], backbone,
+                                    48, 8)  # fmt: skip
+    batch = Collator(backbone.tokenizer.pad_token_id)(features)
+    with torch.no_grad():
+        encoded, mask = backbone.encode(batch["input_ids"], batch["attention_mask"])
+        expected = backbone.model(encoder_outputs=encoded, attention_mask=mask,
+                                  labels=batch["labels"]).loss  # fmt: skip
+        assert backbone.loss(batch).item() == pytest.approx(expected.item(), abs=1e-5)
+        backbone.prompt.update_b.zero_()
+        assert backbone.loss(batch).item() != pytest.approx(expected.item(), abs=1e-3)
+
+
+def test_dept_on_an_encoder_updates_the_prompted_input_not_the_label_texts(
+    tiny_bert_dir, tmp_path, superglue_dir
+):
+    values = _config(tiny_bert_dir, "dept", tmp_path, superglue_dir, rank=4, head="similarity")
+    backbone = build_backbone(make_config(values)).eval()
+    task = get_task("cb", "paper")
+    features = build_eval_features(task, task.read(str(superglue_dir), "val")[:3], backbone, 48, 8)
+    batch = Collator(backbone.tokenizer.pad_token_id)(features)
+    with torch.no_grad():
+        before = backbone.pooled(batch), backbone.candidate_embeddings(batch)
+        _randomise_update(backbone.prompt)
+        after = backbone.pooled(batch), backbone.candidate_embeddings(batch)
+    assert not torch.allclose(before[0], after[0])
+    assert torch.equal(before[1], after[1])
+
+
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_causal("llama", tmp_path_factory.mktemp("llama") / "llama")
