@@ -233,8 +233,9 @@ def _prompt(
 def _check_method_shapes(cfg: TrainConfig, model_config: Any, no_prompt: bool) -> None:
     """The method's hyperparameters against the model's width (a rank larger than the
     dimension it factors), before the weights load."""
-    dim = getattr(model_config, "hidden_size", None)
-    if no_prompt or not get_method(cfg.method).has_prompt or not isinstance(dim, int):
+    # e is the input embedding's width: ALBERT-like models factor it below hidden_size
+    dim = getattr(model_config, "embedding_size", None) or getattr(model_config, "hidden_size", 0)
+    if no_prompt or not get_method(cfg.method).has_prompt or not isinstance(dim, int) or dim < 1:
         return
     cfg.method_config.check_shapes(
         num_tokens=cfg.prompt_length, dim=dim, source_length=cfg.max_source_length
