@@ -51,7 +51,8 @@ def test_an_unknown_method_is_refused_with_the_valid_list():
     with pytest.raises(DptuneError) as info:
         make_config({**BASE, "method": "ia3"})
     assert str(info.value) == (
-        "config: method: unknown method 'ia3'; valid: dpt, pt, residual, probe, finetune, lora"
+        "config: method: unknown method 'ia3'; valid: dpt, pt, residual, probe, finetune, "
+        "ulpt, dept, lora"
     )
 
 

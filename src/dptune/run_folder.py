@@ -6,11 +6,13 @@
     checkpoints/last.json     names the newest checkpoints/step-<N>/
     .lock                     held (flock) by the process training into the folder
     history.jsonl             one row per logging step and per epoch end
-    prompt.safetensors        P (c x e), prompt methods only
+    prompt.safetensors        P (c x e), prompt methods only (DePT: its m x e prompt, which
+                              is not all its inference needs; `read_prompt` refuses it)
     trainable.safetensors     every trainable tensor (prompt factors, LoRA matrices, head); not
                               for finetune
     adapter/                  a PEFT prompt-tuning adapter (seq2seq, causal) or head + prompt
-                              (encoder); for lora PEFT's LoRA adapter (and an encoder's head)
+                              (encoder); for lora PEFT's LoRA adapter (and an encoder's head);
+                              DePT's own format (prompts/dept/adapter.py)
     model/                    the whole fine-tuned model and tokenizer (method finetune)
     predictions/{val,test}.jsonl   official submission files
     metrics.json              written last: a folder with it is complete
@@ -238,6 +240,20 @@ class RunFolder:
         _save_tensors(self.prompt_path, {PROMPT_KEY: prompt})
 
     def read_prompt(self) -> torch.Tensor:
+        """P (c x e), for a run whose prompt is all its inference needs (`MethodSpec.
+        plain_prompt`); one line for a run that also changes the source embeddings (DePT)."""
+        from dptune.prompts.registry import get_method
+
+        method = str(self.read_config().get("method")) if self.has_config() else None
+        try:
+            plain = method is None or get_method(method).plain_prompt
+        except ValueError:
+            plain = True  # a method this version lacks: its P is read as it is
+        if not plain:
+            raise DptuneError(
+                f"{self.path}: a {method} run is not a plain prompt (it also updates the source "
+                "embeddings; its adapter/ is in its own format): load it with dptune predict"
+            )
         return _load_tensors(self.prompt_path)[PROMPT_KEY]
 
     def write_trainable(self, state: Mapping[str, torch.Tensor]) -> None:

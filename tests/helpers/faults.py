@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 TABLE_ENV = "DPTUNE_FAULT_TABLE"
 
@@ -32,3 +33,25 @@ def record_fault(fault: str, survived: bool, lost: str, recovery_s: float | None
     }
     with Path(target).open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
+
+
+def crash_at_step(cfg: Any, step: int) -> None:
+    """Train `cfg` and raise KeyboardInterrupt inside its `step`-th forward pass, as a crash
+    would, leaving the run folder with the checkpoints written before it."""
+    import pytest
+
+    from dptune.training.trainer import Trainer
+
+    trainer = Trainer(cfg, progress=False)
+    trainer.prepare()
+    real_loss, calls = trainer.model_forward, {"n": 0}
+
+    def crashing(batch: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        return real_loss(batch)
+
+    trainer.model_forward = crashing
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()

@@ -29,7 +29,10 @@ PROMPTS_DIR = Path(dptune.prompts.__file__).parent
 def test_the_registry_lists_exactly_the_method_folders() -> None:
     folders = {p.parent.name for p in PROMPTS_DIR.glob("*/__init__.py")}
     assert set(method_names()) == folders
-    assert method_names() == ("dpt", "pt", "residual", "probe", "finetune", "lora")  # paper order
+    # paper order, then the later methods (extra rows, not in the paper)
+    assert method_names() == (
+        "dpt", "pt", "residual", "probe", "finetune", "ulpt", "dept", "lora",
+    )  # fmt: skip
     assert method_names() == METHODS
 
 
@@ -88,7 +91,9 @@ def test_method_fields_live_in_the_method_config_and_are_flat_flags_with_registr
         "init_std": ("dpt",),
         "pt_init": ("pt", "residual", "probe"),
         "residual_hidden": ("residual",),
-        "rank": ("lora",),
+        "rank": ("ulpt", "dept", "lora"),
+        "projection_seed": ("ulpt",),
+        "update_lr": ("dept",),
         "alpha": ("lora",),
         "dropout": ("lora",),
         "target_modules": ("lora",),
@@ -100,6 +105,7 @@ def test_method_fields_live_in_the_method_config_and_are_flat_flags_with_registr
     assert "method_config" not in options
     assert method_field_help("bottleneck").endswith("(dpt only; default: 10)")
     assert method_field_help("pt_init").endswith("(pt, residual, probe only; default: vocab)")
+    assert method_field_help("rank").endswith("(ulpt, dept only; defaults: ulpt 2, dept 30)")
 
 
 def test_method_behaviour_is_on_the_registry_entry() -> None:
@@ -109,6 +115,7 @@ def test_method_behaviour_is_on_the_registry_entry() -> None:
     assert dpt.grid and dpt.has_prompt and not dpt.trains_backbone and dpt.lr == 0.3
     assert [s.name for s in methods() if s.rank_statistics] == ["probe"]
     assert [s.name for s in methods() if s.adapter is not None] == ["lora"]
+    assert [s.name for s in methods() if not s.plain_prompt] == ["dept"]
 
 
 def test_no_method_name_is_compared_outside_the_prompts_package() -> None:
@@ -163,4 +170,4 @@ def test_train_help_names_the_methods_of_each_method_flag() -> None:
     assert "(dpt only; default: 10)" in text
     assert "(residual only; default: 400)" in text
     assert "(pt, residual, probe only; default: vocab)" in text
-    assert "LoRA rank r (lora only; default: 8)" in text
+    assert "(ulpt, dept, lora only; defaults: ulpt 2, dept 30, lora 8)" in text

@@ -6,7 +6,9 @@ from stage_helpers import REPO_ROOT, cell_config, profile
 
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
+from dptune.prompts.registry import get_method
 from dptune.stages.params import load_profile, parse_profile, run_name, sample_path
+from dptune.stages.plan import Plan
 
 PROFILES = sorted((REPO_ROOT / "profiles").glob("*.yaml"))
 
@@ -44,7 +46,13 @@ def test_default_profile_is_params_yaml():
 
 def test_paper_profile_follows_the_paper():
     params = load_profile(REPO_ROOT / "profiles" / "paper.yaml")
-    assert len(params.tasks) == 8 and params.methods == ["dpt", "pt", "residual"]
+    assert len(params.tasks) == 8 and params.methods[:3] == ["dpt", "pt", "residual"]
+    # the later methods are extra rows, not the paper's: 8 x 3 x 3 = 72 paper cells, 120 in all
+    assert params.methods[3:] == ["ulpt", "dept"]
+    assert not any(get_method(m).paper for m in params.methods[3:])
+    assert len(Plan(params, "paper").grid()) == 120
+    assert params.fields_for("cb", "ulpt")["rank"] == 2
+    assert params.fields_for("cb", "dept")["rank"] == 30  # train.dept.rank
     assert len(params.seeds) == 3
     cfg = cell_config(params, task="cb", method="dpt", seed=0, model=params.model, data_dir="d",
                       out="o")  # fmt: skip

@@ -105,6 +105,18 @@ def test_markdown_table_names_methods_params_and_protocol(grid):
     assert not any("WSC scoring" in line for line in lines)  # no WSC in the table
 
 
+def test_later_methods_are_extra_rows_marked_as_not_the_paper_s(grid, tmp_path):
+    plain = to_markdown(collect(grid, BASELINES))
+    assert "Not part of the paper" not in plain  # the paper's own table is unchanged
+    cb = {"accuracy": 0.5, "f1_macro": 0.3}
+    extra = [_run(tmp_path, "cb", "ulpt", 0, cb, 1736), _run(tmp_path, "cb", "dept", 0, cb, 76800)]
+    lines = to_markdown(collect([*grid, *extra], BASELINES)).splitlines()
+    assert "| ulpt † | 1,736 | 50.0 / 30.0 | – | – | – |" in lines
+    assert "| dept † | 76,800 | 50.0 / 30.0 | – | – | – |" in lines
+    assert "| dpt | 8,680 |" in "\n".join(lines)
+    assert any(line.startswith("† Not part of the paper: ulpt, dept, later") for line in lines)
+
+
 def test_metric_rows_are_numbers_only(grid):
     rows = metric_rows(collect(grid, BASELINES))
     assert rows["dpt"] == {

@@ -29,7 +29,7 @@ def _plan(**sweeps: Any) -> Plan:
 @pytest.mark.parametrize(
     ("sweep", "message"),
     [
-        ({"methods": ["dpt"], "values": {"rank": [2]}}, "values.rank: unknown sweep parameter"),
+        ({"methods": ["dpt"], "values": {"depth": [2]}}, "values.depth: unknown sweep parameter"),
         ({"methods": ["pt"], "values": {"bottleneck": [2]}}, "applies to method dpt only, not pt"),
         ({"methods": ["dpt"], "values": {"bottleneck": []}}, "values.bottleneck: empty sweep"),
         ({"methods": ["dpt"], "points": []}, "points: empty sweep"),
@@ -138,6 +138,15 @@ def test_the_paper_profile_carries_every_analysis():
     # b = 10 and c = 100 are the grid's: those points reuse the grid cells
     assert not any(c.point == (("bottleneck", 10),) for c in plan.sweep_cells("bottleneck"))
     assert len(plan.sweep_cells("bottleneck")) == 5 * 8 * 3
+    # the later methods' own analyses (extra, not the paper's): DePT's m/r split keeps vanilla
+    # PT's budget m e + r (s + e) = 76,800 on T5-base (s = 256), ULPT's r its c r + 2 e
+    split = sweeps["dept_split"].point_list()
+    assert [p["prompt_length"] * 768 + p["rank"] * (256 + 768) for p in split] == [76_800] * 4
+    assert {"prompt_length": 60, "rank": 30} in split  # the DePT paper's setting
+    assert [100 * p["rank"] + 2 * 768 for p in sweeps["ulpt_rank"].point_list()] == [
+        1_736, 3_136, 7_936
+    ]  # fmt: skip
+    assert len(plan.sweep_cells("ulpt_rank")) == 2 * 4 * 3  # r = 2 is the grid's own cell
 
 
 def test_the_old_probe_task_reads_as_a_list():

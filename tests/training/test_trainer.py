@@ -16,7 +16,7 @@ from dptune.run import train
 from dptune.training.checkpoint import load_checkpoint
 from dptune.training.trainer import Trainer
 from helpers import cli
-from helpers.faults import record_fault
+from helpers.faults import crash_at_step, record_fault
 
 
 def _run(values: dict) -> dict:
@@ -77,19 +77,7 @@ def test_resume_after_a_crash_equals_uninterrupted(base_config, tmp_path):
     _run(full)
 
     crashed = {**base_config, "out": str(tmp_path / "part"), "epochs": 3, "checkpoint_every": 1}
-    trainer = Trainer(make_config(crashed), progress=False)
-    trainer.prepare()
-    real_loss, calls = trainer.model_forward, {"n": 0}
-
-    def crash_at_step_6(batch):
-        calls["n"] += 1
-        if calls["n"] == 6:  # mid-epoch 2 (4 steps an epoch)
-            raise KeyboardInterrupt
-        return real_loss(batch)
-
-    trainer.model_forward = crash_at_step_6
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    crash_at_step(make_config(crashed), 6)  # mid-epoch 2 (4 steps an epoch)
     _run({**crashed, "resume": True})
     a = load_file(str(tmp_path / "full" / "trainable.safetensors"))
     b = load_file(str(tmp_path / "part" / "trainable.safetensors"))

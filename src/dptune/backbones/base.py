@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from dptune.backbones.common import param_groups
 from dptune.prompts.base import PromptModule
 
 
@@ -85,8 +86,7 @@ class Backbone(nn.Module, ABC):
 
     def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict]:
         """Optimizer parameter groups (backbones with a head give it `head_lr`)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
+        return param_groups(self.parameters(), [], lr, head_lr, weight_decay, self.prompt)
 
     def save_pretrained(self, directory: Path) -> None:
         """Save the whole (fine-tuned) model and its tokenizer, loadable by `from_pretrained`."""

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from dptune.backbones.base import Backbone
-from dptune.backbones.common import param_groups, set_trainable
+from dptune.backbones.common import param_groups, set_trainable, source_positions
 from dptune.backbones.seq2seq import PROMPT_STATE_FILE
 from dptune.errors import DptuneError
 from dptune.fileio import atomic_dir
@@ -72,7 +72,7 @@ class CausalBackbone(Backbone):
         return 0 if self.prompt is None else self.prompt.num_tokens
 
     def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        return param_groups(self.parameters(), [], lr, head_lr, weight_decay)
+        return param_groups(self.parameters(), [], lr, head_lr, weight_decay, self.prompt)
 
     # ---- text ----------------------------------------------------------------------------------
     def source_ids(
@@ -116,11 +116,17 @@ class CausalBackbone(Backbone):
         return ids, mask
 
     def _embed_with_prompt(
-        self, ids: torch.Tensor, mask: torch.Tensor
+        self, ids: torch.Tensor, mask: torch.Tensor, source_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[P | padding | tokens] embedded, and its mask; the first `source_lengths` tokens of
+        each row are its source, which the prompt may adjust (DePT's update, counted from the
+        source's first token, so padding never shifts it)."""
         embeds = self.model.get_input_embeddings()(ids)
         if self.prompt is None:
             return embeds, mask
+        if self.prompt.adjusts_embeddings:
+            positions = source_positions(mask, source_lengths)
+            embeds = self.prompt.adjust_embeddings(embeds, positions)
         prompt = self.prompt().to(embeds.dtype).unsqueeze(0).expand(len(ids), -1, -1)
         ones = mask.new_ones(len(ids), prompt.shape[1])
         return torch.cat([prompt, embeds], dim=1), torch.cat([ones, mask], dim=1)
@@ -159,7 +165,8 @@ class CausalBackbone(Backbone):
         for i, answer in enumerate(answers):
             if len(answer):
                 labels[i, ids.shape[1] - len(answer) :] = answer
-        embeds, full_mask = self._embed_with_prompt(ids, mask)
+        lengths = torch.tensor([len(s) for s in sources], device=ids.device)
+        embeds, full_mask = self._embed_with_prompt(ids, mask, lengths)
         # Answers end every row, so only the last `keep` positions' logits are needed (the last
         # source token predicts the first answer token): the LM head over the whole row would
         # be a fifth of a 1B Llama's step and a [B, S, vocab] tensor.
@@ -185,7 +192,7 @@ class CausalBackbone(Backbone):
     def _prefix(self, batch: dict[str, torch.Tensor]) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """The cache of [P | padding | source], its mask, and the next-token logits."""
         ids, mask = self._left_pad(self._rows(batch["input_ids"], batch["attention_mask"]))
-        embeds, full_mask = self._embed_with_prompt(ids, mask)
+        embeds, full_mask = self._embed_with_prompt(ids, mask, mask.sum(dim=1))
         out = self._run(full_mask, embeds=embeds, use_cache=True)
         return out.cache, full_mask, out.logits[:, -1].float()
 
@@ -249,7 +256,8 @@ class CausalBackbone(Backbone):
     def save_adapter(self, directory: Path) -> None:
         """A PEFT CAUSAL_LM prompt-tuning adapter holding P, as PEFT itself saves one (its config
         and the `prompt_embeddings` tensor), plus the prompt's own tensors beside it; or the
-        PEFT adapter (lora) as PEFT saves it.
+        PEFT adapter (lora) as PEFT saves it; a prompt that adjusts the source embeddings (DePT)
+        writes its own format instead.
 
         Fine-tuned models are saved whole (model and tokenizer) instead."""
         with atomic_dir(directory) as tmp:
@@ -259,6 +267,9 @@ class CausalBackbone(Backbone):
             if self.prompt is None:
                 self.model.save_pretrained(tmp)
                 self.tokenizer.save_pretrained(tmp)
+                return
+            if self.prompt.adjusts_embeddings:  # not a PEFT adapter type: its own format
+                self.prompt.save_adapter(tmp, self.model.name_or_path or None)
                 return
             PromptTuningConfig(
                 task_type=TaskType.CAUSAL_LM,

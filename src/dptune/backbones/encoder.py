@@ -89,7 +89,7 @@ class EncoderBackbone(Backbone):
     def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
         head_ids = {id(p) for p in self.head_parameters()}
         main = [p for p in self.parameters() if id(p) not in head_ids]
-        return param_groups(main, self.head_parameters(), lr, head_lr, weight_decay)
+        return param_groups(main, self.head_parameters(), lr, head_lr, weight_decay, self.prompt)
 
     def _encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_prompt: bool
@@ -97,6 +97,8 @@ class EncoderBackbone(Backbone):
         """Mean-pooled final states of the (prompted) input, over its own non-padding tokens."""
         embeds = self.model.get_input_embeddings()(input_ids)
         prompt = self.prompt() if with_prompt and self.prompt is not None else None
+        if prompt is not None:
+            embeds = self.prompt.adjust_embeddings(embeds)
         embeds, mask = prepend_prompt(prompt, embeds, attention_mask)
         extra = {}
         if self._takes_token_types:

@@ -168,6 +168,7 @@ def build_backbone(
     load = {"local_files_only": offline(), "dtype": torch.float32}
     if head_only and kind != "encoder":
         raise DptuneError("backbone: head-only training needs an encoder-only model")
+    _check_method_shapes(cfg, model_config, zero_shot or head_only)
     if kind == "causal":
         check_tokenizer(tokenizer, cfg.chat_template)  # both before the weights load
         _check_causal_positions(cfg, model_config)
@@ -188,9 +189,9 @@ def build_backbone(
         num_classes = num_classes or default_classes
     # Attention-probability dropout costs about a third of a step and matters little for a
     # frozen encoder, so it is off; hidden dropout stays as configured.
+    _check_positions(cfg, model_config)  # before the weights load
     with _loading(cfg.model, "weights"):
         model = AutoModel.from_pretrained(source, attention_probs_dropout_prob=0.0, **load)
-    _check_positions(cfg, model.config)
     prompt = None if head_only else _prompt(cfg, model, tokenizer, generator)
     encoder = EncoderBackbone(
         model,
@@ -229,6 +230,19 @@ def _prompt(
         embedding=model.get_input_embeddings(),
         special_ids=special_token_ids(tokenizer),
         generator=generator,
+        source_length=cfg.max_source_length,
+    )
+
+
+def _check_method_shapes(cfg: TrainConfig, model_config: Any, no_prompt: bool) -> None:
+    """The method's hyperparameters against the model's width (a rank larger than the
+    dimension it factors), before the weights load."""
+    # e is the input embedding's width: ALBERT-like models factor it below hidden_size
+    dim = getattr(model_config, "embedding_size", None) or getattr(model_config, "hidden_size", 0)
+    if no_prompt or not get_method(cfg.method).has_prompt or not isinstance(dim, int) or dim < 1:
+        return
+    cfg.method_config.check_shapes(
+        num_tokens=cfg.prompt_length, dim=dim, source_length=cfg.max_source_length
     )
 
 

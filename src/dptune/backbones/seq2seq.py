@@ -93,21 +93,30 @@ class Seq2SeqBackbone(Backbone):
         return self.model if self.peft_model is None else self.peft_model
 
     def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        return param_groups(self.parameters(), [], lr, head_lr, weight_decay)
+        return param_groups(self.parameters(), [], lr, head_lr, weight_decay, self.prompt)
+
+    @property
+    def adjusts_embeddings(self) -> bool:
+        """The prompt also changes the source embeddings (DePT), so the runner is given them."""
+        return self.prompt is not None and self.prompt.adjusts_embeddings
+
+    def source_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The source's token embeddings, as the prompt adjusts them (before P is prepended)."""
+        embeds = self.model.get_input_embeddings()(input_ids)
+        return embeds if self.prompt is None else self.prompt.adjust_embeddings(embeds)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.runner(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-        )
+        source: dict[str, torch.Tensor] = {"input_ids": batch["input_ids"]}
+        if self.adjusts_embeddings:  # PEFT prepends P to the embeddings it is given
+            source = {"inputs_embeds": self.source_embeddings(batch["input_ids"])}
+        out = self.runner(**source, attention_mask=batch["attention_mask"], labels=batch["labels"])
         return out.loss
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[BaseModelOutput, torch.Tensor]:
         """Encoder states of [P; source] and the attention mask that covers them."""
-        embeds = self.model.get_input_embeddings()(input_ids)
+        embeds = self.source_embeddings(input_ids)
         prompt = None if self.prompt is None else self.prompt()
         embeds, mask = prepend_prompt(prompt, embeds, attention_mask)
         states = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask)
@@ -160,19 +169,26 @@ class Seq2SeqBackbone(Backbone):
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[str]:
-        output = self.runner.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-        )
+        options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
+        if self.adjusts_embeddings:  # PEFT's generate embeds input_ids itself: encode here
+            encoded, mask = self.encode(batch["input_ids"], batch["attention_mask"])
+            output = self.model.generate(
+                encoder_outputs=encoded, attention_mask=mask, num_beams=1, **options
+            )
+        else:
+            output = self.runner.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                num_beams=1,
+                **options,
+            )
         texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
         return [text.strip() for text in texts]
 
     def save_adapter(self, directory: Path) -> None:
         """A PEFT prompt-tuning adapter holding P (plus the prompt's own tensors beside it), or
-        the PEFT adapter (lora) as PEFT saves it.
+        the PEFT adapter (lora) as PEFT saves it; a prompt that adjusts the source embeddings
+        (DePT) writes its own format instead.
 
         Fine-tuned models are saved whole (model and tokenizer) instead.
         """
@@ -183,6 +199,9 @@ class Seq2SeqBackbone(Backbone):
             if self.peft_model is None or self.prompt is None:
                 self.model.save_pretrained(tmp)
                 self.tokenizer.save_pretrained(tmp)
+                return
+            if self.prompt.adjusts_embeddings:  # not a PEFT adapter type: its own format
+                self.prompt.save_adapter(tmp, self.model.name_or_path or None)
                 return
             self.peft_model.save_pretrained(tmp)
             state = {k: v.cpu().contiguous() for k, v in self.prompt.trainable_state().items()}

@@ -43,6 +43,12 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def check_shapes(self, *, num_tokens: int, dim: int, source_length: int) -> None:
+        """Refuse, in one DptuneError line naming the field, hyperparameters that do not fit
+        a prompt of c = `num_tokens` rows of e = `dim` with sources of at most `source_length`
+        tokens (a rank larger than the dimension it factors). The backbone loader calls it
+        before the model's weights load; the prompt module calls it again when built."""
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -63,6 +69,13 @@ class MethodSpec:
     # function(config, model, kind=<backbone kind>, seed=<run seed>) -> the PeftModel, whose
     # layers are injected into the model; only they (and an encoder's head) train. None: none.
     adapter: str | None = None
+    # P (c x e) is all its inference needs: prompt.safetensors is the whole trained prompt and
+    # the adapter a standard PEFT prompt-tuning one. False (DePT): the run also changes the
+    # source embeddings, and exports in a format of its own.
+    plain_prompt: bool = True
+    # One of the DPT paper's methods (Table 1 and its baselines). False: a later method, an
+    # extra row that the report marks as not part of the paper.
+    paper: bool = True
 
     @property
     def fields(self) -> tuple[str, ...]:

@@ -8,10 +8,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dptune.config import METHODS
+from dptune.prompts.registry import get_method
 from dptune.stages.report.scores import METRIC_NAMES, TASK_TITLES
 from dptune.stages.report.table import COMPARED_ROWS
 
 METRIC_SHORT = {"accuracy": "acc", "f1_macro": "f1", "f1a": "f1a", "em": "em", "f1": "f1"}
+EXTRA_MARK = " †"  # after a row that is not one of the paper's methods
 WSC_EVALS = {
     "all": "accuracy by label over every example of the test split (the paper's numbers fit it).",
     "positives": "accuracy over the positive examples only, a generation counting right when it "
@@ -61,8 +64,9 @@ def to_markdown(table: Mapping[str, Any]) -> str:
         headers.append(f"{TASK_TITLES[task]} ({short})" if len(names) > 1 else TASK_TITLES[task])
     headers += ["Avg", "SuperGLUE"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    extra = _extra_rows(table)
     for name, row in table["rows"].items():
-        cells = [name, _params(row["trainable_params"])]
+        cells = [name + (EXTRA_MARK if name in extra else ""), _params(row["trainable_params"])]
         for task in tasks:
             cell = row["tasks"].get(task)
             names = metric_names.get(task, [])
@@ -70,6 +74,11 @@ def to_markdown(table: Mapping[str, Any]) -> str:
         cells += [_pct(row["avg"]), _pct(row["superglue"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(["# Results", "", *lines, *_notes(table, metric_names)]) + "\n"
+
+
+def _extra_rows(table: Mapping[str, Any]) -> list[str]:
+    """The rows of methods that are not the paper's (later methods: ULPT, DePT)."""
+    return [name for name in table["rows"] if name in METHODS and not get_method(name).paper]
 
 
 def _notes(table: Mapping[str, Any], metric_names: Mapping[str, list[str]]) -> list[str]:
@@ -102,6 +111,12 @@ def _notes(table: Mapping[str, Any], metric_names: Mapping[str, list[str]]) -> l
     if table.get("wsc_eval"):
         notes.append(
             f"WSC scoring (`wsc_eval: {table['wsc_eval']}`): {WSC_EVALS[table['wsc_eval']]}"
+        )
+    extra = _extra_rows(table)
+    if extra:
+        notes.append(
+            f"{EXTRA_MARK.strip()} Not part of the paper: {', '.join(extra)}, later methods run "
+            "as extra rows on the same data, protocol and seeds; #Params gives each budget."
         )
     if table.get("unfinished"):
         notes.append(
