@@ -12,7 +12,8 @@ register_method(
         module=None,
         adapter="dptune.prompts.lora.adapter:add_lora",
         help="LoRA through PEFT: W + (alpha / r) B A on the target modules, PEFT's count",
-        order=5,
+        order=7,
+        paper=False,
         # LoRA trains at prompt-free rates: Hu et al. 2021 (Table 9) use 4e-4 to 5e-4 for
         # RoBERTa-base on GLUE, PEFT's LoRA examples 1e-4 to 1e-3; the prompts' 0.3 diverges.
         lr=5e-4,
