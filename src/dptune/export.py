@@ -1,4 +1,5 @@
-"""Write a finished run folder: prompt, trainable state, PEFT adapter, predictions, metrics.
+"""Write a finished run folder: prompt, trainable state, PEFT adapter (or a fine-tuned model
+and its head), predictions, metrics.
 
 `export_run` takes what a finished training produced as explicit values, so any
 training loop can export. Every file is written atomically and `metrics.json` comes last, so a
@@ -93,6 +94,7 @@ def _export(
         if prompt is not None:
             folder.write_prompt(prompt)
         folder.write_trainable(backbone.trainable_state_dict())
+    if not backbone.whole_model or backbone.head_state_dict():  # a trained head is not in model/
         with folder.writing_adapter() as tmp:
             backbone.save_adapter(tmp)
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dptune.backbones.base import Backbone
 from dptune.backbones.loader import build_backbone
 from dptune.config import TrainConfig
+from dptune.errors import DptuneError
 from dptune.prompts.registry import get_method
-from dptune.run_folder import RunFolder
+from dptune.run_folder import HEAD_CONFIG_FILE, RunFolder
 from dptune.tasks.base import Example, Task
 from dptune.tasks.fields import check_data, check_formats
 from dptune.tasks.registry import get_task
+from dptune.training.checkpoint import load_checkpoint
 from dptune.training.device import resolve_device
 from dptune.training.evaluate import predict_examples
 
@@ -40,8 +44,12 @@ class Predictor:
         elif model is not None:
             overrides["model"] = model
         cfg = folder.read_train_config(**overrides)
+        if folder.lacks_trained_head() and not folder.has_checkpoint():
+            raise _no_trained_head(folder)  # before loading a model that cannot predict
         backbone = build_backbone(cfg)
-        if not get_method(cfg.method).trains_backbone:
+        if get_method(cfg.method).trains_backbone:
+            load_trained_head(folder, backbone)
+        else:
             backbone.load_trainable_state_dict(folder.read_trainable())
         return cls(cfg, backbone, get_task(cfg.task, cfg.format), device)
 
@@ -82,3 +90,47 @@ class Predictor:
                 )
             )
         return [labels[ex.key] for ex in examples]
+
+
+def load_trained_head(folder: RunFolder, backbone: Backbone) -> None:
+    """The head a finetune run trained (an encoder's linear head) into `backbone`, whose model
+    is the run's `model/`: from `adapter/`, or, in a folder exported before dptune wrote it
+    there, from the best epoch of its newest checkpoint when that checkpoint holds the weights
+    of `model/`. Otherwise one line: the folder cannot predict."""
+    if not backbone.head_state_dict():  # seq2seq, causal, a similarity head: model/ is all
+        return
+    if (folder.adapter_dir / HEAD_CONFIG_FILE).is_file():
+        backbone.load_adapter(folder.adapter_dir)
+        return
+    head = _checkpoint_head(folder, backbone)
+    if head is None:
+        raise _no_trained_head(folder)
+    backbone.load_head_state_dict(head)
+
+
+def _no_trained_head(folder: RunFolder) -> DptuneError:
+    return DptuneError(
+        f"{folder.adapter_dir}: missing; this finetune run folder predates dptune saving a "
+        "fine-tuned encoder's trained head, and no checkpoint of its final weights holds it, so "
+        "it has no trained head to predict with: train the run again"
+    )
+
+
+def _checkpoint_head(folder: RunFolder, backbone: Backbone) -> dict[str, torch.Tensor] | None:
+    """The `head.*` tensors of the exported (best) epoch in the newest checkpoint, if its other
+    tensors are exactly the weights `backbone` loaded from `model/`."""
+    try:
+        saved = load_checkpoint(folder, warn=lambda _line: None)
+    except DptuneError:
+        return None
+    if saved is None:
+        return None
+    tensors = saved["best_trainable"] or saved["trainable"]
+    head = {k: v for k, v in tensors.items() if k.startswith("head.")}
+    if head.keys() != backbone.head_state_dict().keys():
+        return None
+    params = dict(backbone.named_parameters())
+    for name, value in tensors.items():
+        if name not in head and (name not in params or not torch.equal(params[name], value)):
+            return None  # a checkpoint of other weights than model/'s: its head does not fit
+    return head

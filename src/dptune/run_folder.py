@@ -12,7 +12,8 @@
                               for finetune
     adapter/                  a PEFT prompt-tuning adapter (seq2seq, causal) or head + prompt
                               (encoder); for lora PEFT's LoRA adapter (and an encoder's head);
-                              DePT's own format (prompts/dept/adapter.py)
+                              DePT's own format (prompts/dept/adapter.py); for finetune on an
+                              encoder with a linear head, that head
     model/                    the whole fine-tuned model and tokenizer (method finetune)
     predictions/{val,test}.jsonl   official submission files
     metrics.json              written last: a folder with it is complete
@@ -50,6 +51,8 @@ HISTORY_FILE = "history.jsonl"
 PROMPT_FILE = "prompt.safetensors"
 TRAINABLE_FILE = "trainable.safetensors"
 ADAPTER_DIR = "adapter"
+# in adapter/: the config of an encoder's head and prompt (backbones.encoder.ADAPTER_CONFIG_FILE)
+HEAD_CONFIG_FILE = "dptune_adapter.json"
 MODEL_DIR = "model"
 PREDICTIONS_DIR = "predictions"
 CHECKPOINTS_DIR = "checkpoints"
@@ -207,6 +210,16 @@ class RunFolder:
             return get_method(str(method)).trains_backbone
         except ValueError:
             return False
+
+    def lacks_trained_head(self) -> bool:
+        """A finished finetune folder whose backbone trained a head (metrics.json's
+        `head_params`) but that holds no `adapter/` with it: written before dptune exported a
+        fine-tuned encoder's head, so its `model/` alone predicts with an untrained head."""
+        if not self.is_complete() or not self.trains_backbone():
+            return False
+        head_params = self.read_metrics().get("head_params")
+        has_head = isinstance(head_params, int) and head_params > 0
+        return has_head and not (self.adapter_dir / HEAD_CONFIG_FILE).is_file()
 
     def read_train_config(self, **overrides: Any) -> TrainConfig:
         """config.yaml validated into a TrainConfig, with `overrides` replacing fields."""

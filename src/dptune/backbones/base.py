@@ -84,6 +84,16 @@ class Backbone(nn.Module, ABC):
             for name, value in state.items():
                 params[name].copy_(value)
 
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """The scoring head's tensors as `head.<name>` (an encoder's linear head); none for a
+        head-free backbone. A fine-tuned model's folder (`save_pretrained`) does not hold them."""
+        return {}
+
+    def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the tensors `head_state_dict` gave."""
+        if state:
+            raise KeyError(f"{type(self).__name__} has no head for {sorted(state)[:3]}")
+
     def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict]:
         """Optimizer parameter groups (backbones with a head give it `head_lr`)."""
         return param_groups(self.parameters(), [], lr, head_lr, weight_decay, self.prompt)

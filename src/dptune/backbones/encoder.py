@@ -35,7 +35,7 @@ from dptune.prompts.init import linear
 
 HeadKind = Literal["linear", "similarity"]
 SIMILARITY_TEMPERATURE = 20.0
-ADAPTER_CONFIG_FILE = "dptune_adapter.json"
+ADAPTER_CONFIG_FILE = "dptune_adapter.json"  # run_folder.HEAD_CONFIG_FILE names it too
 ADAPTER_WEIGHTS_FILE = "adapter.safetensors"
 PROMPT_KEY = "prompt_embeddings"  # P itself, named as in PEFT prompt-tuning adapters
 
@@ -158,25 +158,32 @@ class EncoderBackbone(Backbone):
             "peft_adapter": self.adapter is not None,  # adapter_config.json beside, PEFT's own
         }
 
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        if self.head is None:
+            return {}
+        return {f"head.{k}": v.detach() for k, v in self.head.state_dict().items()}
+
+    def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if self.head is None:
+            super().load_head_state_dict(state)
+        else:
+            self.head.load_state_dict(_strip(state, "head."))
+
     def save_adapter(self, directory: Path) -> None:
         """`adapter.safetensors` (P, the prompt's own tensors as `prompt.*`, `head.*`) and a
-        json config; a fine-tuned encoder is saved whole under `encoder/`, a PEFT adapter (lora)
-        beside them as PEFT saves it."""
+        json config; a PEFT adapter (lora) beside them as PEFT saves it. A fine-tuned encoder
+        (finetune) is saved whole by `save_pretrained`; this saves its head."""
         tensors: dict[str, torch.Tensor] = {}
         if self.prompt is not None:
             tensors[PROMPT_KEY] = self.prompt().detach()
             tensors.update({f"prompt.{k}": v for k, v in self.prompt.trainable_state().items()})
-        if self.head is not None:
-            tensors.update({f"head.{k}": v.detach() for k, v in self.head.state_dict().items()})
+        tensors.update(self.head_state_dict())
         tensors = {k: v.cpu().contiguous() for k, v in tensors.items()}
         with atomic_dir(directory) as tmp:
             save_file(tensors, str(tmp / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
             write_json(tmp / ADAPTER_CONFIG_FILE, self.adapter_config())
             if self.adapter is not None:
                 self.adapter.save_pretrained(tmp)
-            if self.train_encoder:
-                self.model.save_pretrained(tmp / "encoder")
-                self.tokenizer.save_pretrained(tmp / "encoder")
 
     def load_adapter(self, directory: Path) -> None:
         """Restore the prompt, head and PEFT adapter written by `save_adapter` into this
@@ -188,7 +195,7 @@ class EncoderBackbone(Backbone):
         if self.prompt is not None:
             self.prompt.load_state_dict(_strip(tensors, "prompt."))
         if self.head is not None:
-            self.head.load_state_dict(_strip(tensors, "head."))
+            self.load_head_state_dict(tensors)  # its `head.*` tensors
         if self.adapter is not None:
             peft_weights = load_file(str(Path(directory) / SAFETENSORS_WEIGHTS_NAME))
             set_peft_model_state_dict(self.adapter, peft_weights)

@@ -1,11 +1,13 @@
 """A trained run as an MLflow pyfunc model (mlflow.transformers cannot log T5 under transformers 5).
 
 The model's artifact is the inference part of the run folder (config, prompt, trainable
-tensors, adapter). The backbone is pinned: a local folder travels inside the model (so
-`models:/...` loads on a machine without the training folder), a Hugging Face snapshot is
-recorded as its repository and revision SHA, and the bundled MiniLM package by its pinned
-requirement. Each model has a signature (the task's request fields, typed; see
-`dptune.tasks.fields.REQUEST_FIELDS`) and an input example from the run's val records.
+tensors, adapter; for finetune the model and an encoder's head, which a folder exported before
+the head was gets from its checkpoint while it is logged). The backbone is pinned: a local
+folder travels inside the model (so `models:/...` loads on a machine without the training
+folder), a Hugging Face snapshot is recorded as its repository and revision SHA, and the
+bundled MiniLM package by its pinned requirement. Each model has a signature (the task's
+request fields, typed; see `dptune.tasks.fields.REQUEST_FIELDS`) and an input example from the
+run's val records.
 Loading builds `dptune.inference.Predictor.from_run`, so serving runs the same code as
 `dptune predict`.
 """
@@ -302,7 +304,20 @@ def _stage_run_folder(run_dir: Path, staging: Path) -> Path:
             shutil.copytree(entry, target / entry.name)
         else:
             shutil.copy2(entry, target / entry.name)
+    if RunFolder(run_dir).lacks_trained_head():
+        _recover_head(run_dir, RunFolder(target))
     return target
+
+
+def _recover_head(run_dir: Path, staged: RunFolder) -> None:
+    """Write the trained head of a fine-tuned encoder's folder exported before dptune wrote it
+    into the staged copy, from its checkpoint (checkpoints do not travel with the model); one
+    line when no checkpoint holds it."""
+    from dptune.inference import Predictor
+
+    backbone = Predictor.from_run(run_dir).backbone
+    with staged.writing_adapter() as tmp:  # as the export writes it now
+        backbone.save_adapter(tmp)
 
 
 def log_prompt_model(run_dir: str | Path, include_backbone: bool | None = None) -> ModelInfo:
