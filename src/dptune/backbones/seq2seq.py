@@ -72,7 +72,7 @@ class Seq2SeqBackbone(Backbone):
 
     kind = "seq2seq"
     generates = True
-    rank_logits_budget = 2**24  # logits elements (64 MiB in fp32) one rank-scoring call may hold
+    rank_logits_budget = 2**21  # logits elements (8 MiB in fp32) one rank-scoring call may hold
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, prompt: PromptModule | None) -> None:
         super().__init__()
@@ -134,20 +134,18 @@ class Seq2SeqBackbone(Backbone):
         cross: DynamicCache | None = None
         chunks = []
         for start in range(0, num_cands, per_chunk):
-            ids = decoder_ids[:, start : start + per_chunk]
-            logits, cross = self._chunk_logits(encoded, mask, ids, cross)
-            target = labels[:, start : start + per_chunk].reshape(size, -1)
-            token_scores = -F.cross_entropy(
-                logits.float().transpose(1, 2), target, ignore_index=-100, reduction="none"
+            chunk = slice(start, start + per_chunk)
+            scores, cross = self._chunk_scores(
+                encoded, mask, decoder_ids[:, chunk], cross, labels[:, chunk]
             )
-            chunks.append(token_scores.view(size, ids.shape[1], cand_len).sum(dim=-1))
+            chunks.append(scores)
         scores = torch.cat(chunks, dim=1)
         return scores.masked_fill(~batch["cand_valid"], float("-inf"))
 
     def _candidates_per_chunk(self, size: int, num_cands: int, cand_len: int) -> int:
         """As many candidates per decoder call as `rank_logits_budget` allows (at least one).
 
-        Side by side on the time axis (`_chunk_logits`) a candidate sees its own positions only
+        Side by side on the time axis (`_chunk_scores`) a candidate sees its own positions only
         where the decoder's positions are relative (T5's bias buckets); elsewhere one at a time.
         """
         if not hasattr(self.model.config, "relative_attention_num_buckets"):
@@ -155,15 +153,17 @@ class Seq2SeqBackbone(Backbone):
         per_cand = size * cand_len * self.model.config.vocab_size
         return max(1, min(num_cands, self.rank_logits_budget // per_cand))
 
-    def _chunk_logits(
+    def _chunk_scores(
         self,
         encoded: BaseModelOutput,
         mask: torch.Tensor,
         decoder_ids: torch.Tensor,
         cross: DynamicCache | None,
+        labels: torch.Tensor,
     ) -> tuple[torch.Tensor, DynamicCache]:
-        """Logits [B, k * T, V] of k candidates [B, k, T] laid side by side, each attending only
-        to itself (a block-diagonal causal mask), and the cross-attention cache they used."""
+        """Scores [B, k] of k candidates [B, k, T] decoded side by side, each attending only to
+        itself (a block-diagonal causal mask), and the cross-attention cache they used. Their
+        logits die here, before the next chunk's are made."""
         size, k, length = decoder_ids.shape
         position = torch.arange(k * length, device=decoder_ids.device)
         same_block = (position // length).unsqueeze(1) == (position // length).unsqueeze(0)
@@ -174,16 +174,18 @@ class Seq2SeqBackbone(Backbone):
         config = self.model.config
         if cross is None:  # the first call projects the sources' keys and values into it
             cross = DynamicCache(config=config)
-        cache = EncoderDecoderCache(DynamicCache(config=config), cross)
-        out = self.model(
+        logits = self.model(
             encoder_outputs=encoded,
             attention_mask=mask,
             decoder_input_ids=decoder_ids.reshape(size, k * length),
             decoder_attention_mask=block_mask,
-            cache=cache,
+            cache=EncoderDecoderCache(DynamicCache(config=config), cross),
             use_cache=True,
-        )
-        return out.logits, cross
+        ).logits
+        token_scores = -F.cross_entropy(
+            logits.float().transpose(1, 2), labels.reshape(size, k * length), reduction="none"
+        )  # zero where labels are -100 (ignored)
+        return token_scores.view(size, k, length).sum(dim=-1), cross
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[str]:
