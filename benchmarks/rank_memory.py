@@ -19,7 +19,7 @@ one decoder call makes (fp32; the log-softmax holds a second one as large), and
 (implementation, K), then one summary line per implementation (peak at the largest K over the
 peak at the smallest), then a markdown table.
 
-    python benchmarks/rank_memory.py                          # about 2 minutes on one CPU thread
+    python benchmarks/rank_memory.py         # 7.5 min wall, 1.5 min CPU (docs/performance.md)
     python benchmarks/rank_memory.py --shape tiny --candidates 2 4 --source-length 16
 """
 
@@ -179,7 +179,7 @@ def worker(args: argparse.Namespace, impl: str, k: int) -> dict[str, Any]:
         "encoder_tokens": args.source_length + args.prompt_length,
         "candidates_per_call": per_call,
         "extra_mb": round(extra, 1),
-        "logits_mb": round(logits_mb, 1),
+        "logits_mb": round(logits_mb, 3),
         "without_logits_mb": round(extra - 2 * logits_mb, 1),  # logits and their log-softmax
         "call_s": round(call_s, 3),
         "finite_scores": bool(torch.isfinite(scores).all()),
