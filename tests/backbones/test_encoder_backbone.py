@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dptune.backbones import encoder as encoder_module
 from dptune.backbones.encoder import SIMILARITY_TEMPERATURE, EncoderBackbone, mean_pool
 from dptune.backbones.loader import build_backbone, minilm_dir
 from dptune.config import TrainConfig
@@ -129,6 +130,9 @@ def test_similarity_head_embeds_each_label_text_once(
     with torch.no_grad():  # the cached embeddings are the frozen encoder's, without dropout
         fresh = encoder_for(tiny_bert_dir, head="similarity", num_classes=None).eval()
         torch.testing.assert_close(cached, fresh.candidate_embeddings(batch))
+        monkeypatch.setattr(encoder_module, "LABEL_CACHE_ENTRIES", 2)  # bounded: oldest go
+        torch.testing.assert_close(fresh.candidate_embeddings(batch), cached)
+    assert len(fresh._label_embeddings) == 2
 
 
 def test_finetuned_similarity_head_embeds_labels_every_batch(

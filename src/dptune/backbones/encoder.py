@@ -34,6 +34,9 @@ from dptune.prompts.init import linear
 
 HeadKind = Literal["linear", "similarity"]
 SIMILARITY_TEMPERATURE = 20.0
+# Label texts whose embeddings a frozen encoder keeps: a fixed label set is a handful, but
+# ReCoRD's entities are new in every example, and a serving process lives long.
+LABEL_CACHE_ENTRIES = 50_000
 ADAPTER_CONFIG_FILE = "dptune_adapter.json"
 ADAPTER_WEIGHTS_FILE = "adapter.safetensors"
 PROMPT_KEY = "prompt_embeddings"  # P itself, named as in PEFT prompt-tuning adapters
@@ -138,7 +141,10 @@ class EncoderBackbone(Backbone):
                 embedded = self._encode(ids[missing], mask[missing], with_prompt=False)
             self.model.train(training)
             self._label_embeddings.update(zip((keys[i] for i in missing), embedded, strict=True))
-        return torch.stack([self._label_embeddings[key] for key in keys]).to(ids.device)
+        rows = torch.stack([self._label_embeddings[key] for key in keys]).to(ids.device)
+        while len(self._label_embeddings) > LABEL_CACHE_ENTRIES:  # the oldest go first
+            del self._label_embeddings[next(iter(self._label_embeddings))]
+        return rows
 
     def rank_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pooled = self.pooled(batch)
