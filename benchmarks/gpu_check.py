@@ -5,7 +5,8 @@ gated-GELU, 16 heads, vocabulary 32128), random token ids, no download. The step
 own: `Seq2SeqBackbone.loss` with a DPT prompt (c = 100, b = 10) prepended, under the trainer's
 autocast for each `--precision` (`autocast_for`: bf16 autocast, or none for fp32, the official
 code's), gradient clipping and fused AdamW (`dptune.training.loop.training_step`); the
-evaluation is `Seq2SeqBackbone.rank_scores` over K candidates. Prints one JSON line per
+evaluation is `Seq2SeqBackbone.rank_scores` over K candidates, plus one batch at ReCoRD's K
+(`--rank-candidates 40`) with its peak memory. Prints one JSON line per
 precision: steps/s, tokens/s (encoder tokens, prompt included, and source tokens), peak memory,
 and MFU, the model FLOPs achieved over the card's dense peak for that precision (bf16 tensor
 cores; plain FP32 for fp32, since PyTorch leaves TF32 matmuls off by default).
@@ -25,6 +26,7 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import T5Config, T5ForConditionalGeneration, get_linear_schedule_with_warmup
@@ -84,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source-length", type=int, default=256)
     parser.add_argument("--target-length", type=int, default=3, help="e.g. '0' + </s>")
     parser.add_argument("--candidates", type=int, default=2, help="K for rank evaluation")
+    parser.add_argument(
+        "--rank-candidates", type=int, default=40, help="K of the rank-memory case (ReCoRD's)"
+    )
+    parser.add_argument(
+        "--rank-candidate-length", type=int, default=8, help="its candidates' tokens"
+    )
     parser.add_argument("--prompt-length", type=int, default=100)
     parser.add_argument("--bottleneck", type=int, default=10)
     parser.add_argument("--warmup-steps", type=int, default=5)
@@ -104,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch_size, args.source_length = min(args.batch_size, 4), min(args.source_length, 32)
         args.prompt_length = min(args.prompt_length, 8)
         args.warmup_steps, args.steps, args.eval_steps = 1, min(args.steps, 3), 2
+        args.rank_candidates = min(args.rank_candidates, 5)
     return args
 
 
@@ -234,12 +243,13 @@ def measure(
 
     train_flops = forward_flops(shape, args, args.batch_size, args.target_length)
     train_flops = 2 * train_flops["linear"] + 3 * train_flops["attention"]
-    # Rank scoring decodes position 0 once per source and the rest once per candidate.
+    # Rank scoring projects the sources' cross-attention keys and values once, then decodes
+    # every candidate.
     eval_flops = sum(forward_flops(shape, args, args.batch_size * args.candidates, 3).values())
     peak = peak_flops(args, device, precision)
     enc_tokens = args.batch_size * (args.prompt_length + args.source_length)
     bf16 = autocast is not contextlib.nullcontext
-    return {
+    result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "shape": "tiny" if args.tiny else ("t5-large" if args.original else "t5-v1.1-large"),
         "precision": precision,
@@ -266,6 +276,39 @@ def measure(
         ),
         "final_loss": round(loss.item(), 4),
         "finite_scores": bool(torch.isfinite(scores).all()),
+    }
+    return {**result, **rank_case(backbone, shape, args, device, autocast)}
+
+
+def rank_case(
+    backbone: Seq2SeqBackbone,
+    shape: Shape,
+    args: argparse.Namespace,
+    device: torch.device,
+    autocast: Any,
+) -> dict:
+    """One rank-scoring batch at ReCoRD's K (`--rank-candidates` candidates of
+    `--rank-candidate-length` tokens each): its time, and on CUDA its peak memory above what was
+    allocated before it (the cross-attention keys and values of B sources, not of B x K)."""
+    ranked = argparse.Namespace(**{**vars(args), "candidates": args.rank_candidates,
+                                   "target_length": args.rank_candidate_length})  # fmt: skip
+    batch = random_batch(shape, ranked, device)
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    tick = time.perf_counter()
+    with torch.no_grad(), autocast():
+        scores = backbone.rank_scores(batch)
+    synchronize(device)
+    rank_s = time.perf_counter() - tick
+    extra = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else None
+    return {
+        "rank_candidates": args.rank_candidates,
+        "rank_batch_ms": round(1000 * rank_s, 2),
+        "rank_extra_memory_mb": None if extra is None else round(extra / 2**20),
+        "rank_finite_scores": bool(torch.isfinite(scores).all()),
     }
 
 

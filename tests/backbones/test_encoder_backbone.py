@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dptune.backbones import encoder as encoder_module
 from dptune.backbones.encoder import SIMILARITY_TEMPERATURE, EncoderBackbone, mean_pool
 from dptune.backbones.loader import build_backbone, minilm_dir
 from dptune.config import TrainConfig
@@ -96,6 +97,52 @@ def test_similarity_head_is_head_free(tiny_bert_dir: Path, batch: dict) -> None:
     losses = train_steps(backbone, batch, steps=6)
     assert losses[-1] < losses[0]
     assert all(p.grad is None for p in backbone.model.parameters())
+
+
+def label_rows_embedded(backbone: EncoderBackbone, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of label texts each later prompt-free `_encode` call embeds."""
+    rows: list[int] = []
+    encode = backbone._encode
+
+    def spy(ids: torch.Tensor, mask: torch.Tensor, with_prompt: bool) -> torch.Tensor:
+        if not with_prompt:
+            rows.append(len(ids))
+        return encode(ids, mask, with_prompt)
+
+    monkeypatch.setattr(backbone, "_encode", spy)
+    return rows
+
+
+def test_similarity_head_embeds_each_label_text_once(
+    tiny_bert_dir: Path, batch: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backbone = encoder_for(tiny_bert_dir, head="similarity", num_classes=None)
+    rows = label_rows_embedded(backbone, monkeypatch)
+    train_steps(backbone, batch, steps=3)
+    backbone.eval()
+    with torch.no_grad():
+        cached = backbone.candidate_embeddings(batch)
+    assert rows == [3]  # the first training step's; later steps and evaluation reuse them
+    more = make_batch(backbone.tokenizer, SOURCES[:1], [[*LABELS, "maybe"]], [0])
+    with torch.no_grad():
+        backbone.rank_scores(more)
+    assert rows == [3, 1]  # only the new text
+    with torch.no_grad():  # the cached embeddings are the frozen encoder's, without dropout
+        fresh = encoder_for(tiny_bert_dir, head="similarity", num_classes=None).eval()
+        torch.testing.assert_close(cached, fresh.candidate_embeddings(batch))
+        monkeypatch.setattr(encoder_module, "LABEL_CACHE_ENTRIES", 2)  # bounded: oldest go
+        torch.testing.assert_close(fresh.candidate_embeddings(batch), cached)
+    assert len(fresh._label_embeddings) == 2
+
+
+def test_finetuned_similarity_head_embeds_labels_every_batch(
+    tiny_bert_dir: Path, batch: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backbone = encoder_for(tiny_bert_dir, "finetune", head="similarity", num_classes=None)
+    rows = label_rows_embedded(backbone, monkeypatch)
+    train_steps(backbone, batch, steps=2, lr=1e-3)
+    assert rows == [3, 3]
+    assert all(p.grad is not None for p in backbone.model.encoder.parameters())
 
 
 def test_invalid_candidates_score_minus_infinity(tiny_bert_dir: Path) -> None:

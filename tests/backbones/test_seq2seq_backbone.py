@@ -69,6 +69,71 @@ def test_rank_scores_are_candidate_log_likelihoods(tiny_t5_dir: Path, batch: dic
         torch.testing.assert_close(scores[row, GOLD[row]], -mean_loss * num_tokens)
 
 
+RAGGED_CANDIDATES = [  # K = 4, lengths vary, two rows pad K
+    ["yes", "no", "maybe later today", "x"],
+    ["entailment", "no"],
+    ["a b c d e", "b", "c"],
+]
+
+
+def reference_scores(backbone: Seq2SeqBackbone, batch: dict) -> torch.Tensor:
+    """Each candidate on its own through the PEFT forward: its summed target log-probabilities."""
+    size, num_cands, _ = batch["cand_ids"].shape
+    scores = torch.full((size, num_cands), float("-inf"))
+    for row in range(size):
+        for k in range(num_cands):
+            if not batch["cand_valid"][row, k]:
+                continue
+            keep = batch["cand_mask"][row, k].bool()
+            labels = batch["cand_ids"][row, k][keep].unsqueeze(0)
+            logits = backbone.runner(
+                input_ids=batch["input_ids"][row : row + 1],
+                attention_mask=batch["attention_mask"][row : row + 1],
+                labels=labels,
+            ).logits
+            scores[row, k] = logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).sum()
+    return scores
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("per_chunk", [1, 2, 4])
+def test_rank_scores_match_one_candidate_at_a_time(
+    tiny_t5_dir: Path, attention: str, per_chunk: int
+) -> None:
+    backbone = backbone_for(tiny_t5_dir).eval()
+    backbone.model.set_attn_implementation(attention)
+    batch = make_batch(backbone.tokenizer, SOURCES, RAGGED_CANDIDATES, [0, 1, 1])
+    size, num_cands, cand_len = batch["cand_ids"].shape
+    assert num_cands == 4
+    backbone.rank_logits_budget = per_chunk * size * cand_len * backbone.model.config.vocab_size
+    with torch.no_grad():
+        scores = backbone.rank_scores(batch)
+        expected = reference_scores(backbone, batch)
+    torch.testing.assert_close(scores, expected, atol=1e-4, rtol=1e-5)
+    assert torch.isinf(scores[1, 2:]).all() and torch.isinf(scores[2, 3])
+
+
+@pytest.mark.parametrize("per_chunk", [1, 4])
+def test_rank_scores_share_one_cross_attention_cache(tiny_t5_dir: Path, per_chunk: int) -> None:
+    """Every decoder call reads the same keys of the B sources: projected once, never copied."""
+    backbone = backbone_for(tiny_t5_dir).eval()
+    batch = make_batch(backbone.tokenizer, SOURCES, RAGGED_CANDIDATES, [0, 1, 1])
+    size, num_cands, cand_len = batch["cand_ids"].shape
+    backbone.rank_logits_budget = per_chunk * size * cand_len * backbone.model.config.vocab_size
+    keys: list[torch.Tensor] = []
+
+    def record(_module: object, _args: object, kwargs: dict, _out: object) -> None:
+        keys.append(kwargs["cache"].cross_attention_cache.layers[0].keys)
+
+    attention = backbone.model.get_decoder().block[0].layer[1].EncDecAttention
+    hook = attention.register_forward_hook(record, with_kwargs=True)
+    with torch.no_grad():
+        backbone.rank_scores(batch)
+    hook.remove()
+    assert len(keys) == num_cands // per_chunk
+    assert all(k.shape[0] == size and k.data_ptr() == keys[0].data_ptr() for k in keys)
+
+
 def test_generate_returns_text(tiny_t5_dir: Path, batch: dict) -> None:
     backbone = backbone_for(tiny_t5_dir)
     train_steps(backbone, batch, steps=3)

@@ -65,6 +65,8 @@ def test_gpu_check_tiny_runs_each_precision_on_cpu() -> None:
         assert result["shape"] == "tiny" and result["finite_scores"]
         assert result["train_steps_per_s"] > 0 and result["train_tokens_per_s"] > 0
         assert result["eval_examples_per_s"] > 0 and result["train_mfu"] is None
+        assert result["rank_candidates"] == 5 and result["rank_finite_scores"]
+        assert result["rank_batch_ms"] > 0 and result["rank_extra_memory_mb"] is None  # CPU
 
 
 def test_gpu_check_mfu_uses_the_precisions_peak() -> None:

@@ -28,6 +28,18 @@ def test_eval_batches_sorted_by_length():
     assert steps_per_epoch(17, 8) == 3
 
 
+def test_eval_batches_fill_the_longest_batchs_token_budget():
+    lengths = [100] + [10] * 50 + [30] * 6
+    batches = eval_batches(lengths, batch_size=4)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    padded = [len(b) * max(lengths[i] for i in b) for b in batches]
+    assert max(padded) <= 4 * 100 == padded[0]
+    assert [len(b) for b in batches] == [4, 13, 32, 8]  # 400 tokens: 100 + 3 x 30, 13 x 30 or 10
+    assert len(batches) < len(lengths) / 4  # fixed batches of 4 would be 15
+    short = eval_batches([100, 100] + [1] * 100, batch_size=2)
+    assert [len(b) for b in short] == [2] + [16] * 6 + [4]  # 200 tokens, but at most 16 rows
+
+
 def test_collator_pads_sources_targets_and_candidates():
     feats = [
         Feature([5, 6, 7], [8, 1], 0, [[8, 1], [9, 1]], 0),

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import math
 import signal
@@ -104,6 +105,61 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(base_config, monkeypatch):
     saved = load_checkpoint(cfg.out)
     assert saved["state"].step == 2
     assert all(torch.isfinite(t).all() for t in saved["trainable"].values())
+
+
+def test_nan_loss_between_logs_stops_at_its_step_with_that_steps_weights(base_config, monkeypatch):
+    """Losses are read only to log or checkpoint: a NaN at step 3 is found at the epoch's end
+    (step 4), and neither its update nor step 4's was applied."""
+    cfg = make_config({**base_config, "log_every": 100, "checkpoint_every": None})
+    trainer = Trainer(cfg, progress=False)
+    trainer.prepare()
+    real_loss = trainer.model_forward
+    calls, before_nan = {"n": 0}, {}
+
+    def flaky(batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            before_nan.update(trainer.backbone.trainable_state_dict())
+            return real_loss(batch) * math.nan
+        return real_loss(batch)
+
+    trainer.model_forward = flaky
+    with pytest.raises(DptuneError, match="step 3: loss is nan"):
+        trainer.fit()
+    assert calls["n"] == 4 == trainer.state.step  # the epoch's last step ran
+    after = trainer.backbone.trainable_state_dict()
+    assert all(torch.equal(after[name], value) for name, value in before_nan.items())
+
+
+def test_deferred_training_step_reads_nothing_on_the_host(monkeypatch):
+    from dptune.training.loop import NonFiniteLoss, training_step
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([weight], lr=0.1, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+    def refuse(*_args):
+        raise AssertionError("host sync")
+
+    monkeypatch.setattr(torch.Tensor, "item", refuse)
+    monkeypatch.setattr(torch.Tensor, "__bool__", refuse)
+    monkeypatch.setattr(torch.Tensor, "tolist", refuse)
+    for scale in (1.0, math.nan, 1.0):  # the NaN step and every later one are skipped
+        training_step(
+            lambda s: (weight * s).sum(), scale, optimizer, scheduler, [weight], 1.0,
+            contextlib.nullcontext, deferred=True,
+        )  # fmt: skip
+    monkeypatch.undo()
+    assert torch.equal(optimizer.found_inf, torch.tensor(1.0))
+    after_first = torch.full((3,), 1 - 0.1 * 1.0 - 0.1 * 0.01)  # one AdamW step, decay 0.01
+    torch.testing.assert_close(weight.detach(), after_first)
+    # an unfused AdamW (e.g. restored from an older checkpoint) cannot skip: it reads the loss
+    unfused = torch.optim.AdamW([weight], lr=0.1)
+    with pytest.raises(NonFiniteLoss):
+        training_step(
+            lambda s: (weight * s).sum(), math.nan, unfused, scheduler, [weight], 1.0,
+            contextlib.nullcontext, deferred=True,
+        )  # fmt: skip
 
 
 @pytest.mark.slow  # three training subprocesses

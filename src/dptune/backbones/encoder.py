@@ -9,7 +9,8 @@ models were trained with, so prompted inputs and unprompted label texts live in 
 Scoring heads:
 - `linear`: Linear(hidden, K) over the pooled vector; candidate k is class k.
 - `similarity` (head-free): temperature x cosine(pooled prompted input, pooled label text),
-  the label text encoded by the same frozen encoder without the prompt.
+  the label text encoded by the same frozen encoder without the prompt, once per run (a
+  fine-tuned encoder re-encodes it every batch).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from dptune.prompts.init import linear
 
 HeadKind = Literal["linear", "similarity"]
 SIMILARITY_TEMPERATURE = 20.0
+# Label texts whose embeddings a frozen encoder keeps: a fixed label set is a handful, but
+# ReCoRD's entities are new in every example, and a serving process lives long.
+LABEL_CACHE_ENTRIES = 50_000
 ADAPTER_CONFIG_FILE = "dptune_adapter.json"  # run_folder.HEAD_CONFIG_FILE names it too
 ADAPTER_WEIGHTS_FILE = "adapter.safetensors"
 PROMPT_KEY = "prompt_embeddings"  # P itself, named as in PEFT prompt-tuning adapters
@@ -77,6 +81,7 @@ class EncoderBackbone(Backbone):
         self.head = linear(hidden, num_classes, generator) if head == "linear" else None
         set_trainable(model, train_encoder)
         self._takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
+        self._label_embeddings: dict[tuple[int, ...], torch.Tensor] = {}  # label ids -> pooled
 
     def param_counts(self) -> dict[str, int]:
         counts = super().param_counts()
@@ -119,10 +124,32 @@ class EncoderBackbone(Backbone):
         ids, mask = unique[:, :cand_len], unique[:, cand_len:]
         mask = mask.clone()
         mask[mask.sum(dim=1) == 0, 0] = 1  # padding candidates: attend to one token, scored -inf
-        encoder_trains = self.train_encoder or self.adapter is not None
-        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
+        # the encoder changes every step (finetune, lora): embed the labels with it
+        if self.train_encoder or self.adapter is not None:
             embedded = self._encode(ids, mask, with_prompt=False)
+        else:
+            embedded = self._frozen_label_embeddings(ids, mask)
         return embedded[inverse].view(size, num_cands, -1)
+
+    def _frozen_label_embeddings(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Rows of `ids` pooled by the frozen encoder, each text embedded once per backbone.
+
+        Nothing that trains reaches a label text (no prompt, frozen weights), so its embedding
+        is a constant of the run; it is taken in eval mode (no dropout), as a constant should be.
+        """
+        keys = [tuple(row[keep.bool()].tolist()) for row, keep in zip(ids, mask, strict=True)]
+        missing = [i for i, key in enumerate(keys) if key not in self._label_embeddings]
+        if missing:
+            training = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                embedded = self._encode(ids[missing], mask[missing], with_prompt=False)
+            self.model.train(training)
+            self._label_embeddings.update(zip((keys[i] for i in missing), embedded, strict=True))
+        rows = torch.stack([self._label_embeddings[key] for key in keys]).to(ids.device)
+        while len(self._label_embeddings) > LABEL_CACHE_ENTRIES:  # the oldest go first
+            del self._label_embeddings[next(iter(self._label_embeddings))]
+        return rows
 
     def rank_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pooled = self.pooled(batch)
@@ -135,7 +162,7 @@ class EncoderBackbone(Backbone):
                     f"{valid.shape[1]} candidates"
                 )
         else:
-            labels = self.candidate_embeddings(batch)
+            labels = self.candidate_embeddings(batch).to(pooled.dtype)
             cosine = F.cosine_similarity(pooled.unsqueeze(1), labels, dim=-1)
             logits = SIMILARITY_TEMPERATURE * cosine.float()
         return logits.masked_fill(~valid, float("-inf"))

@@ -18,7 +18,8 @@ import torch
 from peft import PeftModelForSeq2SeqLM, PromptTuningConfig, TaskType, get_peft_model
 from safetensors.torch import save_file
 from torch import nn
-from transformers import PreTrainedModel
+from torch.nn import functional as F
+from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from dptune.backbones.base import Backbone
@@ -71,6 +72,7 @@ class Seq2SeqBackbone(Backbone):
 
     kind = "seq2seq"
     generates = True
+    rank_logits_budget = 2**21  # logits elements (8 MiB in fp32) one rank-scoring call may hold
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, prompt: PromptModule | None) -> None:
         super().__init__()
@@ -123,49 +125,76 @@ class Seq2SeqBackbone(Backbone):
         return BaseModelOutput(last_hidden_state=states.last_hidden_state), mask
 
     def rank_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Sum of the candidate's target-token log-probabilities; -inf for padding candidates."""
+        """Sum of the candidate's target-token log-probabilities; -inf for padding candidates.
+
+        The source is encoded once. The decoder then runs over chunks of candidates, each chunk
+        with batch B: every call shares one cross-attention cache of the B sources' keys and
+        values (projected by the first call), so no state is ever copied per candidate, and only
+        one chunk's logits are alive at a time. Peak memory is flat in K apart from those logits.
+        """
         encoded, mask = self.encode(batch["input_ids"], batch["attention_mask"])
-        cand_ids, cand_mask = batch["cand_ids"], batch["cand_mask"]
+        cand_ids, cand_mask = batch["cand_ids"], batch["cand_mask"].to(torch.bool)
         size, num_cands, cand_len = cand_ids.shape
-        targets = cand_ids.reshape(size * num_cands, cand_len)
-        target_mask = cand_mask.reshape(size * num_cands, cand_len).to(torch.bool)
-        labels = targets.masked_fill(~target_mask, -100)
-        decoder_ids = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = self._candidate_logits(encoded, mask, decoder_ids, num_cands)
-        log_probs = logits.float().log_softmax(dim=-1)
-        token_scores = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        scores = token_scores.masked_fill(~target_mask, 0.0).sum(dim=-1).view(size, num_cands)
+        labels = cand_ids.masked_fill(~cand_mask, -100)
+        decoder_ids = self.model.prepare_decoder_input_ids_from_labels(
+            labels=labels.view(size * num_cands, cand_len)
+        ).view(size, num_cands, cand_len)
+        per_chunk = self._candidates_per_chunk(size, num_cands, cand_len)
+        cross: DynamicCache | None = None
+        chunks = []
+        for start in range(0, num_cands, per_chunk):
+            chunk = slice(start, start + per_chunk)
+            scores, cross = self._chunk_scores(
+                encoded, mask, decoder_ids[:, chunk], cross, labels[:, chunk]
+            )
+            chunks.append(scores)
+        scores = torch.cat(chunks, dim=1)
         return scores.masked_fill(~batch["cand_valid"], float("-inf"))
 
-    def _candidate_logits(
-        self, encoded: BaseModelOutput, mask: torch.Tensor, decoder_ids: torch.Tensor, k: int
-    ) -> torch.Tensor:
-        """Decoder logits [B * K, T, V] of every source's K candidates.
+    def _candidates_per_chunk(self, size: int, num_cands: int, cand_len: int) -> int:
+        """As many candidates per decoder call as `rank_logits_budget` allows (at least one).
 
-        Every candidate starts with the decoder start token, so position 0 is decoded once per
-        source; that pass also caches the cross-attention keys and values of the encoder states,
-        which the K candidates then share instead of projecting the same states K times.
+        Side by side on the time axis (`_chunk_scores`) a candidate sees its own positions only
+        where the decoder's positions are relative (T5's bias buckets); elsewhere one at a time.
         """
-        first = self.model(
+        if not hasattr(self.model.config, "relative_attention_num_buckets"):
+            return 1
+        per_cand = size * cand_len * self.model.config.vocab_size
+        return max(1, min(num_cands, self.rank_logits_budget // per_cand))
+
+    def _chunk_scores(
+        self,
+        encoded: BaseModelOutput,
+        mask: torch.Tensor,
+        decoder_ids: torch.Tensor,
+        cross: DynamicCache | None,
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, DynamicCache]:
+        """Scores [B, k] of k candidates [B, k, T] decoded side by side, each attending only to
+        itself (a block-diagonal causal mask), and the cross-attention cache they used. Their
+        logits die here, before the next chunk's are made."""
+        size, k, length = decoder_ids.shape
+        position = torch.arange(k * length, device=decoder_ids.device)
+        same_block = (position // length).unsqueeze(1) == (position // length).unsqueeze(0)
+        allowed = same_block & (position.unsqueeze(1) >= position.unsqueeze(0))
+        dtype = encoded.last_hidden_state.dtype
+        block_mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        block_mask = block_mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+        config = self.model.config
+        if cross is None:  # the first call projects the sources' keys and values into it
+            cross = DynamicCache(config=config)
+        logits = self.model(
             encoder_outputs=encoded,
             attention_mask=mask,
-            decoder_input_ids=decoder_ids[::k, :1],
+            decoder_input_ids=decoder_ids.reshape(size, k * length),
+            decoder_attention_mask=block_mask,
+            cache=EncoderDecoderCache(DynamicCache(config=config), cross),
             use_cache=True,
-        )
-        first_logits = first.logits.repeat_interleave(k, dim=0)
-        if decoder_ids.shape[1] == 1:
-            return first_logits
-        cache = first.cache
-        cache.batch_repeat_interleave(k)
-        states = encoded.last_hidden_state.repeat_interleave(k, dim=0)
-        rest = self.model(
-            encoder_outputs=BaseModelOutput(last_hidden_state=states),
-            attention_mask=mask.repeat_interleave(k, dim=0),
-            decoder_input_ids=decoder_ids[:, 1:],
-            cache=cache,
-            use_cache=True,
-        )
-        return torch.cat([first_logits, rest.logits], dim=1)
+        ).logits
+        token_scores = -F.cross_entropy(
+            logits.float().transpose(1, 2), labels.reshape(size, k * length), reduction="none"
+        )  # zero where labels are -100 (ignored)
+        return token_scores.view(size, k, length).sum(dim=-1), cross
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> list[str]:

@@ -188,10 +188,31 @@ def epoch_batches(
     return [batches[i] for i in perm]
 
 
+EVAL_ROWS_FACTOR = 8  # a token-budget batch holds at most this many times `batch_size` rows
+
+
 def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Evaluation batches sorted by length (order does not matter, padding does)."""
+    """Evaluation batches by token budget, longest first (order does not matter, padding does).
+
+    The budget is the padded tokens of a full batch of the longest feature, so no batch holds
+    more than the first one; shorter features come in larger batches, at most
+    `EVAL_ROWS_FACTOR * batch_size` rows (what a row costs beyond its source, its candidates or
+    generated tokens, stays bounded).
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if not order:
+        return []
+    budget = batch_size * max(1, lengths[order[0]])
+    max_rows = EVAL_ROWS_FACTOR * batch_size
+    batches: list[list[int]] = [[]]
+    for i in order:
+        batch = batches[-1]  # its first feature is its longest
+        if batch and (
+            (len(batch) + 1) * max(1, lengths[batch[0]]) > budget or len(batch) == max_rows
+        ):
+            batches.append(batch := [])
+        batch.append(i)
+    return batches
 
 
 def steps_per_epoch(num_features: int, batch_size: int) -> int:

@@ -2,7 +2,7 @@
 
 - `plan_steps`: how many optimizer steps and epochs `cfg` asks for,
 - `build_optimizer`: AdamW over parameter groups with a linear warmup-then-decay schedule,
-- `training_step`: one clipped optimizer step, refusing a non-finite loss,
+- `training_step`: one clipped optimizer step that a non-finite loss never applies,
 - `record_dev`: per-epoch dev selection (the best epoch is the first with the highest primary
   dev metric), kept in the checkpointed `TrainState`.
 """
@@ -40,9 +40,10 @@ def plan_steps(cfg: TrainConfig, num_features: int) -> StepPlan:
 def build_optimizer(
     groups: Iterable[dict[str, Any]], cfg: TrainConfig, total_steps: int, device: torch.device
 ) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over `groups` (each with its own lr and weight decay; fused on CUDA) and a linear
-    schedule that warms up over `warmup_ratio` of `total_steps`, then decays to zero."""
-    optimizer = torch.optim.AdamW(list(groups), lr=cfg.learning_rate, fused=device.type == "cuda")
+    """AdamW over `groups` (each with its own lr and weight decay; fused on CPU and CUDA) and a
+    linear schedule that warms up over `warmup_ratio` of `total_steps`, then decays to zero."""
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(list(groups), lr=cfg.learning_rate, fused=fused)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(cfg.warmup_ratio * total_steps), total_steps
     )
@@ -63,12 +64,25 @@ def training_step(
     params: list[torch.nn.Parameter],
     max_grad_norm: float,
     autocast: Callable[[], contextlib.AbstractContextManager],
+    *,
+    deferred: bool = False,
 ) -> torch.Tensor:
-    """One optimizer step on `batch`; the detached loss. A non-finite loss raises NonFiniteLoss
-    before anything is updated, so the weights stay those of the last good step."""
+    """One optimizer step on `batch`; the detached loss. A non-finite loss never moves the
+    weights: they stay those of the last good step.
+
+    By default a non-finite loss raises NonFiniteLoss before anything is updated, which reads
+    the loss on the host every step. `deferred` (with a fused AdamW, as `build_optimizer` makes)
+    reads nothing: the optimizer skips its update on the device (`found_inf`, as under a grad
+    scaler), and keeps skipping every later one, until the caller reads the returned losses
+    and stops at the first non-finite one.
+    """
     with autocast():
         loss = forward(batch)
-    if not torch.isfinite(loss):
+    if deferred and all(group.get("fused") for group in optimizer.param_groups):
+        bad = (~torch.isfinite(loss.detach())).float()
+        seen = getattr(optimizer, "found_inf", None)
+        optimizer.found_inf = bad if seen is None else torch.maximum(seen, bad)
+    elif not torch.isfinite(loss):
         raise NonFiniteLoss(loss.item())
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)

@@ -7,8 +7,9 @@ restore the best epoch. `dptune.run.train` then evaluates and exports the run fo
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from tqdm.auto import tqdm
@@ -54,6 +55,7 @@ class Trainer:
         self._best_predictions: dict[int, tuple[Example, Any]] = {}
         self._stop: StopSignals | None = None  # while fit() runs
         self._saved_at: tuple[int, int] | None = None  # (step, epoch) of the last checkpoint
+        self._unread_losses: list[torch.Tensor] = []  # on the device, since `_read_losses`
 
     # ---- set-up -----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -167,20 +169,17 @@ class Trainer:
                 try:
                     loss = training_step(
                         self.model_forward, batch, self.optimizer, self.scheduler, trainable,
-                        cfg.max_grad_norm, self.autocast,
+                        cfg.max_grad_norm, self.autocast, deferred=True,
                     )  # fmt: skip
                 except NonFiniteLoss as err:
-                    raise DptuneError(
-                        f"step {state.step + 1}: loss is {err.value}; training stopped, the "
-                        f"last good checkpoint is kept in {self.folder.checkpoints_dir}"
-                    ) from None
+                    self._stop_on_loss(state.step + 1, err.value)
                 self._known_predictions = {}
+                self._unread_losses.append(loss)
                 state.step += 1
                 state.batch_in_epoch += 1
-                state.running_loss += loss.item()
-                state.running_count += 1
                 bar.update(1)
                 if state.step % cfg.log_every == 0:
+                    self._read_losses()
                     mean = state.running_loss / state.running_count
                     self._log_step(mean)
                     bar.set_postfix(loss=f"{mean:.4f}")
@@ -192,6 +191,27 @@ class Trainer:
             self._end_epoch()
             if stop.requested is not None:
                 raise StopNow(stop.requested)
+
+    def _read_losses(self) -> None:
+        """Add the losses of the steps since the last read to the running sum: one host sync,
+        made only to log, checkpoint or end an epoch. A non-finite one stops the run at its
+        step; the optimizer skipped that step's update and every later one (`training_step`)."""
+        if not self._unread_losses:
+            return
+        values = torch.stack(self._unread_losses).float().tolist()
+        self._unread_losses = []
+        first = self.state.step - len(values) + 1
+        for step, value in enumerate(values, start=first):
+            if not math.isfinite(value):
+                self._stop_on_loss(step, value)
+        self.state.running_loss += sum(values)
+        self.state.running_count += len(values)
+
+    def _stop_on_loss(self, step: int, value: float) -> NoReturn:
+        raise DptuneError(
+            f"step {step}: loss is {value}; training stopped, the last good checkpoint is kept "
+            f"in {self.folder.checkpoints_dir}"
+        ) from None
 
     def _log_step(self, loss: float) -> None:
         record = {
@@ -206,6 +226,7 @@ class Trainer:
         self.events.step(record["step"], loss, record["lr"], record)
 
     def _end_epoch(self) -> None:
+        self._read_losses()
         state, task = self.state, self.data.task
         with self._stop.abandonable() if self._stop else contextlib.nullcontext():
             dev = self.evaluate(self.data.splits.dev, self.dev_features, desc="dev")
@@ -226,6 +247,7 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         """Checkpoint the state now (once per position: step and completed epochs)."""
+        self._read_losses()  # a non-finite loss stops the run before its weights are saved
         position = (self.state.step, self.state.epoch)
         if self._saved_at == position:
             return
