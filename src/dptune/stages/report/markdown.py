@@ -11,6 +11,12 @@ from typing import Any
 from dptune.stages.report.scores import METRIC_NAMES, TASK_TITLES
 from dptune.stages.report.table import COMPARED_ROWS
 
+DEVIATION_MARK = "†"
+DEVIATION_NOTE = (
+    f"{DEVIATION_MARK} Trained with attention dropout off (`attention_dropout: off`, or an "
+    "encoder run from before the option): a deviation from the published method, which keeps "
+    "the backbone's attention dropout."
+)
 METRIC_SHORT = {"accuracy": "acc", "f1_macro": "f1", "f1a": "f1a", "em": "em", "f1": "f1"}
 WSC_EVALS = {
     "all": "accuracy by label over every example of the test split (the paper's numbers fit it).",
@@ -62,7 +68,8 @@ def to_markdown(table: Mapping[str, Any]) -> str:
     headers += ["Avg", "SuperGLUE"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for name, row in table["rows"].items():
-        cells = [name, _params(row["trainable_params"])]
+        marked = f"{name} {DEVIATION_MARK}" if row.get("attention_dropout_off") else name
+        cells = [marked, _params(row["trainable_params"])]
         for task in tasks:
             cell = row["tasks"].get(task)
             names = metric_names.get(task, [])
@@ -103,6 +110,8 @@ def _notes(table: Mapping[str, Any], metric_names: Mapping[str, list[str]]) -> l
         notes.append(
             f"WSC scoring (`wsc_eval: {table['wsc_eval']}`): {WSC_EVALS[table['wsc_eval']]}"
         )
+    if any(row.get("attention_dropout_off") for row in table["rows"].values()):
+        notes.append(DEVIATION_NOTE)
     if table.get("unfinished"):
         notes.append(
             f"Not finished ({len(table['unfinished'])} cells without metrics.json, left out of "
