@@ -18,6 +18,7 @@ import torch
 from peft import PeftModelForSeq2SeqLM, PromptTuningConfig, TaskType, get_peft_model
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -96,12 +97,16 @@ class Seq2SeqBackbone(Backbone):
         return param_groups(self.parameters(), [], lr, head_lr, weight_decay)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean target-token cross-entropy, as T5's own loss but on float32 logits (a bf16
+        backbone's logits are upcast first)."""
+        labels = batch["labels"]
         out = self.runner(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
+            decoder_input_ids=self.model.prepare_decoder_input_ids_from_labels(labels=labels),
         )
-        return out.loss
+        logits = out.logits.float()
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
