@@ -13,7 +13,7 @@ from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example, Task
 from dptune.tasks.fields import check_data, check_formats
 from dptune.tasks.registry import get_task
-from dptune.training.device import frozen_dtype, resolve_device, store_frozen
+from dptune.training.device import place_backbone, resolve_device
 from dptune.training.evaluate import predict_examples
 
 # Records of a request tokenised and predicted together: a deadline is checked between them.
@@ -27,8 +27,7 @@ class Predictor:
         self.cfg, self.backbone, self.task = cfg, backbone, task
         self.device = resolve_device(device)
         trains = get_method(cfg.method).trains_backbone
-        dtype = frozen_dtype(self.device, cfg.precision, trains_backbone=trains)
-        store_frozen(self.backbone, dtype).to(self.device).eval()
+        place_backbone(self.backbone, self.device, cfg.precision, trains_backbone=trains).eval()
 
     @classmethod
     def from_run(

@@ -77,7 +77,7 @@ def effective_precision(device: torch.device, precision: str = "fp32") -> str:
             return "bf16"
         if device.type == "cpu" and cpu_has_bf16():
             return "bf16"
-        where = "this GPU" if device.type == "cuda" else f"this {device.type} (no AMX or AVX512-BF16)"
+        where = "this GPU" if device.type == "cuda" else "this cpu (no AMX or AVX512-BF16)"
         _warn_once(f"precision: bf16 is not supported on {where}; using fp32")
         return "fp32"
     if precision == "tf32":
@@ -117,6 +117,22 @@ def store_frozen(module: nn.Module, dtype: torch.dtype) -> nn.Module:
         if not param.requires_grad and param.is_floating_point() and param.dtype != dtype:
             param.data = param.data.to(dtype)
     return module
+
+
+def place_backbone(
+    backbone: nn.Module, device: torch.device, precision: str, *, trains_backbone: bool
+) -> nn.Module:
+    """`backbone` on `device`, its frozen weights stored as `precision` asks (`frozen_dtype`).
+
+    On a CPU in bf16 the attention runs eager: the fused SDPA kernel's bf16 backward is several
+    times slower on the CPU than the eager matmuls, which run on AMX (docs/performance.md)."""
+    dtype = frozen_dtype(device, precision, trains_backbone=trains_backbone)
+    store_frozen(backbone, dtype)
+    if dtype == torch.bfloat16 and device.type == "cpu":
+        model = getattr(backbone, "model", None)
+        if hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation("eager")
+    return backbone.to(device)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

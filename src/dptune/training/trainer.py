@@ -18,17 +18,16 @@ from dptune.backbones.loader import build_backbone
 from dptune.config import TrainConfig
 from dptune.data.run_data import load_run_data
 from dptune.errors import DptuneError, one_line
+from dptune.prompts.registry import get_method
 from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example
 from dptune.training import checkpoint as ckpt
 from dptune.training.data import Collator, build_eval_features, build_train_features, epoch_batches
-from dptune.prompts.registry import get_method
 from dptune.training.device import (
     autocast_for,
-    frozen_dtype,
+    place_backbone,
     resolve_device,
     seed_everything,
-    store_frozen,
     to_device,
 )
 from dptune.training.evaluate import predict_examples, score
@@ -79,8 +78,9 @@ class Trainer:
         self.data = load_run_data(cfg)
         if not self.data.train:
             raise DptuneError(f"task {cfg.task}: no training examples after sampling")
-        dtype = frozen_dtype(self.device, cfg.precision, trains_backbone=self.trains_backbone)
-        self.backbone: Backbone = store_frozen(build_backbone(cfg), dtype).to(self.device)
+        self.backbone: Backbone = place_backbone(
+            build_backbone(cfg), self.device, cfg.precision, trains_backbone=self.trains_backbone
+        )
         if cfg.decode == "generate" and not self.backbone.generates:
             raise DptuneError(
                 f"decode: a {self.backbone.kind} backbone cannot generate; use --decode rank"
