@@ -15,6 +15,7 @@ import yaml
 from torch import nn
 
 from dptune.config import make_config
+from dptune.tracking.runs import config_params
 from dptune.training.events import Events, TrainingCallback
 from dptune.training.trainer import Trainer
 
@@ -100,7 +101,8 @@ def test_attention_dropout_during_training(
         assert training and attention and set(attention) == {expected}
         assert set(hidden) == ({HIDDEN[family]} if family in HIDDEN else set())  # unchanged
     stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert stored["attention_dropout"] == setting  # the run records it
+    assert stored["attention_dropout"] == setting  # the run records it, and MLflow's params
+    assert config_params(trainer.cfg.resolved())["attention_dropout"] == setting
 
 
 def test_encoder_attention_dropout_acts_in_training_mode(tiny_bert_dir: Path, tmp_path) -> None:
