@@ -118,3 +118,20 @@ def test_finetune_under_bf16_keeps_fp32_weights(
     assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
     trainer.fit()
     assert math.isfinite(trainer.state.history[0]["train_loss"])
+
+
+def test_bf16_without_native_bf16_warns_once_and_trains_in_fp32(
+    tiny_t5_dir: Path, tmp_path: Path, superglue_dir: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(device_mod, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(device_mod, "_WARNED", set())
+    values = bf16_config(tiny_t5_dir, tmp_path / "run", superglue_dir, epochs=2)
+    metrics = train(make_config(values), progress=False)
+    assert math.isfinite(metrics["test"]["accuracy"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert warnings == [
+        "warning: precision: bf16 is not supported on this cpu (no AMX or AVX512-BF16); "
+        "using fp32"
+    ]
+    predictor = Predictor.from_run(tmp_path / "run")
+    assert {p.dtype for p in predictor.backbone.parameters()} == {torch.float32}
