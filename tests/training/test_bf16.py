@@ -130,8 +130,7 @@ def test_bf16_without_native_bf16_warns_once_and_trains_in_fp32(
     assert math.isfinite(metrics["test"]["accuracy"])
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
     assert warnings == [
-        "warning: precision: bf16 is not supported on this cpu (no AMX or AVX512-BF16); "
-        "using fp32"
+        "warning: precision: bf16 is not supported on this cpu (no AMX or AVX512-BF16); using fp32"
     ]
     predictor = Predictor.from_run(tmp_path / "run")
     assert {p.dtype for p in predictor.backbone.parameters()} == {torch.float32}
