@@ -104,7 +104,7 @@ def compare(runs: list[dict[str, Any]], majority: float) -> dict[str, Any]:
     by = {p: [r for r in runs if r["precision"] == p] for p in ("fp32", "bf16")}
 
     def median(precision: str, key: str) -> float:
-        return statistics.median(r[key] for r in by[precision])
+        return round(statistics.median(r[key] for r in by[precision]), 2)
 
     acc = {p: {r["seed"]: r["acc"] for r in by[p]} for p in by}
     return {
