@@ -134,3 +134,12 @@ def test_bf16_without_native_bf16_warns_once_and_trains_in_fp32(
     ]
     predictor = Predictor.from_run(tmp_path / "run")
     assert {p.dtype for p in predictor.backbone.parameters()} == {torch.float32}
+
+
+def test_zero_shot_baseline_under_bf16(tiny_t5_dir: Path, tmp_path: Path, superglue_dir: Path):
+    from dptune.stages.baseline import zero_shot_baseline
+
+    values = bf16_config(tiny_t5_dir, tmp_path / "run", superglue_dir)
+    result = zero_shot_baseline(make_config(values))
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0
+    assert result["test_outcomes"]["values"]
