@@ -10,8 +10,10 @@ schedule with warmup, clipping. Accuracy is the best epoch's on the val set.
   `PromptTuningConfig` (task type FEATURE_EXTRACTION; for `dpt` the low-rank encoder in
   `prompt_encoder["default"]`), a small module adding the pooling and the head, the HF
   `Trainer` with `DataCollatorWithPadding`, the optimizer's two groups passed in, and
-  `eval_strategy="epoch"`. The model loads with its own config (attention dropout 0.1, where
-  dptune turns attention-probability dropout off) unless `peft_attention_dropout` says otherwise.
+  `eval_strategy="epoch"`. The model loads with its own config (attention dropout 0.1) unless
+  `peft_attention_dropout` says otherwise; dptune's side follows the config too
+  (`attention_dropout: model`, the published method) unless `dptune_attention_dropout` is `off`
+  (dptune's default for encoders before issue 25).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def run_dptune(spec: dict[str, Any], device: str) -> tuple[float, str]:
             "protocol": "paper",
             "decode": "rank",
             "device": device,
+            "attention_dropout": spec.get("dptune_attention_dropout", "model"),
         }
     )
     metrics = train(cfg, progress=False)

@@ -1,21 +1,22 @@
-"""GPU check: dptune's prompt-tuning step and rank evaluation, T5-large-shaped, bf16 and fp32.
+"""GPU check: dptune's prompt-tuning step and rank evaluation, T5-large-shaped, bf16, tf32 and fp32.
 
 Random weights (T5 v1.1 large shape by default: d_model 1024, 24 + 24 layers, d_ff 2816,
 gated-GELU, 16 heads, vocabulary 32128), random token ids, no download. The step is dptune's
-own: `Seq2SeqBackbone.loss` with a DPT prompt (c = 100, b = 10) prepended, under the trainer's
-autocast for each `--precision` (`autocast_for`: bf16 autocast, or none for fp32, the official
-code's), gradient clipping and fused AdamW (`dptune.training.loop.training_step`); the
-evaluation is `Seq2SeqBackbone.rank_scores` over K candidates, plus one batch at ReCoRD's K
-(`--rank-candidates 40`) with its peak memory. Prints one JSON line per
+own: `Seq2SeqBackbone.loss` with a DPT prompt (c = 100, b = 10) prepended, placed as the trainer
+places it for each `--precision` (`place_backbone`: bf16 stores the frozen T5 in bf16 with the
+prompt and AdamW state in fp32; tf32 keeps fp32 weights and turns TF32 matmuls on; fp32, the
+official code's, neither), gradient clipping and fused AdamW
+(`dptune.training.loop.training_step`); the evaluation is `Seq2SeqBackbone.rank_scores` over K
+candidates, plus one batch at ReCoRD's K (`--rank-candidates 40`) with its peak memory. The model is rebuilt from the same seed for each precision. Prints one JSON line per
 precision: steps/s, tokens/s (encoder tokens, prompt included, and source tokens), peak memory,
 and MFU, the model FLOPs achieved over the card's dense peak for that precision (bf16 tensor
-cores; plain FP32 for fp32, since PyTorch leaves TF32 matmuls off by default).
+cores; TF32 tensor cores for tf32; plain FP32 for fp32).
 
 FLOPs are counted for what a frozen backbone computes: every matmul forward, and backward only
 the gradient with respect to the activations (no weight gradients): 2x the forward FLOPs of the
 linear layers and 3x those of attention scores (QK^T and PV backward is two matmuls each).
 
-    python benchmarks/gpu_check.py              # on a CUDA machine, bf16 then fp32, under 5 minutes
+    python benchmarks/gpu_check.py              # on a CUDA machine: bf16, tf32, fp32; about 5 min
     python benchmarks/gpu_check.py --tiny       # a seconds-long CPU smoke run of the same code
 """
 
@@ -34,7 +35,7 @@ from transformers import T5Config, T5ForConditionalGeneration, get_linear_schedu
 from dptune.backbones.seq2seq import Seq2SeqBackbone
 from dptune.prompts.dpt import DptConfig
 from dptune.prompts.dpt.model import DecomposedPrompt
-from dptune.training.device import autocast_for
+from dptune.training.device import effective_precision, place_backbone
 from dptune.training.loop import training_step
 
 # Dense peak TFLOP/s by device-name fragment (NVIDIA datasheets, SXM unless named), first match
@@ -59,7 +60,18 @@ PEAK_FP32_TFLOPS = {
     "L4": 30.3,
     "A10G": 31.2,
 }
-PEAKS = {"bf16": PEAK_BF16_TFLOPS, "fp32": PEAK_FP32_TFLOPS}
+PEAK_TF32_TFLOPS = {  # dense (the datasheets' headline TF32 figures are with sparsity: 2x)
+    "H200": 494.7,
+    "H100 PCIe": 378.0,
+    "H100 NVL": 417.5,
+    "H100": 494.7,
+    "A100": 156.0,
+    "L40S": 183.0,
+    "L4": 60.0,
+    "A10G": 35.0,
+}
+PEAKS = {"bf16": PEAK_BF16_TFLOPS, "tf32": PEAK_TF32_TFLOPS, "fp32": PEAK_FP32_TFLOPS}
+PRECISION_CHOICES = ("bf16", "tf32", "fp32")
 
 
 @dataclass(frozen=True)
@@ -100,14 +112,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dropout", type=float, default=0.1, help="As in the T5 checkpoints")
     parser.add_argument("--compile", action="store_true", help="torch.compile the loss")
     parser.add_argument(
-        "--precision", action="append", choices=("bf16", "fp32"),
-        help="Repeatable; default: bf16, then fp32",
+        "--precision", action="append", choices=PRECISION_CHOICES,
+        help="Repeatable; default: bf16, tf32, then fp32",
     )  # fmt: skip
     parser.add_argument("--peak-tflops", type=float, help="Dense bf16 peak of the device")
+    parser.add_argument("--peak-tf32-tflops", type=float, help="Dense TF32 peak of the device")
     parser.add_argument("--peak-fp32-tflops", type=float, help="Dense FP32 peak of the device")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    args.precision = args.precision or ["bf16", "fp32"]
+    args.precision = args.precision or list(PRECISION_CHOICES)
     if args.tiny:
         args.batch_size, args.source_length = min(args.batch_size, 4), min(args.source_length, 32)
         args.prompt_length = min(args.prompt_length, 8)
@@ -168,7 +181,9 @@ def forward_flops(shape: Shape, args: argparse.Namespace, decoder_rows: int, dec
 
 
 def peak_flops(args: argparse.Namespace, device: torch.device, precision: str) -> float | None:
-    override = args.peak_tflops if precision == "bf16" else args.peak_fp32_tflops
+    override = {"bf16": args.peak_tflops, "tf32": args.peak_tf32_tflops}.get(
+        precision, args.peak_fp32_tflops
+    )
     if override:
         return override * 1e12
     if device.type != "cuda":
@@ -192,11 +207,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = torch.device(args.device)
     shape = TINY if args.tiny else (LARGE_ORIGINAL if args.original else LARGE_V1_1)
     torch.manual_seed(0)
-    backbone = build_backbone(shape, args, device)
     batch = random_batch(shape, args, device)
     results = []
     for precision in args.precision:
+        torch.set_float32_matmul_precision("highest")  # tf32 turns TF32 on; the others must not
+        effective = effective_precision(device, precision)
+        torch.manual_seed(0)  # the same weights for every precision
+        backbone = build_backbone(shape, args, device)
+        place_backbone(backbone, device, precision, trains_backbone=False)
         result = measure(backbone, batch, shape, args, device, precision)
+        result["effective_precision"] = effective
+        del backbone
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         result["wall_s"] = round(time.perf_counter() - started, 1)
         print(json.dumps(result), flush=True)
         results.append(result)
@@ -215,7 +238,7 @@ def measure(
     optimizer = torch.optim.AdamW(params, lr=0.3, weight_decay=1e-5, fused=device.type == "cuda")
     total = args.warmup_steps + args.steps
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
-    autocast = autocast_for(device, precision)
+    autocast = contextlib.nullcontext  # a frozen backbone computes in its weights' dtype
     forward = torch.compile(backbone.loss) if args.compile else backbone.loss
 
     backbone.train()
@@ -248,12 +271,14 @@ def measure(
     eval_flops = sum(forward_flops(shape, args, args.batch_size * args.candidates, 3).values())
     peak = peak_flops(args, device, precision)
     enc_tokens = args.batch_size * (args.prompt_length + args.source_length)
-    bf16 = autocast is not contextlib.nullcontext
+    frozen = next(p for p in backbone.model.parameters() if not p.requires_grad)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "shape": "tiny" if args.tiny else ("t5-large" if args.original else "t5-v1.1-large"),
         "precision": precision,
-        "autocast": "bf16" if bf16 else "none (fp32)",
+        "frozen_weights": str(frozen.dtype).removeprefix("torch."),
+        "prompt_weights": str(params[0].dtype).removeprefix("torch."),
+        "matmul_precision": torch.get_float32_matmul_precision(),
         "params_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 1),
         "batch": args.batch_size,
         "source_length": args.source_length,

@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="Run under torch.profiler")
     parser.add_argument("--peft-group-by-length", action="store_true")
     parser.add_argument("--peft-attention-dropout", type=float)
+    parser.add_argument("--dptune-attention-dropout", choices=("model", "off"), default="model")
     parser.add_argument("--data-dir", default=str(throughput.DEFAULT_DATA))
     parser.add_argument("--top", type=int, default=0, help="Also print the N costliest operators")
     for name in ("train_size", "val_size", "batch_size", "prompt_length", "max_source_length"):
@@ -65,6 +66,7 @@ def case_overrides(args: argparse.Namespace) -> list[str]:
         options.append("--peft-group-by-length")
     if args.peft_attention_dropout is not None:
         options += ["--peft-attention-dropout", str(args.peft_attention_dropout)]
+    options += ["--dptune-attention-dropout", args.dptune_attention_dropout]
     return options
 
 
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result.update(
         case=args.case, side=args.side, epochs=args.epochs,
         peft_group_by_length=args.peft_group_by_length,
-        peft_attention_dropout=args.peft_attention_dropout, tokens=dict(counter.totals),
+        peft_attention_dropout=args.peft_attention_dropout,
+        dptune_attention_dropout=args.dptune_attention_dropout, tokens=dict(counter.totals),
     )  # fmt: skip
     print(json.dumps(result), flush=True)
     return result

@@ -103,7 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--peft-attention-dropout", type=float,
-        help="Override the encoder's attention dropout on the PEFT side (dptune uses 0)",
+        help="Override the encoder's attention dropout on the PEFT side (default: its config)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dptune-attention-dropout", choices=("model", "off"), default="model",
+        help="dptune's attention_dropout (model: the config's, as published; off: the "
+        "default before issue 25)",
     )  # fmt: skip
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
     parser.add_argument("--work-dir", help="Scratch folder (default: a temporary one)")
@@ -128,6 +133,7 @@ def case_spec(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         source_data_dir=args.data_dir,
         peft_group_by_length=args.peft_group_by_length,
         peft_attention_dropout=args.peft_attention_dropout,
+        dptune_attention_dropout=args.dptune_attention_dropout,
     )
     return spec
 

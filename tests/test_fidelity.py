@@ -32,14 +32,51 @@ def test_fp32_is_the_default_and_means_no_autocast() -> None:
     assert autocast_for(torch.device("cuda"), "fp32") is contextlib.nullcontext
 
 
-def test_bf16_on_the_cpu_warns_once_and_uses_fp32(
+def test_bf16_on_a_cpu_without_native_bf16_warns_once_and_uses_fp32(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(device_mod, "_WARNED", set())
-    assert autocast_for(torch.device("cpu"), "bf16") is contextlib.nullcontext
-    assert autocast_for(torch.device("cpu"), "bf16") is contextlib.nullcontext
+    monkeypatch.setattr(device_mod, "cpu_has_bf16", lambda: False)
+    cpu = torch.device("cpu")
+    assert autocast_for(cpu, "bf16", trains_backbone=True) is contextlib.nullcontext
+    assert device_mod.frozen_dtype(cpu, "bf16") == torch.float32
     lines = capsys.readouterr().err.splitlines()
-    assert lines == ["warning: precision: bf16 is not supported on device cpu; using fp32"]
+    assert lines == [
+        "warning: precision: bf16 is not supported on this cpu (no AMX or AVX512-BF16); using fp32"
+    ]
+
+
+def test_bf16_on_a_cpu_with_native_bf16_stores_frozen_weights_in_bf16(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(device_mod, "cpu_has_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    assert device_mod.frozen_dtype(cpu, "bf16") == torch.bfloat16
+    assert autocast_for(cpu, "bf16") is contextlib.nullcontext  # frozen: no autocast
+    # a backbone that trains keeps fp32 weights, under bf16 autocast
+    assert device_mod.frozen_dtype(cpu, "bf16", trains_backbone=True) == torch.float32
+    context = autocast_for(cpu, "bf16", trains_backbone=True)()
+    assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def flags(text: str) -> bool:
+        (tmp_path / "cpuinfo").write_text(text)
+        device_mod.cpu_has_bf16.cache_clear()
+        return device_mod.cpu_has_bf16()
+
+    real = Path
+    monkeypatch.setattr(
+        device_mod, "Path", lambda p: tmp_path / "cpuinfo" if p == "/proc/cpuinfo" else real(p)
+    )
+    try:
+        assert flags("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
+        assert flags("flags\t\t: fpu avx512f avx512_bf16\n")
+        assert not flags("flags\t\t: fpu sse avx2 avx512f\n")
+    finally:
+        device_mod.cpu_has_bf16.cache_clear()
 
 
 def test_bf16_on_a_gpu_without_bf16_warns_and_uses_fp32(
@@ -52,16 +89,38 @@ def test_bf16_on_a_gpu_without_bf16_warns_and_uses_fp32(
 
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available")
-def test_bf16_on_a_gpu_with_bf16_autocasts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_on_a_gpu_with_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    context = autocast_for(torch.device("cuda"), "bf16")()
+    cuda = torch.device("cuda")
+    assert device_mod.frozen_dtype(cuda, "bf16") == torch.bfloat16
+    context = autocast_for(cuda, "bf16", trains_backbone=True)()
     assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
 
 
+def test_tf32_turns_tf32_matmuls_on_a_gpu_and_warns_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(device_mod, "_WARNED", set())
+    assert device_mod.effective_precision(torch.device("cpu"), "tf32") == "fp32"
+    assert device_mod.frozen_dtype(torch.device("cpu"), "tf32") == torch.float32
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: precision: tf32 is not supported on device cpu; using fp32"]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert device_mod.effective_precision(torch.device("cuda"), "tf32") == "tf32"
+        assert torch.get_float32_matmul_precision() == "high"  # TF32 matmuls
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def test_an_unknown_precision_is_one_line() -> None:
-    with pytest.raises(DptuneError, match="precision: unknown 'fp16'; choose one of fp32, bf16"):
+    with pytest.raises(DptuneError, match="unknown 'fp16'; choose one of fp32, bf16, tf32"):
         autocast_for(torch.device("cpu"), "fp16")
-    with pytest.raises(DptuneError, match=r"config: precision: Input should be 'fp32' or 'bf16'"):
+    with pytest.raises(
+        DptuneError, match=r"config: precision: Input should be 'fp32', 'bf16' or 'tf32'"
+    ):
         make_config({**BASE, "precision": "fp16"})
 
 

@@ -85,6 +85,11 @@ class TrainConfig(BaseModel):
     max_target_length: int = Field(
         128, gt=0, description="Max target tokens (generation stops at EOS; official code: 128)"
     )
+    attention_dropout: Literal["model", "off"] = Field(
+        "model",
+        description="Dropout on attention probabilities: model (the backbone config's rate, as "
+        "published) | off (faster; a deviation the report marks)",
+    )
     train_limit: int | None = Field(None, gt=0, description="Use at most this many train examples")
     seed: int = Field(0, description="Random seed")
 
@@ -101,8 +106,10 @@ class TrainConfig(BaseModel):
     # runtime
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
     compile: bool = Field(False, description="torch.compile the backbone")
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="fp32 (the official code) | bf16 autocast where the GPU supports it"
+    precision: Literal["fp32", "bf16", "tf32"] = Field(
+        "fp32",
+        description="fp32 (the official code) | bf16 (frozen weights stored in bf16 on a GPU or "
+        "a CPU with AMX/AVX512-BF16) | tf32 (TF32 matmuls on a GPU); else fp32 with a warning",
     )
     log_every: int = Field(10, gt=0, description="Log metrics every N steps")
     checkpoint_every: int | None = Field(

@@ -120,6 +120,8 @@ def _export(
         "shots": cfg.shots,
         "protocol": cfg.protocol,
         "task_options": dict(getattr(task, "options", {})),  # e.g. WSC's eval: all | positives
+        "attention_dropout": cfg.attention_dropout,  # off: a deviation the report marks
+        "precision": cfg.precision,
         "splits": data.splits.describe(),
         "train_examples": len(data.train),
         "train_pairs": sum(len(task.train_pairs(ex)) for ex in data.train),

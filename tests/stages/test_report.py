@@ -208,3 +208,19 @@ def test_the_compared_rows_are_rows_the_table_can_have():
     """A renamed method or baseline would silently drop its bootstrap comparison."""
     rows = {*BASELINE_ROWS, *METHODS}
     assert {name for pair in COMPARED_ROWS for name in pair} <= rows
+
+
+def test_runs_with_attention_dropout_off_are_marked_as_a_deviation(tmp_path):
+    acc = {"accuracy": 0.6, "f1_macro": 0.4}
+    published = _run(tmp_path, "cb", "dpt", 0, acc, 1, attention_dropout="model")
+    off = _run(tmp_path, "cb", "pt", 0, acc, 1, attention_dropout="off")
+    old_encoder = _run(tmp_path, "cb", "residual", 0, acc, 1, backbone="encoder")  # hard-coded
+    old_t5 = _run(tmp_path, "cb", "probe", 0, acc, 1, backbone="seq2seq")
+    table = collect([published, off, old_encoder, old_t5])
+    marked = {name for name, row in table["rows"].items() if row["attention_dropout_off"]}
+    assert marked == {"pt", "residual"}
+    lines = to_markdown(table).splitlines()
+    assert any(line.startswith("| pt ‡ |") for line in lines)
+    assert any(line.startswith("| dpt |") for line in lines)
+    assert any(line.startswith("‡ Trained with attention dropout off") for line in lines)
+    assert not any(line.startswith("‡") for line in to_markdown(collect([published])).splitlines())

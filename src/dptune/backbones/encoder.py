@@ -45,7 +45,9 @@ PROMPT_KEY = "prompt_embeddings"  # P itself, named as in PEFT prompt-tuning ada
 
 
 def mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `states` [N, S, H] over positions where `mask` [N, S] is 1."""
+    """Mean of `states` [N, S, H] over positions where `mask` [N, S] is 1, in float32 (states
+    of a bf16 backbone included)."""
+    states = states.float()
     weights = mask.to(states.dtype).unsqueeze(-1)
     return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 

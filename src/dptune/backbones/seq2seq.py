@@ -108,11 +108,19 @@ class Seq2SeqBackbone(Backbone):
         return embeds if self.prompt is None else self.prompt.adjust_embeddings(embeds)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean target-token cross-entropy, as T5's own loss but on float32 logits (a bf16
+        backbone's logits are upcast first)."""
+        labels = batch["labels"]
         source: dict[str, torch.Tensor] = {"input_ids": batch["input_ids"]}
         if self.adjusts_embeddings:  # PEFT prepends P to the embeddings it is given
             source = {"inputs_embeds": self.source_embeddings(batch["input_ids"])}
-        out = self.runner(**source, attention_mask=batch["attention_mask"], labels=batch["labels"])
-        return out.loss
+        out = self.runner(
+            **source,
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=self.model.prepare_decoder_input_ids_from_labels(labels=labels),
+        )
+        logits = out.logits.float()
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor

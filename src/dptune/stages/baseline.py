@@ -147,14 +147,14 @@ def zero_shot_baseline(cfg: TrainConfig) -> dict[str, Any]:
     training, so one run serves every seed."""
     from dptune.backbones.loader import build_backbone
     from dptune.data.run_data import load_run_data
-    from dptune.training.device import resolve_device
+    from dptune.training.device import place_backbone, resolve_device
     from dptune.training.evaluate import predict_examples
 
     cfg = cfg.model_copy(update={"decode": "rank"})
     data = load_run_data(cfg)
     backbone = build_backbone(cfg, zero_shot=True)
     device = resolve_device(cfg.device)
-    backbone.to(device)
+    place_backbone(backbone, device, cfg.precision, trains_backbone=False)  # as the runs' is
     test = data.splits.test
     predictions = predict_examples(backbone, data.task, test, cfg, device, desc="zero-shot")
     return {

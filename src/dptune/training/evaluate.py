@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from dptune.backbones.base import Backbone
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
+from dptune.prompts.registry import get_method
 from dptune.tasks.base import Example, Task
 from dptune.training.data import Collator, Feature, build_eval_features, eval_batches
 from dptune.training.device import autocast_for
@@ -100,7 +101,9 @@ def predict_examples(
         batch_size=cfg.eval_batch_size,
         max_new_tokens=cfg.max_target_length,
         device=device,
-        autocast=autocast_for(device, cfg.precision),
+        autocast=autocast_for(
+            device, cfg.precision, trains_backbone=get_method(cfg.method).trains_backbone
+        ),
         desc=desc,
         deadline=deadline,
     )

@@ -19,11 +19,18 @@ from dptune.backbones.loader import build_backbone
 from dptune.config import TrainConfig
 from dptune.data.run_data import load_run_data
 from dptune.errors import DptuneError, one_line
+from dptune.prompts.registry import get_method
 from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example
 from dptune.training import checkpoint as ckpt
 from dptune.training.data import Collator, build_eval_features, build_train_features, epoch_batches
-from dptune.training.device import autocast_for, resolve_device, seed_everything, to_device
+from dptune.training.device import (
+    autocast_for,
+    place_backbone,
+    resolve_device,
+    seed_everything,
+    to_device,
+)
 from dptune.training.evaluate import predict_examples, score
 from dptune.training.events import Events
 from dptune.training.interrupt import StopNow, StopSignals, TrainingInterrupted
@@ -46,7 +53,10 @@ class Trainer:
         self.folder = RunFolder(cfg.out)
         self.progress = progress
         self.device = resolve_device(cfg.device)
-        self.autocast = autocast_for(self.device, cfg.precision)
+        self.trains_backbone = get_method(cfg.method).trains_backbone
+        self.autocast = autocast_for(
+            self.device, cfg.precision, trains_backbone=self.trains_backbone
+        )
         # Predictions made with the weights as they are now: id(example) -> (example, label).
         # Keyed by the Example object itself, since val and test reuse the same idx values.
         # Any optimizer step clears it; restoring the best epoch brings back that epoch's dev
@@ -70,7 +80,9 @@ class Trainer:
         self.data = load_run_data(cfg)
         if not self.data.train:
             raise DptuneError(f"task {cfg.task}: no training examples after sampling")
-        self.backbone: Backbone = build_backbone(cfg).to(self.device)
+        self.backbone: Backbone = place_backbone(
+            build_backbone(cfg), self.device, cfg.precision, trains_backbone=self.trains_backbone
+        )
         if cfg.decode == "generate" and not self.backbone.generates:
             raise DptuneError(
                 f"decode: a {self.backbone.kind} backbone cannot generate; use --decode rank"

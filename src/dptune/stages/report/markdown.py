@@ -13,6 +13,12 @@ from dptune.prompts.registry import get_method
 from dptune.stages.report.scores import METRIC_NAMES, TASK_TITLES
 from dptune.stages.report.table import COMPARED_ROWS
 
+DEVIATION_MARK = "‡"  # † marks the rows of later methods
+DEVIATION_NOTE = (
+    f"{DEVIATION_MARK} Trained with attention dropout off (`attention_dropout: off`, or an "
+    "encoder run from before the option): a deviation from the published method, which keeps "
+    "the backbone's attention dropout."
+)
 METRIC_SHORT = {"accuracy": "acc", "f1_macro": "f1", "f1a": "f1a", "em": "em", "f1": "f1"}
 EXTRA_MARK = " †"  # after a row that is not one of the paper's methods
 WSC_EVALS = {
@@ -66,7 +72,9 @@ def to_markdown(table: Mapping[str, Any]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     extra = _extra_rows(table)
     for name, row in table["rows"].items():
-        cells = [name + (EXTRA_MARK if name in extra else ""), _params(row["trainable_params"])]
+        marked = name + (EXTRA_MARK if name in extra else "")
+        marked += f" {DEVIATION_MARK}" if row.get("attention_dropout_off") else ""
+        cells = [marked, _params(row["trainable_params"])]
         for task in tasks:
             cell = row["tasks"].get(task)
             names = metric_names.get(task, [])
@@ -118,6 +126,8 @@ def _notes(table: Mapping[str, Any], metric_names: Mapping[str, list[str]]) -> l
             f"{EXTRA_MARK.strip()} Not part of the paper: {', '.join(extra)}, later methods run "
             "as extra rows on the same data, protocol and seeds; #Params gives each budget."
         )
+    if any(row.get("attention_dropout_off") for row in table["rows"].values()):
+        notes.append(DEVIATION_NOTE)
     if table.get("unfinished"):
         notes.append(
             f"Not finished ({len(table['unfinished'])} cells without metrics.json, left out of "

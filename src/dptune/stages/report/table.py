@@ -47,6 +47,7 @@ class _Row:
         self.by_task: dict[str, dict[int, dict[str, float]]] = {}
         self.params: set[int] = set()
         self.prompt_params: set[int] = set()
+        self.attention_dropout_off = False  # any run trained with attention dropout off
 
     def add(self, task: str, seed: int, test: dict[str, float]) -> None:
         seeds = self.by_task.setdefault(task, {})
@@ -77,6 +78,7 @@ class _Row:
             "tasks": cells,
             "avg": average(paper_score),  # the paper's Avg
             "superglue": average(lambda _task, metrics: _task_score(metrics)),
+            "attention_dropout_off": self.attention_dropout_off,
         }
 
 
@@ -91,6 +93,15 @@ def read_runs(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
     if not runs:
         raise DptuneError("report: no finished runs to report (no run folder has metrics.json)")
     return runs
+
+
+def attention_dropout_of(run: Mapping[str, Any]) -> str:
+    """A run's `attention_dropout` (model | off). Runs exported before the option had it off
+    on encoder backbones (then hard-coded) and as the model's config elsewhere."""
+    found = run.get("attention_dropout")
+    if found is None:
+        return "off" if run.get("backbone") == "encoder" else "model"
+    return str(found)
 
 
 def unfinished(run_dirs: Iterable[str | Path]) -> list[str]:
@@ -147,6 +158,7 @@ def collect(
         row.add(run["task"], run["seed"], run["test"])
         row.params.add(run["trainable_params"])
         row.prompt_params.add(run.get("prompt_params", 0))
+        row.attention_dropout_off |= attention_dropout_of(run) == "off"
     tasks = [t for t in TASKS if any(run["task"] == t for run in runs)]
     for task in tasks:
         _add_baselines(rows, task, (baselines or {}).get(task, {}))
