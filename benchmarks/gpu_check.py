@@ -1,16 +1,16 @@
 """GPU check: dptune's prompt-tuning step and rank evaluation, T5-large-shaped, bf16, tf32 and fp32.
 
-Random weights (T5 v1.1 large shape by default: d_model 1024, 24 + 24 layers, d_ff 2816,
-gated-GELU, 16 heads, vocabulary 32128), random token ids, no download. The step is dptune's
-own: `Seq2SeqBackbone.loss` with a DPT prompt (c = 100, b = 10) prepended, placed as the trainer
-places it for each `--precision` (`place_backbone`: bf16 stores the frozen T5 in bf16 with the
-prompt and AdamW state in fp32; tf32 keeps fp32 weights and turns TF32 matmuls on; fp32, the
-official code's, neither), gradient clipping and fused AdamW
-(`dptune.training.loop.training_step`); the evaluation is `Seq2SeqBackbone.rank_scores` over K
-candidates, plus one batch at ReCoRD's K (`--rank-candidates 40`) with its peak memory. The model is rebuilt from the same seed for each precision. Prints one JSON line per
-precision: steps/s, tokens/s (encoder tokens, prompt included, and source tokens), peak memory,
-and MFU, the model FLOPs achieved over the card's dense peak for that precision (bf16 tensor
-cores; TF32 tensor cores for tf32; plain FP32 for fp32).
+Random weights (T5 v1.1 large shape by default: d_model 1024, 24 + 24 layers, d_ff 2816, gated-GELU,
+16 heads, vocabulary 32128), random token ids, no download. The step is dptune's own:
+`Seq2SeqBackbone.loss` with a DPT prompt (c = 100, b = 10) prepended, placed as the trainer places
+it for each `--precision` (`place_backbone`: bf16 stores the frozen T5 in bf16 with the prompt and
+AdamW state in fp32; tf32 keeps fp32 weights and turns TF32 matmuls on; fp32, the official code's,
+neither), gradient clipping and fused AdamW (`dptune.training.loop.training_step`); the evaluation
+is `Seq2SeqBackbone.rank_scores` over K candidates, plus one batch at ReCoRD's K (`--rank-candidates
+40`) with its peak memory. The model is rebuilt from the same seed for each precision. Prints one
+JSON line per precision: steps/s, tokens/s (encoder tokens, prompt included, and source tokens),
+peak memory, and MFU, the model FLOPs achieved over the card's dense peak for that precision (bf16
+tensor cores; TF32 tensor cores for tf32; plain FP32 for fp32).
 
 FLOPs are counted for what a frozen backbone computes: every matmul forward, and backward only
 the gradient with respect to the activations (no weight gradients): 2x the forward FLOPs of the

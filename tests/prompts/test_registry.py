@@ -105,7 +105,9 @@ def test_method_fields_live_in_the_method_config_and_are_flat_flags_with_registr
     assert "method_config" not in options
     assert method_field_help("bottleneck").endswith("(dpt only; default: 10)")
     assert method_field_help("pt_init").endswith("(pt, residual, probe only; default: vocab)")
-    assert method_field_help("rank").endswith("(ulpt, dept, lora only; defaults: ulpt 2, dept 30, lora 8)")
+    assert method_field_help("rank").endswith(
+        "(ulpt, dept, lora only; defaults: ulpt 2, dept 30, lora 8)"
+    )
 
 
 def test_method_behaviour_is_on_the_registry_entry() -> None:
