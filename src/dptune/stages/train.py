@@ -71,8 +71,9 @@ def live_tracking(uri: str | None, stage: str, tags: dict[str, str] | None = Non
     from dptune import tracking
     from dptune.tracking.live import LiveRun
 
-    tracking.check_tracking_access(uri)
-    return [LiveRun(stage=stage, tags=tags, log_model=True)]
+    live = LiveRun(stage=stage, tags=tags, log_model=True)
+    tracking.check_tracking_access(uri, experiment=live.experiment)
+    return [live]
 
 
 def log_run(
