@@ -119,7 +119,7 @@ def test_a_folder_still_being_trained_into_is_one_line(tracking, make_run, tmp_p
 
     run_dir = make_run(tmp_path / "run")
     (run_dir / "metrics.json").unlink()
-    still = pytest.raises(DptuneError, match=r"process \d+ is still training into it")
+    still = pytest.raises(DptuneError, match=r"in use by process \d+ \(training into it, or")
     with run_folder_lock(run_dir), still:  # a second open file: flock refuses it as another
         track_run_folder(run_dir)
     with pytest.raises(DptuneError, match=r"metrics\.json: missing; the run did not finish"):
