@@ -110,7 +110,9 @@ def test_two_dptune_track_at_once_make_one_run(server, env, make_run, tmp_path):
     run_id = _one_complete_run(server, env["MLFLOW_EXPERIMENT_NAME"])
     ids = {json.loads(out.splitlines()[-1])["run_id"] for code, out, _ in results if code == 0}
     assert ids == {run_id}
-    record_fault("two dptune track at once on one run folder", True, "none", None)
+    refused = sum(code == 2 for code, _, _ in results)
+    how = "the other refused in one line" if refused else "they did not overlap"
+    record_fault("two dptune track at once on one run folder", True, f"none ({how})", None)
 
 
 def test_a_run_created_just_before_a_kill_is_adopted_once(tracking, make_run, tmp_path):
@@ -136,6 +138,29 @@ def test_a_run_created_just_before_a_kill_is_adopted_once(tracking, make_run, tm
     assert created != orphan and folder.mlflow_run_id(uri) == created
     assert claimed_run_id(client, folder, uri, experiment, "cb") == created
     assert len(client.search_runs([experiment_id])) == 2
+
+
+def test_a_training_killed_just_after_creating_its_run_has_that_run_ended(
+    tracking, make_run, tmp_path
+):
+    """No metrics.json and no run id recorded, only the claim: the claimed run ends KILLED."""
+    from dptune.run_folder import RunFolder
+    from dptune.tracking import ensure_experiment
+    from dptune.tracking.run_claim import CLAIM_TAG
+    from dptune.tracking.runs import track_run_folder
+
+    run_dir = make_run(tmp_path / "run")
+    (run_dir / "metrics.json").unlink()
+    experiment_id = ensure_experiment(f"claim-{uuid.uuid4().hex[:8]}")
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    RunFolder(run_dir).write_tracking(
+        {"tracking_uri": uri, "claim": "t3", "experiment_id": experiment_id}
+    )
+    client = MlflowClient()
+    run_id = client.create_run(experiment_id, tags={CLAIM_TAG: "t3"}).info.run_id
+    record = track_run_folder(run_dir)
+    assert (record["run_id"], record["status"]) == (run_id, "KILLED")
+    assert client.get_run(run_id).info.status == "KILLED"
 
 
 @pytest.mark.slow  # logs the pyfunc model

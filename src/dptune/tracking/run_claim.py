@@ -50,6 +50,13 @@ def claimed_run_id(
     return run_id
 
 
+def run_of_claim(client: MlflowClient, folder: RunFolder, uri: str) -> str | None:
+    """The run an interrupted attempt created under the claim in tracking.json, if any."""
+    record = folder.read_tracking(uri) or {}
+    token, experiment_id = record.get("claim"), record.get("experiment_id")
+    return _claimed(client, str(experiment_id), str(token)) if token and experiment_id else None
+
+
 def _claimed(client: MlflowClient, experiment_id: str, token: str) -> str | None:
     runs = client.search_runs(
         [experiment_id],

@@ -30,7 +30,7 @@ from dptune.redact import redact_uri
 from dptune.run_folder import RunFolder
 from dptune.tracking.client import active_run, experiment_name, injected_run_id, tracking_uri
 from dptune.tracking.pyfunc import SOURCE_TAG, log_prompt_model, logged_model_id, source_name
-from dptune.tracking.run_claim import claimed_run_id
+from dptune.tracking.run_claim import claimed_run_id, run_of_claim
 from dptune.tracking.write_access import check_write_access
 from dptune.training.lock import run_folder_lock
 
@@ -345,9 +345,9 @@ def _track_locked(folder: RunFolder, stage: str | None) -> dict[str, Any]:
     uri = tracking_uri()
     record = dict(folder.read_tracking(uri) or {})
     run_id = record.get("run_id") or injected_run_id()
-    if not folder.metrics_path.is_file():
-        return end_abandoned_run(folder, run_id, uri)
     client = MlflowClient()
+    if not folder.metrics_path.is_file():  # (a training killed right after creating its run)
+        return end_abandoned_run(folder, run_id or run_of_claim(client, folder, uri), uri)
     experiment = None
     if run_id is not None:
         try:
