@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -108,3 +109,14 @@ def test_a_streamed_body_over_the_limit_is_413_and_never_reaches_the_app(port):
         f"request body is over {LIMIT} bytes; the limit is {LIMIT} (DPTUNE_SERVE_MAX_BODY_BYTES)"
     )
     assert _app_calls(port) == before
+
+
+def test_a_client_that_expects_100_continue_gets_the_413_without_sending(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n"
+            + f"Content-Length: {10**9}\r\n\r\n".encode("ascii")
+        )
+        answer = sock.recv(65536).decode("utf-8")  # no body sent: a 100 would come first
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert f"request body is {10**9} bytes; the limit is {LIMIT}" in answer

@@ -5,9 +5,10 @@ the HTTP layer.
 `DPTUNE_SERVE_MAX_BODY_BYTES` (default 4 x `DPTUNE_SERVE_MAX_BYTES`, room for every character
 JSON-escaped) bounds what one request may send. A body declared larger (Content-Length) or
 streamed larger (chunked) gets HTTP 413 naming the limit before the scoring server parses
-anything, and at most the limit is ever held in memory: the rest is read and dropped, so the
-client can finish sending and read the answer (a client that asked `Expect: 100-continue` sends
-nothing). The pyfunc's own limits (rows, bytes of field values, time) then apply as before.
+anything, and at most the limit is ever held in memory: the rest is read and dropped (up to
+16 limits; past that the connection is closed), so the client can finish sending and read the
+answer (a client that asked `Expect: 100-continue` sends nothing). The pyfunc's own limits
+(rows, bytes of field values, time) then apply as before.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class BodyLimit:
         declared = _content_length(headers.get(b"content-length"))
         if declared is not None and declared > self.limit:
             if headers.get(b"expect", b"").lower() != b"100-continue":
-                await _drain(receive, declared)
+                await _drain(receive, min(declared, self.limit * DRAIN_FACTOR))
             await self._refuse(send, f"request body is {declared} bytes")
             return
         body, complete = await self._read(receive)
