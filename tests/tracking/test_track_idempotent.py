@@ -164,6 +164,26 @@ def test_a_training_killed_just_after_creating_its_run_has_that_run_ended(
 
 
 @pytest.mark.slow  # logs the pyfunc model
+def test_the_train_stage_logs_into_the_run_a_killed_attempt_created(tracking, make_run, tmp_path):
+    from dptune.run_folder import RunFolder
+    from dptune.stages.train import log_run
+    from dptune.tracking import ensure_experiment
+    from dptune.tracking.run_claim import CLAIM_TAG
+
+    run_dir = make_run(tmp_path / "run")
+    uri, token = os.environ["MLFLOW_TRACKING_URI"], uuid.uuid4().hex
+    experiment_id = ensure_experiment("dptune")
+    claim = {"tracking_uri": uri, "claim": token, "experiment_id": experiment_id}
+    RunFolder(run_dir).write_tracking({**claim, "logged": False})  # as run_claim writes it
+    client = MlflowClient()
+    orphan = client.create_run(experiment_id, tags={CLAIM_TAG: token}).info.run_id
+    assert log_run(run_dir, uri, "train", register=False)["run_id"] == orphan
+    assert client.get_run(orphan).info.status == "FINISHED"
+    claimed = client.search_runs([experiment_id], filter_string=f"tags.`{CLAIM_TAG}` = '{token}'")
+    assert [r.info.run_id for r in claimed] == [orphan]
+
+
+@pytest.mark.slow  # logs the pyfunc model
 def test_a_model_half_logged_by_a_killed_track_is_replaced(tracking, make_run, tmp_path):
     """A model created in the run but never recorded by its tag (the logging was killed) is
     deleted; the run's model is the one logged afterwards."""

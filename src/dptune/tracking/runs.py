@@ -320,6 +320,18 @@ def _discard_unrecorded_models(client: MlflowClient, experiment_id: str, run_id:
         client.delete_logged_model(model.model_id)
 
 
+def folder_run_id(run_dir: str | Path, stage: str, uri: str) -> str | None:
+    """The run a complete folder is logged into when it names none: None when `MLFLOW_RUN_ID`
+    is set (`log_run_folder` uses it), else a new run of `stage`'s experiment whose id
+    tracking.json records before anything is logged (`run_claim`), so a kill while logging
+    leaves a run the next attempt finishes."""
+    if injected_run_id() is not None:
+        return None
+    folder = RunFolder(run_dir)
+    name = run_name_of(folder.read_config())
+    return claimed_run_id(MlflowClient(), folder, uri, experiment_name(stage), name)
+
+
 TRACK_BUSY = (
     "{out}: in use by {holder} (training into it, or another `dptune track`; lock {lock}); "
     "track it when that is done"
