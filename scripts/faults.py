@@ -94,9 +94,27 @@ FAULTS: tuple[Fault, ...] = (
         "Authenticated tracking (basic-auth MLflow)",
         ("tests/faults/test_auth_tracking.py",),
         "Credentials come from `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD` (or a "
-        "`user:pass@` URI). Wrong ones are one line before training starts (exit 2). The "
-        "password never appears in params, tags, the run folder, the logs, `config.yaml`, the "
-        "compiled pipeline or an error message.",
+        "`user:pass@` URI). Wrong ones are one line before training starts (exit 2), and so are "
+        "credentials that may read but not write the experiment's runs (basic-auth's READ): "
+        "the line names the server and the missing EDIT permission, and `dptune track` says "
+        "the same. The write check is a request the server's permission check judges and its "
+        "handler refuses as malformed, so it leaves nothing in the store. The password never "
+        "appears in params, tags, the run folder, the logs, `config.yaml`, the compiled "
+        "pipeline or an error message.",
+    ),
+    Fault(
+        "`dptune track` killed or raced",
+        (
+            "tests/tracking/test_track_idempotent.py",
+            "tests/tracking/test_track_command.py::test_a_folder_still_being_trained_into_is_one_line",
+        ),
+        "`dptune track` holds the run folder's lock while it logs and records the run's id in "
+        "`tracking.json` before logging anything (a claim token first, then the run created "
+        "with it as a tag, then the id), so a SIGKILL at any point and a rerun finish that same "
+        "run: one run for the folder, FINISHED, every metric point once. A model a killed "
+        "`dptune track` had begun to log is deleted and logged again. A second `dptune track` "
+        "at the same time refuses in one line (exit 2) and logs nothing. Before: the killed "
+        "run stayed RUNNING beside a second run, and two at once made two runs.",
     ),
     Fault(
         "Concurrent promotion",
@@ -151,7 +169,10 @@ FAULTS: tuple[Fault, ...] = (
         ("tests/tracking/test_hostile_serving.py",),
         "A request over `--max-rows` (DPTUNE_SERVE_MAX_ROWS, default 1000) records or "
         "`--max-bytes` (DPTUNE_SERVE_MAX_BYTES, default 1,000,000) bytes of field values gets "
-        "HTTP 413 naming the limit, before anything is tokenised. A long text is cut to the "
+        "HTTP 413 naming the limit, before anything is tokenised. `dptune serve` also bounds "
+        "the HTTP body (`--max-body-bytes`, DPTUNE_SERVE_MAX_BODY_BYTES, default 4 x "
+        "`--max-bytes`): a body declared or streamed over it gets 413 before the server parses "
+        "it, holding at most the limit in memory. A long text is cut to the "
         "model's input as in training, from a window of it, never tokenised whole; a large "
         "request's memory is given back (gc, then glibc `malloc_trim`). A prediction past "
         "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT (`--timeout`) stops between batches of 256 "

@@ -19,7 +19,9 @@
     metrics.json              written last: a folder with it is complete
     tracking.json             the folder's MLflow run: store URI, run id (written when live
                               tracking starts, so --resume and a retried task continue that
-                              run), `logged` (the finished folder is in it), registered version
+                              run; before it, the claim that tags the run being created, and
+                              its experiment), `logged` (the finished folder is in it),
+                              registered version
 
 Every writer is atomic. Every reader fails with one DptuneError line naming the file. This
 module imports neither torch nor the tracking or pipeline tools at import time.

@@ -1,13 +1,16 @@
 """A password-protected MLflow: a real `mlflow server --app-name basic-auth`. Credentials from
 the environment (or a `user:pass@` URI) log fine; wrong ones are one line before training
-starts (exit 2); the password is nowhere: not in the run folder, MLflow params and tags, the
+starts (exit 2), and so are credentials that may read but not write (`dptune train --track`,
+`dptune track`); the password is nowhere: not in the run folder, MLflow params and tags, the
 process output, error lines or a compiled pipeline."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +20,12 @@ from helpers import cli
 from helpers.faults import record_fault
 from helpers.mlflow_server import MlflowServer
 from helpers.mlflow_store import new_store
+from helpers.run_folders import finished_run
 
 USER = "admin"
 PASSWORD = f"pw-{uuid.uuid4().hex}"  # a string that cannot appear by chance
 WRONG = f"wrong-{uuid.uuid4().hex}"
+READER, READER_PASSWORD = "reader", f"ro-{uuid.uuid4().hex}"  # READ on what others created
 UNSET_CREDENTIALS = {"MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": "",
                      "MLFLOW_TRACKING_TOKEN": "", "MLFLOW_RUN_ID": ""}  # fmt: skip
 VALUES = {
@@ -52,6 +57,52 @@ def server(tmp_path_factory, pytestconfig):
     ).start()
     yield served
     served.stop()
+
+
+@contextlib.contextmanager
+def _logged_in(user: str, password: str) -> Iterator[None]:
+    """This process's MLflow calls as `user` for the block."""
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(zip(names, (user, password), strict=True))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def reader(server) -> dict[str, str]:
+    """A user with the server's default permission, READ, on experiment `dptune` (which the
+    admin created): the environment that logs in as that user."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    with _logged_in(USER, PASSWORD):
+        AuthServiceClient(server.uri).create_user(READER, READER_PASSWORD)
+        admin = MlflowClient(server.uri)
+        if admin.get_experiment_by_name("dptune") is None:
+            admin.create_experiment("dptune")
+    return {
+        "MLFLOW_TRACKING_URI": server.uri,
+        "MLFLOW_TRACKING_USERNAME": READER,
+        "MLFLOW_TRACKING_PASSWORD": READER_PASSWORD,
+    }
+
+
+def _store_contents(server) -> dict[str, int]:
+    """Runs per experiment (deleted ones too), as the admin sees them."""
+    from mlflow.entities import ViewType
+
+    with _logged_in(USER, PASSWORD):
+        admin = MlflowClient(server.uri)
+        return {
+            e.name: len(admin.search_runs([e.experiment_id], run_view_type=ViewType.ALL))
+            for e in admin.search_experiments(view_type=ViewType.ALL)
+        }
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +229,42 @@ def test_tracking_json_never_holds_the_password(tmp_path):
     folder.write_tracking({"tracking_uri": uri, "run_id": "r1", "logged": True})
     assert PASSWORD not in folder.tracking_path.read_text()
     assert folder.read_tracking(uri)["run_id"] == "r1"  # still found for the same server
+
+
+@pytest.mark.slow  # a basic-auth server
+def test_the_write_probe_tells_read_only_users_and_leaves_nothing(server, reader):
+    from dptune.errors import DptuneError
+    from dptune.tracking.write_access import check_write_access
+
+    before = _store_contents(server)
+    with _logged_in(READER, READER_PASSWORD):
+        with pytest.raises(DptuneError, match=r"lets reader read but not write runs: EDIT perm"):
+            check_write_access(server.uri, "dptune")
+        check_write_access(server.uri, f"new-{uuid.uuid4().hex}")  # anyone may create one
+    with _logged_in(USER, PASSWORD):
+        check_write_access(server.uri, "dptune")
+    assert _store_contents(server) == before
+
+
+@pytest.mark.slow  # a basic-auth server, `dptune train` and `dptune track` processes
+def test_a_read_only_user_is_one_line_before_training_and_in_track(
+    server, reader, values, tmp_path
+):
+    before = _store_contents(server)
+    started = time.perf_counter()
+    code, stdout, stderr = _train(values, tmp_path / "out", reader)
+    told_s = time.perf_counter() - started
+    assert code == 2, stderr
+    line = _one_line(stderr)
+    assert "read but not write" in line and "EDIT permission on experiment 'dptune'" in line
+    assert server.uri in line and READER_PASSWORD not in stdout + stderr
+    assert not (tmp_path / "out" / "config.yaml").exists()
+
+    run_dir = finished_run(tmp_path / "run", "cb", "dpt", 0, {"accuracy": 0.5})
+    proc = cli.dptune(["track", str(run_dir)], env={**UNSET_CREDENTIALS, **reader})
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2, stderr
+    assert "read but not write" in _one_line(stderr) and READER_PASSWORD not in stdout + stderr
+    assert not (run_dir / "tracking.json").exists()
+    assert _store_contents(server) == before
+    record_fault("a read-only MLflow user trains with --track", True, "none", told_s)

@@ -1,10 +1,12 @@
 """Serving under hostile load, over real HTTP (issue 26): `dptune serve` on a loopback port with
-its limits set, then oversized requests (413 naming the limit), a 10 MB text (served, memory
+its limits set, then oversized requests (413 naming the limit; a body over the HTTP limit,
+declared or streamed, before it is read), a 10 MB text (served, memory
 back to its baseline), a request past the timeout (504, its work stops, the next request is
 served), and nothing from any request left on disk. Each is a row of the fault table."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.slow  # a real server process: model load and uvicorn s
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 180
 MAX_ROWS, MAX_BYTES, TIMEOUT_S = 20_000, 12_000_000, 3
+MAX_BODY_BYTES = 30_000_000
 RECORD = {"premise": "It is raining, yes.", "hypothesis": "It rains."}
 BIG_TEXT = "It is raining over the hills and the valley, yes. " * 200_000  # 10 MB
 MB = 1 << 20
@@ -69,7 +72,7 @@ def server(smoke_registry, tmp_path_factory) -> Iterator[Server]:
     command = [str(BIN / "dptune"), "serve", "--model", smoke_registry.model,
                "--version", smoke_registry.versions["dpt"], "--port", str(port),
                "--max-rows", str(MAX_ROWS), "--max-bytes", str(MAX_BYTES),
-               "--timeout", str(TIMEOUT_S)]  # fmt: skip
+               "--max-body-bytes", str(MAX_BODY_BYTES), "--timeout", str(TIMEOUT_S)]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -111,6 +114,39 @@ def test_too_many_bytes_is_a_413_naming_the_limit(server):
     assert len(text) < 5000 and "Traceback" not in text  # the client's text is not echoed back
     _assert_serves_one_row(server, 2.0)
     record_fault("a request over the size limit (13 MB, serving)", survived=True, lost="none",
+                 recovery_s=None)  # fmt: skip
+
+
+def _post_raw(port: int, body, **kwargs) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        headers = {"Content-Type": "application/json"}
+        conn.request("POST", "/invocations", body=body, headers=headers, **kwargs)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8")
+    finally:
+        conn.close()
+
+
+def test_a_body_over_the_http_limit_is_413_before_it_is_read(server):
+    _assert_serves_one_row(server, 5.0)
+    baseline = server.process.memory_info().rss
+    status, text = _post_raw(server.port, b"[" * (MAX_BODY_BYTES + MB))  # declared
+    assert status == 413, text[:300]
+    assert json.loads(text)["message"] == (
+        f"request body is {MAX_BODY_BYTES + MB} bytes; the limit is {MAX_BODY_BYTES} "
+        "(DPTUNE_SERVE_MAX_BODY_BYTES)"
+    )
+    chunks = (b"[" * MB for _ in range(2 * MAX_BODY_BYTES // MB))  # streamed, no length
+    status, text = _post_raw(server.port, chunks, encode_chunked=True)
+    assert status == 413, text[:300]
+    assert f"the limit is {MAX_BODY_BYTES} (DPTUNE_SERVE_MAX_BODY_BYTES)" in text
+    after = server.process.memory_info().rss
+    print(f"\nbody limit: server RSS {baseline / MB:.0f} -> {after / MB:.0f} MB")
+    assert after - baseline < 16 * MB  # neither body was held (each is over 30 MB)
+    _assert_serves_one_row(server, 2.0)
+    record_fault("request bodies over the HTTP limit, declared and streamed (serving)",
+                 survived=True, lost=f"none (RSS {baseline / MB:.0f} -> {after / MB:.0f} MB)",
                  recovery_s=None)  # fmt: skip
 
 

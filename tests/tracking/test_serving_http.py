@@ -1,7 +1,7 @@
-"""The champion served over real HTTP: `dptune serve` runs `mlflow models serve -m
-models:/<name>@champion --env-manager local` on a loopback port; valid requests (one record, many,
-`dataframe_records` and `inputs`) get labels, malformed ones a 400 that names the field, with no
-traceback and no file path in the body."""
+"""The champion served over real HTTP: `dptune serve` runs MLflow's scoring server for
+models:/<name>@champion (behind its body limit) on a loopback port; valid requests (one record,
+many, `dataframe_records` and `inputs`) get labels, malformed ones a 400 that names the field,
+with no traceback and no file path in the body."""
 
 from __future__ import annotations
 

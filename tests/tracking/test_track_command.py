@@ -119,8 +119,21 @@ def test_a_folder_still_being_trained_into_is_one_line(tracking, make_run, tmp_p
 
     run_dir = make_run(tmp_path / "run")
     (run_dir / "metrics.json").unlink()
-    still = pytest.raises(DptuneError, match=r"process \d+ is still training into it")
+    still = pytest.raises(DptuneError, match=r"in use by process \d+ \(training into it, or")
     with run_folder_lock(run_dir), still:  # a second open file: flock refuses it as another
         track_run_folder(run_dir)
     with pytest.raises(DptuneError, match=r"metrics\.json: missing; the run did not finish"):
         track_run_folder(run_dir)  # lock free, no run tracked it: nothing to end
+
+
+def test_a_write_the_server_refuses_while_tracking_is_one_line(tracking):
+    from mlflow.exceptions import MlflowException, RestException
+
+    from dptune.tracking.runs import _refusal_as_one_line
+
+    denied = RestException({"error_code": "PERMISSION_DENIED", "message": "Permission denied"})
+    refused = pytest.raises(DptuneError, match=r"refused a write \(HTTP 403: .*Permission denied")
+    with refused, _refusal_as_one_line():
+        raise denied
+    with pytest.raises(MlflowException, match="other"), _refusal_as_one_line():
+        raise MlflowException("other")  # anything else is not mistaken for a refusal

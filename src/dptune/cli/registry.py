@@ -58,14 +58,17 @@ promote.__doc__ = PROMOTE_HELP
 
 
 SERVE_HELP = (
-    "Serve a registered prompt over HTTP: `mlflow models serve -m models:/<model>@<alias> "
-    "--env-manager local` in this environment, after checking the model, alias (or version) and "
+    "Serve a registered prompt over HTTP: MLflow's scoring server for models:/<model>@<alias> "
+    "(what `mlflow models serve --env-manager local` runs) in this environment, behind a "
+    "body-size limit, after checking the model, alias (or version) and "
     'its signature. POST {"dataframe_records": [...]} or {"inputs": ...} to /invocations; '
     "a record that lacks a field or has one of the wrong type gets HTTP 400 naming it."
     "\n\n"
     "Limits: a request over --max-rows records or --max-bytes bytes of field values gets HTTP "
     "413 naming the limit (also DPTUNE_SERVE_MAX_ROWS, DPTUNE_SERVE_MAX_BYTES; defaults 1000 "
-    "and 1000000); one past --timeout seconds gets 504 and its prediction stops (also "
+    "and 1000000), and so does a body over --max-body-bytes (DPTUNE_SERVE_MAX_BODY_BYTES), "
+    "declared or streamed, before it is read into memory; one past --timeout seconds gets "
+    "504 and its prediction stops (also "
     "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT, default 60). Texts are cut to the model's input "
     "as in training, and nothing from a request is written to disk."
     "\n\n"
@@ -87,6 +90,14 @@ def serve(
         int | None,
         typer.Option(min=1, help="Bytes of field values per request (DPTUNE_SERVE_MAX_BYTES)"),
     ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Bytes of HTTP body per request (DPTUNE_SERVE_MAX_BODY_BYTES; default 4 x "
+            "--max-bytes)",
+        ),
+    ] = None,
     timeout: Annotated[
         int | None,
         typer.Option(min=1, help="Seconds per request (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)"),
@@ -97,19 +108,19 @@ def serve(
 ) -> None:
     from dptune.tracking import check_tracking_server, configure, servable_uri
     from dptune.tracking import serving_limits as limits
+    from dptune.tracking.serving_app import serve_command
 
     settings = {limits.MAX_ROWS_ENV: max_rows, limits.MAX_BYTES_ENV: max_bytes,
+                limits.MAX_BODY_BYTES_ENV: max_body_bytes,
                 limits.TIMEOUT_ENV: timeout}  # fmt: skip
     os.environ.update({k: str(v) for k, v in settings.items() if v is not None})
-    limits.max_rows(), limits.max_bytes()  # a bad setting is one line now, not a dead server
+    # a bad setting is one line now, not a dead server
+    limits.max_rows(), limits.max_bytes(), limits.max_body_bytes()
     uri = configure(root)
     check_tracking_server(uri, must_exist=True)
     model_uri = servable_uri(model, alias=alias, version=version)
-    bin_dir = str(Path(sys.executable).parent)  # mlflow runs uvicorn by name
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    command = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", model_uri,
-               "--env-manager", "local", "-h", host, "-p", str(port)]  # fmt: skip
+    command, env = serve_command(model_uri, host, port)
+    env["MLFLOW_TRACKING_URI"] = uri
     print(f"serving {model_uri} on http://{host}:{port}/invocations", file=sys.stderr, flush=True)
     os.execve(command[0], command, env)  # the server takes over this process (and its signals)
 

@@ -28,8 +28,10 @@ def _train(cfg: TrainConfig, track: bool | None = None) -> None:
         from dptune.tracking import check_tracking_access, configure
         from dptune.tracking.live import LiveRun
 
-        check_tracking_access(configure())
-        callbacks.append(LiveRun(stage="train"))
+        uri = configure()
+        live = LiveRun(stage="train")
+        check_tracking_access(uri, experiment=live.experiment)
+        callbacks.append(live)
     metrics = run_training(cfg, callbacks=callbacks)
     summary = {k: metrics[k] for k in ("task", "method", "trainable_params", "best_epoch")}
     summary.update({"dev": metrics["dev"], "test": metrics["test"], "out": cfg.out})

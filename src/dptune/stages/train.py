@@ -71,8 +71,9 @@ def live_tracking(uri: str | None, stage: str, tags: dict[str, str] | None = Non
     from dptune import tracking
     from dptune.tracking.live import LiveRun
 
-    tracking.check_tracking_access(uri)
-    return [LiveRun(stage=stage, tags=tags, log_model=True)]
+    live = LiveRun(stage=stage, tags=tags, log_model=True)
+    tracking.check_tracking_access(uri, experiment=live.experiment)
+    return [live]
 
 
 def log_run(
@@ -82,17 +83,17 @@ def log_run(
     optionally register its prompt."""
     from dptune import tracking
     from dptune.tracking.client import TRACKING_ERRORS
+    from dptune.tracking.runs import folder_run_id
 
     folder = RunFolder(run_dir)
     record = folder.read_tracking(uri)
-    logged = record is not None and record.get("logged", True)
+    logged = record is not None and bool(record.get("run_id")) and record.get("logged", True)
     if logged and (record.get("version") or not register):
         return record
     try:
         if not logged:
-            run_id = tracking.log_run_folder(
-                run_dir, stage=stage, tags=tags, run_id=(record or {}).get("run_id")
-            )
+            named = (record or {}).get("run_id") or folder_run_id(run_dir, stage, uri)
+            run_id = tracking.log_run_folder(run_dir, stage=stage, tags=tags, run_id=named)
             record = {**(record or {}), "tracking_uri": uri, "run_id": run_id, "logged": True}
             folder.write_tracking(record)
         if register:

@@ -9,11 +9,13 @@ Typical use by a stage, after the run folder is complete:
     set_challenger("dptune-cb-minilm", [version])  # the best of one pipeline run's versions
     promote("dptune-cb-minilm")                   # `champion`, if it beats the current one on dev
 
-Modules: `client` (where runs go), `live` and `runs` (logging a run, live or from its folder),
+Modules: `client` (where runs go; `write_access` asks whether this user may write there),
+`live` and `runs` (logging a run, live or from its folder; `run_claim` gives a folder one run),
 `lineage` (its datasets), `stage_results` (other stages' results), `pyfunc` (a run as a
 servable model), `model_versions` (registering it), `promotion` (its aliases; `promotion_lock`
-serialises them, `evidence` says what a version's run vouches for) and `serving_checks`
-(whether a version serves).
+serialises them, `evidence` says what a version's run vouches for), `serving_checks`
+(whether a version serves), `serving_limits` and `serving_app` (what a request may cost; the
+HTTP app `dptune serve` runs).
 """
 
 from dptune.backbones.names import short_backbone_name

@@ -236,13 +236,18 @@ def active_run(
         yield run
 
 
-def check_tracking_access(uri: str | None = None) -> str:
+def check_tracking_access(uri: str | None = None, experiment: str | None = None) -> str:
     """`check_tracking_server`, then one authenticated request: a server that refuses this
     process's credentials (MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN) is one line now,
-    before training, not a failure hours later. The URI."""
+    before training, not a failure hours later. With `experiment`, credentials that may read
+    but not write its runs are one line too (`write_access`). The URI."""
+    from dptune.tracking.write_access import check_write_access
+
     uri = check_tracking_server(uri)
     try:
         MlflowClient(uri).search_experiments(max_results=1)
+        if experiment is not None:
+            check_write_access(uri, experiment)
     except MlflowException as err:
         code = getattr(err, "get_http_status_code", lambda: None)()
         if code in (401, 403):

@@ -37,13 +37,13 @@ from dptune.config import TrainConfig
 from dptune.errors import one_line
 from dptune.run_folder import RunFolder
 from dptune.tracking.client import (
-    ensure_experiment,
     experiment_name,
     experiment_tags,
     injected_run_id,
     quiet_logger,
 )
 from dptune.tracking.lineage import log_lineage
+from dptune.tracking.run_claim import claimed_run_id
 from dptune.tracking.runs import (
     config_params,
     history_metrics,
@@ -189,13 +189,13 @@ class LiveRun(TrainingCallback):
         }
         run_id = injected_run_id() or self.folder.mlflow_run_id(self.uri)
         if run_id is not None:
-            run = self.client.get_run(run_id)
+            self.client.get_run(run_id)  # gone from the store: the one warning
             self.client.update_run(run_id, status="RUNNING")
             self._sent = logged_points(self.client, run_id)  # steps redone after a crash
-        else:
-            experiment_id = ensure_experiment(self.experiment, self.client)
-            run = self.client.create_run(experiment_id, run_name=run_name_of(config), tags=tags)
-            run_id = run.info.run_id
+        else:  # recorded in tracking.json before anything is logged (a kill cannot orphan it)
+            run_id = claimed_run_id(
+                self.client, self.folder, self.uri, self.experiment, run_name_of(config)
+            )
         self.run_id = run_id
         self.folder.write_tracking({"tracking_uri": self.uri, "run_id": run_id, "logged": False})
         params = params_to_log(self.client, run_id, config_params(config))

@@ -7,12 +7,13 @@ leaves a half-logged run, and logging can be repeated (or done later) from the f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,15 @@ from mlflow.exceptions import MlflowException
 
 from dptune import figures, run_folder
 from dptune.backbones.names import portable_model, short_backbone_name
-from dptune.errors import DptuneError
+from dptune.errors import DptuneError, one_line
 from dptune.prompts.registry import get_method
 from dptune.redact import redact_uri
 from dptune.run_folder import RunFolder
-from dptune.tracking.client import active_run, experiment_name, injected_run_id
+from dptune.tracking.client import active_run, experiment_name, injected_run_id, tracking_uri
 from dptune.tracking.pyfunc import SOURCE_TAG, log_prompt_model, logged_model_id, source_name
+from dptune.tracking.run_claim import claimed_run_id, run_of_claim
+from dptune.tracking.write_access import check_write_access
+from dptune.training.lock import run_folder_lock
 
 ARTIFACT_FILES: tuple[str, ...] = (
     run_folder.CONFIG_FILE,
@@ -302,26 +306,61 @@ def log_run_folder(
         _log_artifacts(run_dir)
         _log_figures(history, title=name)
         if log_model and logged_model_id(client, run_id) is None:
+            _discard_unrecorded_models(client, run.info.experiment_id, run_id)
             log_prompt_model(run_dir, include_backbone=include_backbone)
     return run_id
+
+
+def _discard_unrecorded_models(client: MlflowClient, experiment_id: str, run_id: str) -> None:
+    """Delete the models of run `run_id` that no model tag records: those a logging killed
+    mid-way left (the tag is set last), so the model logged next is the run's only one."""
+    for model in client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    ):
+        client.delete_logged_model(model.model_id)
+
+
+def folder_run_id(run_dir: str | Path, stage: str, uri: str) -> str | None:
+    """The run a complete folder is logged into when it names none: None when `MLFLOW_RUN_ID`
+    is set (`log_run_folder` uses it), else a new run of `stage`'s experiment whose id
+    tracking.json records before anything is logged (`run_claim`), so a kill while logging
+    leaves a run the next attempt finishes."""
+    if injected_run_id() is not None:
+        return None
+    folder = RunFolder(run_dir)
+    name = run_name_of(folder.read_config())
+    return claimed_run_id(MlflowClient(), folder, uri, experiment_name(stage), name)
+
+
+TRACK_BUSY = (
+    "{out}: in use by {holder} (training into it, or another `dptune track`; lock {lock}); "
+    "track it when that is done"
+)
 
 
 def track_run_folder(run_dir: str | Path, stage: str | None = None) -> dict[str, Any]:
     """Log, or complete, the MLflow run of the finished run folder `run_dir` from the folder
     alone (what `dptune track` does): into the run its tracking.json names for this store (a
-    live run, perhaps cut short by an outage), else a new one; nothing logged already is
-    logged again. The record written to tracking.json, with the run's `status`."""
-    from dptune.tracking.client import tracking_uri
-
+    live run, perhaps cut short by an outage, or an earlier `dptune track` that was killed),
+    else a new one, whose id is recorded there before anything is logged (`run_claim`);
+    nothing logged already is logged again. The folder's lock is held throughout, so a second
+    `dptune track` (or a training) at the same time is one line. The record written to
+    tracking.json, with the run's `status`."""
     folder = RunFolder(run_dir)
     if not folder.has_config():
         raise DptuneError(f"{folder.config_path}: missing; not a dptune run folder")
+    with run_folder_lock(folder.path, busy=TRACK_BUSY), _refusal_as_one_line():
+        return _track_locked(folder, stage)
+
+
+def _track_locked(folder: RunFolder, stage: str | None) -> dict[str, Any]:
     uri = tracking_uri()
     record = dict(folder.read_tracking(uri) or {})
     run_id = record.get("run_id") or injected_run_id()
-    if not folder.metrics_path.is_file():
-        return end_abandoned_run(folder, run_id, uri)
     client = MlflowClient()
+    if not folder.metrics_path.is_file():  # (a training killed right after creating its run)
+        return end_abandoned_run(folder, run_id or run_of_claim(client, folder, uri), uri)
+    experiment = None
     if run_id is not None:
         try:
             run = client.get_run(run_id)
@@ -331,11 +370,31 @@ def track_run_folder(run_dir: str | Path, stage: str | None = None) -> dict[str,
                 "that file to log the folder as a new run"
             ) from None
         stage = stage or run.data.tags.get("dvc_stage")
+        experiment = client.get_experiment(run.info.experiment_id).name
     stage = stage or _training_stage(folder.read_config().get("method"))
+    experiment = experiment or experiment_name(stage)
+    check_write_access(mlflow.get_tracking_uri(), experiment)
+    if run_id is None:
+        name = run_name_of(folder.read_config())
+        run_id = claimed_run_id(client, folder, uri, experiment, name)
     run_id = log_run_folder(folder.path, stage=stage, run_id=run_id)
-    record.update({"tracking_uri": uri, "run_id": run_id, "logged": True})
-    folder.write_tracking(record)
-    return {**record, "status": client.get_run(run_id).info.status}
+    record = {**(folder.read_tracking(uri) or record), "tracking_uri": uri, "run_id": run_id}
+    folder.write_tracking({**record, "logged": True})
+    return {**record, "logged": True, "status": client.get_run(run_id).info.status}
+
+
+@contextlib.contextmanager
+def _refusal_as_one_line() -> Iterator[None]:
+    """A request the server refused for want of permission (HTTP 403) is one line."""
+    try:
+        yield
+    except MlflowException as err:
+        if err.get_http_status_code() != 403:
+            raise
+        raise DptuneError(
+            f"MLFLOW_TRACKING_URI: {redact_uri(mlflow.get_tracking_uri())} refused a write "
+            f"(HTTP 403: {one_line(err, 120)}); these credentials may not log this run"
+        ) from None
 
 
 def _training_stage(method: object) -> str:
@@ -347,15 +406,11 @@ def _training_stage(method: object) -> str:
 
 
 def end_abandoned_run(folder: RunFolder, run_id: str | None, uri: str) -> dict[str, Any]:
-    """A folder whose training never finished (no metrics.json): when no process trains into
-    it any more (its lock is free) and its live run is still RUNNING, as after a SIGKILL, an
-    out-of-memory kill or a lost node, that run is ended KILLED with one warning line. The
-    points it logged live stay; `--resume` continues the same run. Anything else is one line."""
-    from dptune.training.lock import holder_of
-
-    holder = holder_of(folder.path)
-    if holder is not None:
-        raise DptuneError(f"{folder.path}: {holder} is still training into it; track it when done")
+    """A folder whose training never finished (no metrics.json), called with its lock held (so
+    no process trains into it any more): when its live run is still RUNNING, as after a
+    SIGKILL, an out-of-memory kill or a lost node, that run is ended KILLED with one warning
+    line. The points it logged live stay; `--resume` continues the same run. Anything else is
+    one line."""
     if run_id is None:
         folder.read_metrics()  # nothing tracked it: "metrics.json: missing; the run did not finish"
     client = MlflowClient()

@@ -1,12 +1,15 @@
 """What one request to a served model may cost: rows, size, time, and memory kept afterwards.
 
-The scoring server (`mlflow models serve`, which `dptune serve` runs) calls the pyfunc's
-`predict` once per request; the pyfunc checks the request against these limits first, so they
-hold for `dptune serve`, a bare `mlflow models serve` and `mlflow.pyfunc.load_model` alike.
+MLflow's scoring server (which `mlflow models serve` and `dptune serve` run) calls the
+pyfunc's `predict` once per request; the pyfunc checks the request against these limits first,
+so they hold for `dptune serve`, a bare `mlflow models serve` and `mlflow.pyfunc.load_model`
+alike.
 
 - `DPTUNE_SERVE_MAX_ROWS` (default 1000) records per request, and `DPTUNE_SERVE_MAX_BYTES`
   (default 1,000,000) bytes of field values (UTF-8) per request. Above either: HTTP 413 naming
   the limit, before anything is tokenised.
+- `DPTUNE_SERVE_MAX_BODY_BYTES` (default 4 x the bytes limit) bytes of HTTP request body:
+  `dptune serve` answers 413 before reading more (`serving_app`).
 - `MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT` (seconds; the server sets it, default 60): the server
   answers 504 when it passes, and prediction stops before its next batch, so the process is
   free for the next request.
@@ -29,9 +32,13 @@ from dptune.errors import DptuneError
 
 MAX_ROWS_ENV = "DPTUNE_SERVE_MAX_ROWS"
 MAX_BYTES_ENV = "DPTUNE_SERVE_MAX_BYTES"
+MAX_BODY_BYTES_ENV = "DPTUNE_SERVE_MAX_BODY_BYTES"
 TIMEOUT_ENV = "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"
 DEFAULT_MAX_ROWS = 1000
 DEFAULT_MAX_BYTES = 1_000_000
+# A request within the field-value limit fits the body limit even with every character
+# JSON-escaped (\uXXXX: up to 3 x its UTF-8 size) and the keys around it.
+BODY_PER_VALUE_BYTE = 4
 # Requests at least this large give their memory back to the system when they finish.
 RELEASE_AFTER_BYTES = 100_000
 
@@ -75,6 +82,10 @@ def max_rows() -> int:
 
 def max_bytes() -> int:
     return _positive_int(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)
+
+
+def max_body_bytes() -> int:
+    return _positive_int(MAX_BODY_BYTES_ENV, BODY_PER_VALUE_BYTE * max_bytes())
 
 
 def _size(value: Any) -> int:

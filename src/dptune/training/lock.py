@@ -27,10 +27,14 @@ def _holder(path: Path) -> str:
     return f"process {pid}" if pid.isascii() and pid.isdigit() else "another process"
 
 
+BUSY = "out: {out} is in use by {holder} (lock {lock}); wait for it or choose another --out"
+
+
 @contextlib.contextmanager
-def run_folder_lock(out: str | os.PathLike[str]) -> Iterator[Path]:
-    """Hold `<out>/.lock` for the block; another live holder is one DptuneError line. A folder
-    that the block leaves empty (it created it, then failed before writing) is removed."""
+def run_folder_lock(out: str | os.PathLike[str], busy: str = BUSY) -> Iterator[Path]:
+    """Hold `<out>/.lock` for the block; another live holder is one DptuneError line, `busy`
+    formatted with `out`, `holder` ("process N") and `lock`. A folder that the block leaves
+    empty (it created it, then failed before writing) is removed."""
     folder = RunFolder(out)
     created = not folder.path.exists()
     try:
@@ -38,7 +42,7 @@ def run_folder_lock(out: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as err:
         raise DptuneError(f"out: cannot create {folder.path} ({err.strerror})") from None
     path = folder.lock_path
-    fd = _acquire(path, folder.path)
+    fd = _acquire(path, folder.path, busy)
     try:
         try:
             os.ftruncate(fd, 0)
@@ -56,7 +60,7 @@ def run_folder_lock(out: str | os.PathLike[str]) -> Iterator[Path]:
                 folder.path.rmdir()  # only if empty
 
 
-def _acquire(path: Path, out: Path) -> int:
+def _acquire(path: Path, out: Path, busy: str) -> int:
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -68,10 +72,7 @@ def _acquire(path: Path, out: Path) -> int:
             os.close(fd)
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise DptuneError(f"out: cannot lock {path} ({err.strerror})") from None
-            raise DptuneError(
-                f"out: {out} is in use by {_holder(path)} (lock {path}); "
-                "wait for it or choose another --out"
-            ) from None
+            raise DptuneError(busy.format(out=out, holder=_holder(path), lock=path)) from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -79,19 +80,3 @@ def _acquire(path: Path, out: Path) -> int:
         if same:
             return fd
         os.close(fd)  # the holder removed the file after we opened it: lock the new one
-
-
-def holder_of(out: str | os.PathLike[str]) -> str | None:
-    """Who trains into run folder `out` now ("process N"), or None: nobody holds its lock."""
-    path = RunFolder(out).lock_path
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None  # no lock file: no live holder (a holder's file is removed only at its end)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return _holder(path)
-    finally:
-        os.close(fd)  # closing releases our probe lock too
-    return None
