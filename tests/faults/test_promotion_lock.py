@@ -199,3 +199,25 @@ def test_a_killed_holder_blocks_only_until_its_heartbeat_stops(server, tmp_path)
         lost="none",
         recovery_s=recovery,
     )
+
+
+def test_a_lock_released_while_its_clash_is_read_back_is_taken(tmp_path):
+    """MLflow answers a name clash on create by reading the existing model back; a holder that
+    released in between makes that read fail with RESOURCE_DOES_NOT_EXIST, which means free
+    (test_concurrent_promote's real race found it)."""
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    from dptune.tracking.promotion_lock import promotion_lock
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    create, calls = client.create_registered_model, []
+
+    def released_in_between(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise MlflowException("Registered Model not found", RESOURCE_DOES_NOT_EXIST)
+        return create(*args, **kwargs)
+
+    client.create_registered_model = released_in_between
+    with promotion_lock(client, "dptune-cb-x", lease_s=LEASE_S):
+        assert len(calls) == 2

@@ -186,6 +186,10 @@ def _acquire(
             )
             return
         except MlflowException as err:
+            # MLflow's store answers a name clash by reading the existing model back; when its
+            # holder released it in between, that read says RESOURCE_DOES_NOT_EXIST: free again.
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         held = _current(client, name)
