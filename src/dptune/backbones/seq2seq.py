@@ -108,11 +108,19 @@ class Seq2SeqBackbone(Backbone):
         return embeds if self.prompt is None else self.prompt.adjust_embeddings(embeds)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy of the target tokens (the sum over `num_target_tokens`, the global
+        batch's count, when given)."""
         source: dict[str, torch.Tensor] = {"input_ids": batch["input_ids"]}
         if self.adjusts_embeddings:  # PEFT prepends P to the embeddings it is given
             source = {"inputs_embeds": self.source_embeddings(batch["input_ids"])}
         out = self.runner(**source, attention_mask=batch["attention_mask"], labels=batch["labels"])
-        return out.loss
+        count = batch.get("num_target_tokens")
+        if count is None:
+            return out.loss
+        # The model's loss is the mean over this batch's target tokens; a data-parallel rank's
+        # share of a global batch is its sum over the global batch's tokens.
+        local = (batch["labels"] != -100).sum()
+        return out.loss * (local / count.clamp(min=1))
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor

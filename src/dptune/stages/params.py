@@ -166,6 +166,7 @@ SWEEP_EXCLUDED: frozenset[str] = frozenset(
         "compile",
         "log_every",
         "checkpoint_every",
+        "processes",
         "backbone",
         "method_config",
     }  # fmt: skip

@@ -20,7 +20,9 @@ from dptune.run_folder import RunFolder
 from dptune.stages.common import start_tracking
 
 # Fields that may differ between the run in a folder and a call that continues or reuses it.
-_RUNTIME_FIELDS = frozenset({"resume", "device", "compile", "log_every", "checkpoint_every"})
+_RUNTIME_FIELDS = frozenset(
+    {"resume", "device", "compile", "log_every", "checkpoint_every", "processes"}
+)
 
 
 def _config_difference(folder: RunFolder, cfg: TrainConfig) -> str | None:
