@@ -5,6 +5,7 @@
 `DPTUNE_FAULT_RANK` picks the rank (default 1) and `DPTUNE_FAULT` the fault:
 - `sigterm:N`: the rank sends itself SIGTERM during its N-th training forward pass;
 - `nan:N`: its N-th training loss is NaN (the other ranks' are not);
+- `kill:N`: the rank dies (SIGKILL) during its N-th training forward pass;
 - `writes:<file>`: nothing breaks; every file-system change the rank makes (audit events: an
   open for writing, mkdir, rename, remove) is listed, one path a line, in <file> at exit.
 """
@@ -38,6 +39,8 @@ def _on_loss(step: int, fault: str) -> None:
             value = real(self, batch)
             if calls["n"] == step and fault == "sigterm":
                 os.kill(os.getpid(), signal.SIGTERM)
+            if calls["n"] == step and fault == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
             if calls["n"] == step and fault == "nan":
                 value = value * math.nan
             return value

@@ -46,7 +46,10 @@ def torchrun(
 
 
 def assert_same_run(one: Path, two: Path, atol: float = 1e-6) -> None:
-    a, b = load_file(str(one / "trainable.safetensors")), load_file(str(two / "trainable.safetensors"))
+    a, b = (
+        load_file(str(one / "trainable.safetensors")),
+        load_file(str(two / "trainable.safetensors")),
+    )
     assert a.keys() == b.keys()
     for name in a:
         assert (a[name] - b[name]).abs().max().item() <= atol, name
@@ -84,7 +87,7 @@ def test_two_ranks_equal_one_process_and_only_rank_0_writes(
     values, tmp_path, model, tiny_llama_dir
 ):
     if model == "llama":
-        values = {**values, "model": str(tiny_llama_dir)}
+        values = {**values, "model": str(tiny_llama_dir), "max_target_length": 8}
     one = tmp_path / "one"
     train(make_config({**values, "out": str(one)}), progress=False)
 
@@ -142,3 +145,18 @@ def test_non_finite_loss_on_one_rank_stops_both(values, tmp_path):
     assert len(lines) == 2 and all("step 3: loss is nan" in line for line in lines)
     last = json.loads((out / "checkpoints" / "last.json").read_text())
     assert last["step"] == 2  # the last good step's checkpoint, none of step 3
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_mid_step_stops_the_other_and_resume_continues(values, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(make_config({**values, "out": str(one)}), progress=False)
+    args = ["train", *cli.flags({**values, "out": str(two), "checkpoint_every": 1})]
+    died = torchrun(args, fault="kill:3")  # (a hang would run into TIMEOUT)
+    assert died.returncode != 0
+    assert died.stderr.count("Traceback") <= 1  # torchrun's own report; no rank's traceback
+    assert json.loads((two / "checkpoints" / "last.json").read_text())["step"] == 2
+
+    resumed = torchrun(["train", *cli.flags({**values, "out": str(two)}), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_run(one, two)

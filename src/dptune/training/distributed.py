@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import signal
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,25 @@ from dptune.errors import DptuneError
 # as soon as one exits with an error.
 TIMEOUT_S = 300
 _ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+class RankLost(DptuneError):
+    """A collective failed: another rank died or stopped answering."""
+
+
+@contextlib.contextmanager
+def _collective(what: str) -> Iterator[None]:
+    """A failed collective (a peer that died closes its connections; one that hangs runs into
+    TIMEOUT_S) is one line, not a traceback from the backend."""
+    try:
+        yield
+    except RuntimeError as err:  # torch.distributed.DistBackendError among them
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = re.sub(r"^\[[^]]*\]\s*", "", text)[:120]  # gloo's "[source.cc:537] " prefix
+        raise RankLost(
+            f"processes: another rank stopped during {what} ({first}); continue the run with "
+            "--resume from its last checkpoint"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -114,7 +134,7 @@ def my_slice(items: Sequence[Any], ranks: Ranks) -> list[Any]:
 
 def broadcast_params(params: Sequence[torch.Tensor]) -> None:
     """Every rank starts from rank 0's trainable weights."""
-    with torch.no_grad():
+    with torch.no_grad(), _collective("start-up"):
         for param in params:
             dist.broadcast(param.data, src=0)
 
@@ -136,7 +156,8 @@ def reduce_step(
     parts.append(torch.tensor(has_grad + flags, device=ref.device))
     parts.append(ref)
     flat = torch.cat(parts)
-    dist.all_reduce(flat)
+    with _collective("a training step"):
+        dist.all_reduce(flat)
     offset = 0
     for param, present in zip(params, flat[-len(params) - 3 : -3].tolist(), strict=True):
         size = param.numel()
@@ -159,7 +180,8 @@ def agree_stop(requested: int | None) -> int | None:
     flags = torch.tensor([float(requested == signal.SIGINT), float(requested == signal.SIGTERM)])
     if dist.get_backend() == "nccl":
         flags = flags.cuda()
-    dist.all_reduce(flags)
+    with _collective("the end of an epoch"):
+        dist.all_reduce(flags)
     sigint, sigterm = flags.tolist()
     stop = signal.SIGTERM if sigterm else (signal.SIGINT if sigint else None)
     return None if stop is None else int(stop)
@@ -168,12 +190,14 @@ def agree_stop(requested: int | None) -> int | None:
 def gather(value: Any) -> list[Any]:
     """Every rank's `value`, in rank order (picklable objects: RNG states, predictions)."""
     values: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
+    with _collective("a gather (evaluation or checkpoint)"):
+        dist.all_gather_object(values, value)
     return values
 
 
 def from_main(value: Any) -> Any:
     """Rank 0's `value` on every rank."""
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    with _collective("a broadcast from rank 0"):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
