@@ -39,7 +39,10 @@ def launch_processes(cfg: TrainConfig, track: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dptune-launch-") as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(cfg.to_yaml(), encoding="utf-8")
-        child = subprocess.Popen(torchrun_command(cfg.processes, config, track))
+        # The ranks' stdout (rank 0's summary line) goes to stderr: the caller prints its own.
+        child = subprocess.Popen(
+            torchrun_command(cfg.processes, config, track), stdout=sys.stderr.fileno()
+        )
         received: list[int] = []
 
         def forward(signum: int, frame: object) -> None:
