@@ -114,6 +114,10 @@ class TrainConfig(BaseModel):
         gt=0,
         description="Data-parallel processes on this node (torchrun; batch_size must divide)",
     )
+    shard: Literal["none", "full"] = Field(
+        "none",
+        description="none | full: FSDP2 shards the frozen backbone over the processes",
+    )
 
     @field_validator("task")
     @classmethod

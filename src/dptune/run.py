@@ -25,6 +25,7 @@ from dptune.training.events import Events, TrainingCallback, TrainingStart
 from dptune.training.interrupt import TrainingInterrupted
 from dptune.training.launch import launch_processes
 from dptune.training.lock import run_folder_lock
+from dptune.training.sharding import check_shard
 from dptune.training.trainer import Trainer
 
 
@@ -40,6 +41,7 @@ def train(
     if not ranks.active and cfg.processes > 1:
         return launch_processes(cfg)
     ddp.check_batch_size(cfg.batch_size, ranks.world)
+    check_shard(cfg.shard, ranks.world)
     with ddp.process_group(ranks, resolve_device(cfg.device)):
         return _train(cfg, ranks, progress, callbacks)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,4 +162,36 @@ def test_a_rank_that_dies_mid_step_stops_the_other_and_resume_continues(values, 
 
     resumed = torchrun(["train", *cli.flags({**values, "out": str(two)}), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_run(one, two)
+
+
+def test_shard_full_on_one_process_is_one_line(values, tmp_path):
+    run = cli.run_dptune("train", *cli.flags({**values, "shard": "full"}), cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "error: shard: full shards the backbone over several processes; run under torchrun "
+        "or with --processes N (N > 1), or use --shard none"
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["t5", "llama", "bert"])
+def test_fsdp2_sharded_ranks_equal_one_process(
+    values, tmp_path, model, tiny_llama_dir, tiny_bert_dir
+):
+    values = {
+        **values,
+        "model": str({"llama": tiny_llama_dir, "bert": tiny_bert_dir}.get(model, values["model"])),
+        "max_target_length": 8,
+    }
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(make_config({**values, "out": str(one)}), progress=False)
+    done = torchrun(["train", *cli.flags({**values, "out": str(two), "shard": "full"})])
+    assert done.returncode == 0, done.stderr[-2000:]
+    held = [line for line in done.stderr.splitlines() if line.startswith("shard: full:")]
+    assert len(held) == 1  # rank 0's
+    local, total = (
+        int(n.replace(",", "")) for n in re.findall(r"[\d,]+(?= )", held[0].split("holds")[1])
+    )
+    assert local < 0.6 * total  # the frozen weights are spread over the two ranks
     assert_same_run(one, two)

@@ -36,6 +36,7 @@ from dptune.training.loop import (
     record_dev,
     training_step,
 )
+from dptune.training.sharding import check_shard, reshard, shard_backbone
 
 
 class Trainer:
@@ -54,6 +55,7 @@ class Trainer:
         # caller): only rank 0 writes the run folder.
         self.ranks = ranks or ddp.Ranks()
         ddp.check_batch_size(cfg.batch_size, self.ranks.world)
+        check_shard(cfg.shard, self.ranks.world)
         self.progress = progress and self.ranks.main
         self.device = ddp.rank_device(resolve_device(cfg.device), self.ranks)
         self.autocast = autocast_for(self.device, cfg.precision)
@@ -85,6 +87,11 @@ class Trainer:
             raise DptuneError(
                 f"decode: a {self.backbone.kind} backbone cannot generate; use --decode rank"
             )
+        if cfg.shard == "full":
+            check_shard(cfg.shard, self.ranks.world, self.backbone)
+            held = shard_backbone(self.backbone)
+            if self.ranks.main:
+                print(held, file=sys.stderr)
         tok = self.backbone  # its text conventions, and its tokenizer
         lengths = (cfg.max_source_length, cfg.max_target_length)
         task = self.data.task
@@ -248,12 +255,15 @@ class Trainer:
         features = [self.train_features[i] for i in batch_ids]
         mine = ddp.my_slice(features, self.ranks)
         loss = torch.zeros((), device=self.device)  # a short last batch may leave it no rows
-        if mine:
-            batch = self.collate(mine)
+        # Sharded ranks gather weights in every forward, so each runs one, if only on a row
+        # whose loss counts for nothing.
+        rows, weight = (mine, 1.0) if mine or self.cfg.shard == "none" else (features[:1], 0.0)
+        if rows:
+            batch = self.collate(rows)
             batch["num_target_tokens"] = torch.tensor(sum(len(f.target_ids) for f in features))
             batch["num_examples"] = torch.tensor(sum(f.label_index >= 0 for f in features))
             with self.autocast():
-                loss = self.model_forward(to_device(batch, self.device))
+                loss = self.model_forward(to_device(batch, self.device)) * weight
             loss.backward()
         total, requested = ddp.reduce_step(trainable, loss, stop.requested)
         if not math.isfinite(total):
@@ -348,7 +358,10 @@ class Trainer:
         cfg, known = self.cfg, self._known_predictions
         todo = [i for i, ex in enumerate(examples) if known.get(id(ex), (None,))[0] is not ex]
         if todo:
-            mine = todo[self.ranks.rank :: self.ranks.world]
+            # Ranks share the work; sharded ones cannot (each forward is collective, so every
+            # rank runs the same batches), and each predicts everything.
+            split = self.ranks.active and cfg.shard == "none"
+            mine = todo[self.ranks.rank :: self.ranks.world] if split else todo
             labels: list[tuple[int, Any]] = []
             if mine:
                 if features is None:
@@ -361,7 +374,7 @@ class Trainer:
                     self.backbone, self.data.task, todo_examples, cfg, self.device, features, desc
                 )
                 labels = [(i, predicted[examples[i].key]) for i in mine]
-            if self.ranks.active:
+            if split:
                 labels = [pair for share in ddp.gather(labels) for pair in share]
             for i, label in labels:
                 known[id(examples[i])] = (examples[i], label)
@@ -371,6 +384,10 @@ class Trainer:
         return score(self.data.task, examples, self.predict(examples, features, desc))
 
     def restore_best(self) -> None:
+        """The best epoch's weights (and its known predictions), on every rank before the
+        export."""
+        if self.cfg.shard == "full":
+            reshard(self.backbone)
         if self.best_trainable is not None:
             self.backbone.load_trainable_state_dict(self.best_trainable)
             self._known_predictions = dict(self._best_predictions)
