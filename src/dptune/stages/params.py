@@ -167,6 +167,7 @@ SWEEP_EXCLUDED: frozenset[str] = frozenset(
         "log_every",
         "checkpoint_every",
         "processes",
+        "shard",
         "backbone",
         "method_config",
     }  # fmt: skip

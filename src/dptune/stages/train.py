@@ -21,7 +21,7 @@ from dptune.stages.common import start_tracking
 
 # Fields that may differ between the run in a folder and a call that continues or reuses it.
 _RUNTIME_FIELDS = frozenset(
-    {"resume", "device", "compile", "log_every", "checkpoint_every", "processes"}
+    {"resume", "device", "compile", "log_every", "checkpoint_every", "processes", "shard"}
 )
 
 
