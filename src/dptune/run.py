@@ -42,7 +42,8 @@ def train(
         return launch_processes(cfg)
     ddp.check_batch_size(cfg.batch_size, ranks.world)
     check_shard(cfg.shard, ranks.world)
-    with ddp.process_group(ranks, resolve_device(cfg.device)):
+    # Each rank's GPU is chosen before the group starts: nccl's first collective uses it.
+    with ddp.process_group(ranks, ddp.rank_device(resolve_device(cfg.device), ranks)):
         return _train(cfg, ranks, progress, callbacks)
 
 

@@ -220,8 +220,6 @@ class Trainer:
                         )  # fmt: skip
                 except NonFiniteLoss as err:
                     self._stop_on_loss(state.step + 1, err.value)
-                if not self.ranks.active:
-                    requested = stop.requested  # (a rank stops only when all ranks agree)
                 self._known_predictions = {}
                 self._unread_losses.append(loss)
                 state.step += 1
@@ -235,6 +233,8 @@ class Trainer:
                     state.running_loss, state.running_count = 0.0, 0
                 if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     self._checkpoint()
+                if not self.ranks.active:  # (ranks stop only on the signal they agreed on)
+                    requested = stop.requested
                 if requested is not None:
                     raise StopNow(requested)
             self._end_epoch()
