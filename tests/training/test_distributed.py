@@ -119,13 +119,14 @@ def test_processes_field_launches_two_ranks(values, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("shard", ["none", "full"])
 def test_sigterm_to_one_rank_stops_both_at_one_step_and_resume_equals_uninterrupted(
-    values, tmp_path
+    values, tmp_path, shard
 ):
     one, two = tmp_path / "one", tmp_path / "two"
     train(make_config({**values, "out": str(one)}), progress=False)
 
-    args = ["train", *cli.flags({**values, "out": str(two)})]
+    args = ["train", *cli.flags({**values, "out": str(two), "shard": shard})]
     stopped = torchrun(args, fault="sigterm:2")
     assert stopped.returncode != 0
     lines = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
