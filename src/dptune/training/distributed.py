@@ -97,9 +97,19 @@ def check_batch_size(batch_size: int, world: int) -> None:
         )
 
 
+def check_gpus(local_world: int) -> None:
+    """One GPU per local rank."""
+    count = torch.cuda.device_count()
+    if local_world > count:
+        raise DptuneError(
+            f"processes: {local_world} ranks on this node need {local_world} GPUs, it has {count}"
+        )
+
+
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
     """Each rank's own GPU (cuda:LOCAL_RANK); the CPU as it is."""
     if ranks.active and device.type == "cuda":
+        check_gpus(ranks.local_world)
         device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)
     return device

@@ -18,7 +18,8 @@ from typing import Any
 from dptune.config import TrainConfig
 from dptune.errors import DptuneError
 from dptune.run_folder import RunFolder
-from dptune.training.distributed import check_batch_size
+from dptune.training.device import resolve_device
+from dptune.training.distributed import check_batch_size, check_gpus
 from dptune.training.interrupt import SIGNALS, TrainingInterrupted
 
 
@@ -35,13 +36,20 @@ def launch_processes(cfg: TrainConfig, track: bool = False) -> dict[str, Any]:
     """Train `cfg` in `cfg.processes` local processes; rank 0's metrics. `track`: rank 0
     tracks the run live in MLflow (`dptune train --track`)."""
     check_batch_size(cfg.batch_size, cfg.processes)
+    if resolve_device(cfg.device).type == "cuda":
+        check_gpus(cfg.processes)
     folder = RunFolder(cfg.out)
     with tempfile.TemporaryDirectory(prefix="dptune-launch-") as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(cfg.to_yaml(), encoding="utf-8")
         # The ranks' stdout (rank 0's summary line) goes to stderr: the caller prints its own.
+        # A session of its own: a terminal's Ctrl-C reaches torchrun once, through `forward`,
+        # and torchrun then signals each rank once (a second signal would stop a rank without
+        # its checkpoint).
         child = subprocess.Popen(
-            torchrun_command(cfg.processes, config, track), stdout=sys.stderr.fileno()
+            torchrun_command(cfg.processes, config, track),
+            stdout=sys.stderr.fileno(),
+            start_new_session=True,
         )
         received: list[int] = []
 
