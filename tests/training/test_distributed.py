@@ -17,9 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from dptune.config import make_config
+from dptune.errors import DptuneError
 from dptune.run import train
 from dptune.training import distributed as ddp
 from helpers import cli
@@ -69,6 +71,8 @@ def test_ranks_from_env_and_slices():
     slices = [ddp.my_slice(list(range(5)), ddp.Ranks(3, r)) for r in range(3)]
     assert slices == [[0, 1], [2, 3], [4]]
     assert ddp.my_slice([7], ddp.Ranks(2, 1)) == []
+    with pytest.raises(DptuneError, match="ranks on this node need"):
+        ddp.check_gpus(torch.cuda.device_count() + 1)  # one GPU per local rank
 
 
 def test_indivisible_batch_is_one_line_before_any_process_starts(values, tmp_path):
