@@ -87,6 +87,17 @@ def test_threads_are_capped_at_the_quota(tmp_path: Path, restore_threads) -> Non
     assert limit_threads(_v2(tmp_path, "100000 100000")) == 1 == torch.get_num_threads()
 
 
+def test_local_ranks_share_the_quota(tmp_path: Path, restore_threads, monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    budget = min(CPUS, 8)
+    torch.set_num_threads(budget)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: two ranks on this node
+    half = limit_threads(_v2(tmp_path, "800000 100000"))
+    assert half == max(1, budget // 2) == torch.get_num_threads()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")  # more ranks than CPUs: one each
+    assert limit_threads(_v2(tmp_path, "800000 100000")) == 1
+
+
 def test_omp_num_threads_is_the_users_choice(tmp_path: Path, restore_threads, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", str(CPUS))
     torch.set_num_threads(CPUS)

@@ -116,6 +116,15 @@ class TrainConfig(BaseModel):
         None, gt=0, description="Also checkpoint every N steps (always at epoch end)"
     )
     resume: bool = Field(False, description="Continue the run in --out from its last checkpoint")
+    processes: int = Field(
+        1,
+        gt=0,
+        description="Data-parallel processes on this node (torchrun; batch_size must divide)",
+    )
+    shard: Literal["none", "full"] = Field(
+        "none",
+        description="none | full: FSDP2 shards the frozen backbone over the processes",
+    )
 
     @field_validator("task")
     @classmethod

@@ -77,7 +77,9 @@ def limit_threads(root: Path | None = None, proc: Path | None = None) -> int:
     `OMP_NUM_THREADS`, when set, is the user's choice and is left alone.
     """
     if not os.environ.get("OMP_NUM_THREADS"):
-        budget = cpu_budget(root, proc)
+        # Data-parallel ranks on one node (torchrun's LOCAL_WORLD_SIZE) share its CPUs.
+        local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+        budget = max(1, cpu_budget(root, proc) // max(1, int(local) if local.isdigit() else 1))
         if torch.get_num_threads() > budget:
             torch.set_num_threads(budget)
     return torch.get_num_threads()

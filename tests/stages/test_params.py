@@ -211,3 +211,12 @@ def test_data_tasks_and_their_formats():
     assert params.task_formats() == {"rte": "natural", "wic": "paper", "cb": "natural"}
     bare = profile(train={"epochs": 1})
     assert bare.task_formats() == {"cb": TrainConfig.model_fields["format"].default}
+
+
+def test_a_profile_asks_for_local_processes_per_cell_and_a_sweep_cannot_vary_them():
+    params = profile(train={**profile().train, "processes": 2})
+    cfg = cell_config(params, task="cb", method="pt", seed=0, model="m", data_dir="d", out="o")
+    assert cfg.processes == 2  # the train stage launches torchrun with 2 ranks for the cell
+    from dptune.stages.params import sweep_fields
+
+    assert "processes" not in sweep_fields()

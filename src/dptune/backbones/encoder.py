@@ -170,8 +170,14 @@ class EncoderBackbone(Backbone):
         return logits.masked_fill(~valid, float("-inf"))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy of the candidate scores against `label_index` (-1 rows are ignored)."""
-        return F.cross_entropy(self.rank_scores(batch), batch["label_index"], ignore_index=-1)
+        """Cross-entropy of the candidate scores against `label_index` (-1 rows are ignored),
+        averaged over the batch's rows (over `num_examples`, the global batch's, when given)."""
+        scores, gold = self.rank_scores(batch), batch["label_index"]
+        count = batch.get("num_examples")
+        if count is None:
+            return F.cross_entropy(scores, gold, ignore_index=-1)
+        summed = F.cross_entropy(scores, gold, ignore_index=-1, reduction="sum")
+        return summed / count.clamp(min=1)
 
     def adapter_config(self) -> dict[str, Any]:
         return {

@@ -108,8 +108,9 @@ class Seq2SeqBackbone(Backbone):
         return embeds if self.prompt is None else self.prompt.adjust_embeddings(embeds)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean target-token cross-entropy, as T5's own loss but on float32 logits (a bf16
-        backbone's logits are upcast first)."""
+        """Mean cross-entropy of the target tokens, as T5's own loss but on float32 logits (a
+        bf16 backbone's logits are upcast first); the sum over `num_target_tokens`, the global
+        batch's count, when given (a data-parallel rank's share of a global batch)."""
         labels = batch["labels"]
         source: dict[str, torch.Tensor] = {"input_ids": batch["input_ids"]}
         if self.adjusts_embeddings:  # PEFT prepends P to the embeddings it is given
@@ -119,8 +120,12 @@ class Seq2SeqBackbone(Backbone):
             attention_mask=batch["attention_mask"],
             decoder_input_ids=self.model.prepare_decoder_input_ids_from_labels(labels=labels),
         )
-        logits = out.logits.float()
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        logits = out.logits.float().flatten(0, 1)
+        count = batch.get("num_target_tokens")
+        if count is None:
+            return F.cross_entropy(logits, labels.flatten(), ignore_index=-100)
+        total = F.cross_entropy(logits, labels.flatten(), ignore_index=-100, reduction="sum")
+        return total / count.clamp(min=1)
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor

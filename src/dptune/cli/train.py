@@ -22,9 +22,17 @@ def wants_tracking(track: bool | None) -> bool:
 def _train(cfg: TrainConfig, track: bool | None = None) -> None:
     """Train a prompt (or fine-tune) on one SuperGLUE task and export the run folder."""
     from dptune.run import train as run_training
+    from dptune.training.distributed import ranks_from_env
 
+    ranks = ranks_from_env()  # under torchrun: rank 0 tracks and prints the summary
+    if not ranks.active and cfg.processes > 1:  # launch torchrun; rank 0 tracks live
+        from dptune.training.launch import launch_processes
+
+        metrics = launch_processes(cfg, track=wants_tracking(track))
+        typer.echo(json.dumps(_summary(cfg, metrics)))
+        return
     callbacks = []
-    if wants_tracking(track):  # checked before training: a bad server is one line now
+    if wants_tracking(track) and ranks.main:  # checked before training: a bad server is one line
         from dptune.tracking import check_tracking_access, configure
         from dptune.tracking.live import LiveRun
 
@@ -33,11 +41,17 @@ def _train(cfg: TrainConfig, track: bool | None = None) -> None:
         check_tracking_access(uri, experiment=live.experiment)
         callbacks.append(live)
     metrics = run_training(cfg, callbacks=callbacks)
-    summary = {k: metrics[k] for k in ("task", "method", "trainable_params", "best_epoch")}
-    summary.update({"dev": metrics["dev"], "test": metrics["test"], "out": cfg.out})
+    summary = _summary(cfg, metrics)
     for live in callbacks:
         summary["mlflow"] = {"run_id": live.run_id, "logged": live.logged}
-    typer.echo(json.dumps(summary))
+    if ranks.main:
+        typer.echo(json.dumps(summary))
+
+
+def _summary(cfg: TrainConfig, metrics: dict) -> dict:
+    summary = {k: metrics[k] for k in ("task", "method", "trainable_params", "best_epoch")}
+    summary.update({"dev": metrics["dev"], "test": metrics["test"], "out": cfg.out})
+    return summary
 
 
 train = with_config_options(_train, extra=[TRACK_OPTION])

@@ -166,6 +166,8 @@ SWEEP_EXCLUDED: frozenset[str] = frozenset(
         "compile",
         "log_every",
         "checkpoint_every",
+        "processes",
+        "shard",
         "backbone",
         "method_config",
     }  # fmt: skip

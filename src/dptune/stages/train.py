@@ -18,9 +18,12 @@ from dptune.config import TrainConfig
 from dptune.errors import DptuneError, one_line
 from dptune.run_folder import RunFolder
 from dptune.stages.common import start_tracking
+from dptune.training.distributed import ranks_from_env
 
 # Fields that may differ between the run in a folder and a call that continues or reuses it.
-_RUNTIME_FIELDS = frozenset({"resume", "device", "compile", "log_every", "checkpoint_every"})
+_RUNTIME_FIELDS = frozenset(
+    {"resume", "device", "compile", "log_every", "checkpoint_every", "processes", "shard"}
+)
 
 
 def _config_difference(folder: RunFolder, cfg: TrainConfig) -> str | None:
@@ -131,6 +134,8 @@ def train_stage(
     Returns a summary: task, method, seed, dev/test metrics, run_dir, and with `track` the
     MLflow run id and registered version.
     """
+    # Under torchrun every rank runs the stage; rank 0 alone tracks (and writes the run).
+    track = track and ranks_from_env().main
     uri = start_tracking() if track else None  # fail fast, before any training
     callbacks = live_tracking(uri, "train", tags)  # the run shows in MLflow while it trains
     metrics = run_or_reuse(cfg, progress=progress, callbacks=callbacks)

@@ -161,7 +161,7 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 # Config fields that may change when a run is continued (`--resume`, a retried task): the run's
 # first value is kept rather than refused.
 RUNTIME_PARAMS: frozenset[str] = frozenset(
-    {"resume", "device", "compile", "log_every", "checkpoint_every"}
+    {"resume", "device", "compile", "log_every", "checkpoint_every", "processes", "shard"}
 )
 
 

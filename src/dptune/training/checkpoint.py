@@ -4,7 +4,8 @@ states and position.
 A checkpoint is the folder `checkpoints/step-<N>/`, written as a unit (`fileio.atomic_dir`):
 
     tensors.safetensors   every tensor: trainable/<name>, best_trainable/<name>,
-                          optimizer/<param id>/<key>, rng/torch, rng/cuda/<device>
+                          optimizer/<param id>/<key>, rng/torch, rng/cuda/<device>,
+                          rng/rank<k>/... (ranks 1.. of a data-parallel run)
     state.json            everything else (TrainState, optimizer param groups and non-tensor
                           state, scheduler state, python and numpy RNG states) and the sha256
                           of tensors.safetensors
@@ -21,7 +22,7 @@ import json
 import random
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,25 @@ def _unplain(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def _rng_meta(rng: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "python": _plain(rng["python"], "rng"),
+        "numpy": _numpy_state_to_json(rng["numpy"]),
+        "cuda": len(rng.get("cuda", [])),
+    }
+
+
+def _rng_values(meta: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str) -> dict:
+    values: dict[str, Any] = {
+        "python": meta["python"],
+        "numpy": _numpy_state_from_json(meta["numpy"]),
+        "torch": tensors[f"{prefix}torch"],
+    }
+    if meta["cuda"]:
+        values["cuda"] = [tensors[f"{prefix}cuda/{i}"] for i in range(int(meta["cuda"]))]
+    return values
+
+
 # ---- saving ----------------------------------------------------------------------------------
 def save_checkpoint(
     run_dir: Path | RunFolder,
@@ -120,9 +140,11 @@ def save_checkpoint(
     best_trainable: dict[str, torch.Tensor] | None,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    rank_rngs: Sequence[dict[str, Any]] = (),
 ) -> Path:
     """Write `checkpoints/step-<state.step>/` as a unit, point `last.json` at it and remove
-    older checkpoints beyond the newest two; the checkpoint folder."""
+    older checkpoints beyond the newest two; the checkpoint folder. `rank_rngs`: the RNG
+    states of ranks 1.. of a data-parallel run (this process is rank 0)."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
@@ -148,6 +170,12 @@ def save_checkpoint(
     tensors["rng/torch"] = rng["torch"]
     for device, value in enumerate(rng.get("cuda", [])):
         tensors[f"rng/cuda/{device}"] = value
+    ranks_meta = []
+    for rank, other in enumerate(rank_rngs, start=1):
+        tensors[f"rng/rank{rank}/torch"] = other["torch"]
+        for device, value in enumerate(other.get("cuda", [])):
+            tensors[f"rng/rank{rank}/cuda/{device}"] = value
+        ranks_meta.append(_rng_meta(other))
 
     meta = {
         "format": FORMAT,
@@ -160,11 +188,7 @@ def save_checkpoint(
             "state": _plain(optim_state, "optimizer"),
         },
         "scheduler": _plain(scheduler.state_dict(), "scheduler"),
-        "rng": {
-            "python": _plain(rng["python"], "rng"),
-            "numpy": _numpy_state_to_json(rng["numpy"]),
-            "cuda": len(rng.get("cuda", [])),
-        },
+        "rng": {**_rng_meta(rng), "ranks": ranks_meta},
     }
     target = folder.checkpoint_dir(state.step)
     try:
@@ -294,13 +318,11 @@ def _assemble(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path
         param_id, name = key.split("/", 1)
         optim_state.setdefault(int(param_id), {})[name] = value
     rng = meta["rng"]
-    rng_values: dict[str, Any] = {
-        "python": rng["python"],
-        "numpy": _numpy_state_from_json(rng["numpy"]),
-        "torch": tensors["rng/torch"],
-    }
-    if rng["cuda"]:
-        rng_values["cuda"] = [tensors[f"rng/cuda/{i}"] for i in range(int(rng["cuda"]))]
+    rng_values = _rng_values(rng, tensors, "rng/")
+    rank_rngs = [
+        _rng_values(other, tensors, f"rng/rank{rank}/")
+        for rank, other in enumerate(rng.get("ranks", []), start=1)
+    ]
     state = TrainState(**meta["state"])
     if state.step != meta["step"] or not isinstance(state.history, list):
         raise ValueError("inconsistent step")
@@ -312,4 +334,5 @@ def _assemble(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path
         "optimizer": {"state": optim_state, "param_groups": meta["optimizer"]["param_groups"]},
         "scheduler": meta["scheduler"],
         "rng": rng_values,
+        "rank_rngs": rank_rngs,  # ranks 1.. of a data-parallel run
     }
