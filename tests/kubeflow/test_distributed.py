@@ -19,7 +19,7 @@ from kfp_helpers import EXIT_HANDLER, REPO_ROOT, compiled, executor, graph, loop
 from dptune.errors import DptuneError
 from dptune.kfp import trainjob
 from dptune.kfp.options import MIN_DEADLINE_S, PipelineOptions
-from dptune.kfp.torchrun_executor import for_rank
+from dptune.kfp.torchrun_executor import for_rank, torchrun_command
 
 SCHEMA = Path(__file__).parent / "fixtures" / "trainjob-v2.3.0-schema.json"
 
@@ -35,8 +35,9 @@ def test_gpus_above_one_run_torchrun_with_one_process_per_gpu(smoke, tmp_path):
     assert train["args"] == ["--executor_input", "{{$}}", "--function_to_execute", "train"]
     assert train["resources"]["accelerator"]["resourceCount"] == "2"
     assert platform["deploymentSpec"]["executors"]["exec-train"]["tolerations"]
-    probe = executor(spec, "probe")  # the probe stays one process
+    probe = executor(spec, "probe")  # the probe stays one process, on one GPU
     assert probe["command"][0] == "sh"
+    assert probe["resources"]["accelerator"]["resourceCount"] == "1"
 
     one, _ = compiled(tmp_path / "one", smoke, gpus=1)
     assert executor(one, "train")["command"][0] == "sh"  # N = 1: as before, no torchrun
@@ -74,6 +75,7 @@ def test_nodes_above_one_train_each_cell_as_a_trainjob_from_a_cpu_task(smoke, tm
     launcher = executor(spec, "train-job")
     assert launcher["image"] == "reg.example/dptune:1"
     assert "accelerator" not in launcher.get("resources", {})  # the GPUs are the TrainJob's
+    assert launcher["resources"]["resourceMemoryRequest"] == "16Gi"  # it logs the model
     loop_name, _ = loop(spec)
     task = task_spec(spec, "train-job")
     assert "retryPolicy" in task
@@ -375,3 +377,38 @@ def test_the_exit_handler_ends_the_runs_of_killed_cells_killed(smoke, tmp_path, 
     status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
     assert status == {"cb-dpt-s0": "KILLED", "cb-pt-s0": "RUNNING", "cb-dpt-s1": "RUNNING"}
     assert end_killed_runs(json.dumps(smoke), "") == []  # no workspace: nothing to look at
+
+
+@pytest.mark.slow  # two torchrun processes importing kfp and dptune: about half a minute
+def test_under_torchrun_only_rank_zero_writes_the_executor_output(smoke, tmp_path):
+    """The compiled train command's executor, run for real by torchrun with two processes on
+    a component that needs no training (grid): rank 0 writes the outputs KFP reads, rank 1
+    nothing outside its scratch folder."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = tmp_path / "outputs"
+    executor_input = {
+        "inputs": {"parameterValues": {"params": json.dumps(smoke)}},
+        "outputs": {
+            "parameters": {"Output": {"outputFile": str(outputs / "Output")}},
+            "outputFile": str(outputs / "executor_output.json"),
+        },
+    }
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), *torchrun_command(2)[1:]]
+    args = ["--executor_input", json.dumps(executor_input), "--function_to_execute", "grid"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT / "src")}
+    done = subprocess.run(
+        [*command, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = json.loads((outputs / "executor_output.json").read_text())
+    cells = written["parameterValues"]["Output"]
+    assert [c["name"] for c in cells] and all("record" in c for c in cells)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # no stray files
+    wrote = sorted(re.findall(r"dptune: rank (\d): executor output (\S+)", done.stderr))
+    assert [rank for rank, _ in wrote] == ["0", "1"], done.stderr[-3000:]
+    assert wrote[0][1] == str(outputs / "executor_output.json")
+    assert "dptune-rank1-" in wrote[1][1] and not wrote[1][1].startswith(str(tmp_path))

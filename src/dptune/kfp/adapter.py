@@ -346,6 +346,7 @@ def _train_cell(
 ) -> dict[str, Any]:
     """`train`'s body; `before(cfg)` trains elsewhere first (a TrainJob), then the stage here
     reuses the finished folder and logs it."""
+    from dptune.kfp.torchrun_executor import rank_of
     from dptune.stages.train import train_stage
 
     quiet_progress()
@@ -363,7 +364,8 @@ def _train_cell(
             tags["data_manifest_sha256"] = digest
         register = plan.register_prompts and not item.point  # sweep cells are analyses, as in DVC
         summary = train_stage(cfg, track=plan.track(), register=register, tags=tags)
-        publish_run(work, run)
+        if rank_of() == 0:  # under torchrun the others' outputs are scratch nobody reads
+            publish_run(work, run)
         if "mlflow" in summary:
             run.metadata.update(mlflow={k: str(v) for k, v in summary["mlflow"].items()})
         log_scores(metrics, f"{METRICS_PREFIX}test_", summary.get("test"))

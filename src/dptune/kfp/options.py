@@ -118,8 +118,8 @@ class PipelineOptions(BaseModel):
     gpus: int = Field(
         1,
         ge=0,
-        description="GPUs per train/probe pod, 0: CPU; above 1 the train pod runs torchrun "
-        "with one process per GPU",
+        description="GPUs per train pod, 0: CPU; above 1 the train pod runs torchrun with one "
+        "process per GPU (the probe pod gets one)",
     )
     nodes: int = Field(
         1,

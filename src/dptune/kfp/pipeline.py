@@ -1,10 +1,12 @@
 """The dptune Kubeflow pipeline: its graph, built from a profile and `PipelineOptions`, and
 compiled to YAML.
 
-    prepare -> backbone (the model downloaded once, pinned), sample, grid
-    ParallelFor(grid, parallelism):  train (GPU, retried, resumes) -> evaluate
-    probe (GPU), baseline                          beside the loop
-    report(Collected(runs), Collected(evaluations), baselines) -> register
+    ExitHandler(end_killed_runs):  ends the MLflow runs of killed cells, however the run ended
+      prepare -> backbone (the model downloaded once, pinned), sample, grid
+      ParallelFor(grid, parallelism):  train (GPU, retried, resumes) -> evaluate
+        (train under torchrun with --gpus N > 1; train_job, a Trainer TrainJob, with --nodes M > 1)
+      probe (GPU), baseline                          beside the loop
+      report(Collected(runs), Collected(evaluations), baselines) -> register
 
 Pipeline parameters (settable per run): `params`, the profile (params.yaml / profiles/*.yaml) as
 JSON text, validated by every component, its omitted fields left to `TrainConfig`'s defaults; and
@@ -134,7 +136,7 @@ def _graph(
         _with_mlflow(evaluate, options)
 
     probe = components.probe(params=params, workspace=workspace, **inputs)
-    _on_gpu(probe, options)
+    _on_gpu(probe, options, gpus=min(options.gpus, 1))  # one process: one GPU
     _with_mlflow(probe, options)
     baseline = components.baseline(params=params, **inputs)
     report = components.report(
@@ -218,11 +220,12 @@ def compile_pipeline(
 
 
 # ---- what build_pipeline sets on its tasks ----------------------------------------------
-def _on_gpu(task: dsl.PipelineTask, options: PipelineOptions) -> None:
-    """GPU, CPU and memory requests, node selector, timeout and retries: on preemption the task
-    starts again and its run folder on the workspace resumes from the last checkpoint."""
-    if options.gpus:
-        task.set_accelerator_type(options.accelerator).set_accelerator_limit(options.gpus)
+def _on_gpu(task: dsl.PipelineTask, options: PipelineOptions, gpus: int | None = None) -> None:
+    """`gpus` GPUs (default `options.gpus`), node selector, timeout and retries: on preemption
+    the task starts again and its run folder on the workspace resumes from the last checkpoint."""
+    gpus = options.gpus if gpus is None else gpus
+    if gpus:
+        task.set_accelerator_type(options.accelerator).set_accelerator_limit(gpus)
         if options.gpu_toleration:
             kubernetes.add_toleration(
                 task, key=options.accelerator, operator="Exists", effect="NoSchedule"
@@ -242,8 +245,9 @@ def _retried(task: dsl.PipelineTask, options: PipelineOptions) -> None:
 
 
 def _resources(task: dsl.PipelineTask, options: PipelineOptions) -> tuple[str, str]:
-    """(CPU, memory) requests: train-sized for the tasks that load the model in their pod."""
-    big = task.component_spec.name in ("train", "probe", "baseline")
+    """(CPU, memory) requests: train-sized for the tasks that load the model in their pod
+    (train-job too: it logs the finished run, the model included)."""
+    big = task.component_spec.name in ("train", "train-job", "probe", "baseline")
     return (
         (options.train_cpu, options.train_memory)
         if big

@@ -20,6 +20,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix=f"dptune-rank{rank}-") as scratch:
         executor_input = for_rank(json.loads(args.executor_input), rank, Path(scratch))
         function = components.COMPONENTS[args.function_to_execute]
-        executor.Executor(executor_input=executor_input, function_to_execute=function).execute()
+        written = executor.Executor(executor_input, function_to_execute=function).execute()
+        print(f"dptune: rank {rank}: executor output {written}", file=sys.stderr)
 
 
 if __name__ == "__main__":
