@@ -11,6 +11,8 @@ import yaml
 from kfp import dsl
 from mlflow import MlflowClient
 
+from dptune.kfp.options import PipelineOptions
+from dptune.kfp.pipeline import compile_pipeline
 from helpers.mlflow_store import new_store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,3 +63,38 @@ def run_local(
         "uri": uri,
         "profile": profile,
     }
+
+
+# ---- the compiled pipeline (KFP IR) -----------------------------------------------------------
+def compiled(tmp_path: Path, params: dict[str, Any], **options: Any) -> tuple[dict, dict]:
+    """(pipeline spec, platform spec) of the pipeline compiled with `options`."""
+    out = compile_pipeline(tmp_path / "p.yaml", params, options=PipelineOptions(**options))
+    documents = list(yaml.safe_load_all(out.read_text(encoding="utf-8")))
+    spec = documents[0]
+    platform = documents[1]["platforms"]["kubernetes"] if len(documents) > 1 else {}
+    return spec, platform
+
+
+def executor(spec: dict, task: str) -> dict:
+    return spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]
+
+
+EXIT_HANDLER = "exit-handler-1"  # every task but the exit task runs inside it
+
+
+def graph(spec: dict) -> dict:
+    """The tasks inside the exit handler: the whole pipeline but the exit task."""
+    return spec["components"][f"comp-{EXIT_HANDLER}"]["dag"]["tasks"]
+
+
+def loop(spec: dict) -> tuple[str, dict]:
+    ((name, task),) = [(n, t) for n, t in graph(spec).items() if "parameterIterator" in t]
+    return name, task
+
+
+def task_spec(spec: dict, name: str) -> dict:
+    for tasks in (spec["root"]["dag"]["tasks"], graph(spec)):
+        if name in tasks:
+            return tasks[name]
+    loop_name, _ = loop(spec)
+    return spec["components"][f"comp-{loop_name}"]["dag"]["tasks"][name]

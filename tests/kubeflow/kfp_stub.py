@@ -29,7 +29,7 @@ class Request:
 
 @dataclass
 class StubState:
-    version: str = "2.15.0"
+    version: str = "2.17.0"
     multi_user: bool = False
     token: str | None = None  # when set, requests need `Authorization: Bearer <token>`
     unauthenticated: str = "401"  # how a request without it is answered: "401" or "login"

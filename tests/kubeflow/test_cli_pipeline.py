@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
-from kfp_helpers import REPO_ROOT, SMOKE_PROFILE
+from kfp_helpers import REPO_ROOT, SMOKE_PROFILE, graph
 from kfp_stub import StubState, kfp_stub
 from pydantic import Field
 
@@ -62,10 +62,10 @@ def test_compile_takes_a_profile_file_and_deployment_flags(monkeypatch, capfd, t
     args += ["--allow-placeholder-image"]
     assert dptune(monkeypatch, *args, "--mlflow-secret", "", "--workspace-size", "") == 0
     spec, *rest = list(yaml.safe_load_all(out.read_text()))
-    (loop,) = [t for t in spec["root"]["dag"]["tasks"].values() if "iteratorPolicy" in t]
+    (loop,) = [t for t in graph(spec).values() if "iteratorPolicy" in t]
     assert loop["iteratorPolicy"]["parallelismLimit"] == 2
     platform = rest[0]["platforms"]["kubernetes"] if rest else {}
-    assert "pipelineConfig" not in platform
+    assert platform["pipelineConfig"] == {"activeDeadlineSeconds": 7 * 24 * 3600}  # no workspace
     assert "secretAsEnv" not in json.dumps(platform)
 
 
@@ -226,7 +226,7 @@ def test_a_forbidden_namespace_is_one_line(monkeypatch, capfd, stub):
     assert not state.runs
 
 
-@pytest.mark.parametrize("version", ["2.14.0", "v2.3.0"])
+@pytest.mark.parametrize("version", ["2.16.1", "2.14.0", "v2.3.0"])
 def test_an_older_backend_is_refused_before_anything_is_submitted(
     monkeypatch, capfd, stub, version
 ):
@@ -234,9 +234,9 @@ def test_an_older_backend_is_refused_before_anything_is_submitted(
     state.version = version
     assert dptune(monkeypatch, *SUBMIT, "--host", host) == 2
     assert error_line(capfd) == (
-        f"error: --host: Kubeflow Pipelines {version} at {host} is older than 2.15, the oldest "
-        "that accepts this pipeline (its optional MLflow secret keys compile to "
-        "secretAsEnv.optional); upgrade the backend"
+        f"error: --host: Kubeflow Pipelines {version} at {host} is older than 2.17, the oldest "
+        "that runs this pipeline (its run deadline, PipelineConfig activeDeadlineSeconds, is "
+        "applied from 2.17 on); upgrade the backend"
     )
     assert [r.path for r in state.requests] == ["/apis/v2beta1/healthz"]
 
@@ -255,11 +255,11 @@ def test_submit_help_states_the_backend_floor(monkeypatch, capfd):
     dptune(monkeypatch, "submit", "--help")
     help_text = " ".join(capfd.readouterr().out.split())
     assert f"Kubeflow Pipelines {MIN_BACKEND_TEXT} or later" in help_text
-    assert MIN_BACKEND_TEXT == "2.15"
+    assert MIN_BACKEND_TEXT == "2.17"
     readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
     docs = " ".join((REPO_ROOT / "docs" / "kubeflow.md").read_text(encoding="utf-8").split())
-    assert "Kubeflow Pipelines 2.15 or later" in readme
-    assert "Kubeflow Pipelines 2.15 or later" in docs and "2.14 or later" not in docs
+    assert "Kubeflow Pipelines 2.17 or later" in readme
+    assert "Kubeflow Pipelines 2.17 or later" in docs and "2.15 or later" not in docs
 
 
 def test_a_pipeline_version_is_uploaded_and_run(monkeypatch, capfd, stub, smoke_package):
@@ -328,7 +328,7 @@ def test_a_read_write_once_workspace_trains_one_cell_at_a_time(monkeypatch, capf
         err
     )
     spec, platform = list(yaml.safe_load_all(out.read_text()))
-    (loop,) = [t for t in spec["root"]["dag"]["tasks"].values() if "iteratorPolicy" in t]
+    (loop,) = [t for t in graph(spec).values() if "iteratorPolicy" in t]
     assert loop["iteratorPolicy"]["parallelismLimit"] == 1
     patch = platform["platforms"]["kubernetes"]["pipelineConfig"]["workspace"]["kubernetes"]
     assert patch["pvcSpecPatch"] == {
@@ -407,7 +407,7 @@ def test_deployment_flags_reach_the_compiled_pipeline(monkeypatch, capfd, tmp_pa
     train = executors["exec-train"]["container"]["resources"]
     assert train["resourceCpuRequest"] == "8" and train["resourceMemoryRequest"] == "32Gi"
     assert executors["exec-report"]["container"]["resources"]["resourceMemoryRequest"] == "2Gi"
-    (loop,) = [t for t in spec["root"]["dag"]["tasks"].values() if "iteratorPolicy" in t]
+    (loop,) = [t for t in graph(spec).values() if "iteratorPolicy" in t]
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert "retryPolicy" not in body["train"]
     assert spec["root"]["inputDefinitions"]["parameters"]["data_source"]["defaultValue"] == "/data"

@@ -372,3 +372,76 @@ def test_a_workspace_the_pod_cannot_write_is_one_clear_line(tmp_path, monkeypatc
     with pytest.raises(DptuneError, match=r"^workspace .*pvc: not writable by uid .*fsGroup"):
         adapter.work_dir(str(locked), "runs", "cb-dpt-s0", run)
     assert adapter.work_dir("", "runs", "cb-dpt-s0", run) == tmp_path / "run"
+
+
+class InProcessTrainJobs:
+    """The Kubernetes side of `train_job`, played here: `create` runs what every trainer pod
+    runs (the worker on the spec file its command names), in this process, as one rank."""
+
+    namespace = "team"
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    def check_trainer(self, runtime: str) -> None:
+        assert runtime == "torch-distributed"
+
+    def workspace_claim(self, pod: str, mount: str) -> str:
+        return "run-workspace"
+
+    def create(self, body: dict[str, Any]) -> None:
+        from dptune.kfp import trainjob_worker
+
+        self.bodies.append(body)
+        command = body["spec"]["trainer"]["command"]
+        assert command[:3] == ["torchrun", "-m", "dptune.kfp.trainjob_worker"]
+        trainjob_worker.main(command[3:])
+
+    def wait(self, name: str, poll_s: float) -> tuple[str, str]:
+        return "Complete", "jobset completed"
+
+    def logs(self, name: str) -> dict[str, str]:
+        return {f"{name}-node-0-0": "trained"}
+
+
+def test_a_trainjob_cell_trains_from_its_spec_then_is_logged_like_train(
+    store, params, inputs, tmp_path, monkeypatch
+):
+    from dptune.kfp.options import PipelineOptions
+    from dptune.kfp.pipeline import trainjob_settings
+    from dptune.kfp.trainjob import TrainJobs
+
+    jobs = InProcessTrainJobs()
+    monkeypatch.setattr(TrainJobs, "in_cluster", classmethod(lambda cls: jobs))
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    settings = trainjob_settings(PipelineOptions(nodes=2, gpus=0))
+
+    def call() -> tuple[Model, Metrics]:
+        run, metrics = artifact(Model, tmp_path, "run"), artifact(Metrics, tmp_path, "metrics")
+        components.train_job.python_func(
+            params=params, cell=grid_item(params, "cb-pt-s0"), superglue=inputs["superglue"],
+            backbone=inputs["backbone"], samples=inputs["samples"], workspace=str(workspace),
+            pipeline_run="run-123", settings=settings, run=run, metrics=metrics,
+        )  # fmt: skip
+        return run, metrics
+
+    run, metrics = call()
+    (body,) = jobs.bodies
+    assert (
+        body["spec"]["trainer"]["numNodes"] == 2 and body["spec"]["trainer"]["numProcPerNode"] == 1
+    )
+    assert run.metadata["trainjob"] == f"team/{body['metadata']['name']}"
+    # the pods saw only the workspace: the inputs were copied there, the cell trained there
+    spec = json.loads(Path(body["spec"]["trainer"]["command"][3]).read_text())
+    assert all(Path(p).is_relative_to(workspace / "inputs") for p in spec["inputs"])
+    assert Path(spec["out"]) == workspace / "runs" / "cb-pt-s0"
+    # then logged and published as a train task does
+    assert (Path(run.path) / "metrics.json").is_file()
+    assert not (Path(run.path) / "checkpoints").exists()
+    mlflow_run = store.get_run(run.metadata["mlflow"]["run_id"])
+    assert mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.tags["kfp_run_id"] == "run-123"
+    assert any(k.startswith("kfp_test_") for k in metrics.metadata)
+    call()  # a retry of the task after the TrainJob finished: no second TrainJob
+    assert len(jobs.bodies) == 1

@@ -4,13 +4,12 @@ retries, the workspace and the MLflow secret."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import kfp
 import pytest
 import yaml
-from kfp_helpers import REPO_ROOT
+from kfp_helpers import REPO_ROOT, compiled, executor, loop, task_spec
 
 from dptune.errors import DptuneError
 from dptune.kfp.options import IMAGE, LOCAL_OPTIONS, PipelineOptions
@@ -20,41 +19,14 @@ from dptune.kfp.pipeline import (
     compile_pipeline,
 )
 
-TRACKED = ("train", "evaluate", "probe", "report", "register")  # they write to MLflow
+TRACKED = ("train", "evaluate", "probe", "report", "register", "end-killed-runs")  # MLflow
 DATA_ONLY = ("prepare", "backbone", "sample", "grid", "baseline")
 ALL_TASKS = TRACKED + DATA_ONLY
-
-
-def compiled(tmp_path: Path, params: dict[str, Any], **options: Any) -> tuple[dict, dict]:
-    """(pipeline spec, platform spec) of the pipeline compiled with `options`."""
-    out = compile_pipeline(tmp_path / "p.yaml", params, options=PipelineOptions(**options))
-    documents = list(yaml.safe_load_all(out.read_text(encoding="utf-8")))
-    spec = documents[0]
-    platform = documents[1]["platforms"]["kubernetes"] if len(documents) > 1 else {}
-    return spec, platform
 
 
 @pytest.fixture(scope="module")
 def ir(smoke: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     return compiled(tmp_path_factory.mktemp("ir"), smoke)
-
-
-def executor(spec: dict, task: str) -> dict:
-    return spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]
-
-
-def loop(spec: dict) -> tuple[str, dict]:
-    ((name, task),) = [
-        (n, t) for n, t in spec["root"]["dag"]["tasks"].items() if "parameterIterator" in t
-    ]
-    return name, task
-
-
-def task_spec(spec: dict, name: str) -> dict:
-    if name in spec["root"]["dag"]["tasks"]:
-        return spec["root"]["dag"]["tasks"][name]
-    loop_name, _ = loop(spec)
-    return spec["components"][f"comp-{loop_name}"]["dag"]["tasks"][name]
 
 
 def test_every_component_runs_the_project_image_without_installing_kfp(ir):
@@ -212,15 +184,15 @@ def test_options_change_what_they_say(smoke, tmp_path):
         retries=0,
         mlflow_secret=None,
         workspace_size=None,
-        gpus=2,
-        gpu_toleration=False,
+        deadline_s=0,
+        gpus=0,
         train_cpu="8",
         train_memory="32Gi",
     )
     _, task = loop(spec)
     assert "iteratorPolicy" not in task  # 0: no limit
     train = executor(spec, "train")["resources"]
-    assert train["accelerator"]["resourceCount"] == "2" and train["resourceMemoryRequest"] == "32Gi"
+    assert "accelerator" not in train and train["resourceMemoryRequest"] == "32Gi"
     assert train["resourceCpuRequest"] == "8"
     assert "retryPolicy" not in task_spec(spec, "train")
     workspace = task_spec(spec, "train")["inputs"]["parameters"]["workspace"]

@@ -262,7 +262,7 @@ def submit_command(
     data_source: DataSourceOpt = None,
 ) -> None:
     """Submit a run of the pipeline (compiled now, or `--package`) with the profile as its
-    `params`. Needs Kubeflow Pipelines 2.15 or later (checked first)."""
+    `params`. Needs Kubeflow Pipelines 2.17 or later (checked first)."""
     from dptune.kfp.connection import Connection, connect
     from dptune.kfp.pipeline import compile_pipeline
     from dptune.kfp.submit import package_images, submit

@@ -25,9 +25,9 @@ import shutil
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dptune.errors import DptuneError, one_line
 from dptune.fileio import read_json, write_json, write_text
@@ -35,6 +35,9 @@ from dptune.run_folder import CHECKPOINTS_DIR, PREDICTIONS_DIR, RunFolder
 from dptune.stages.params import parse_profile, run_name
 from dptune.stages.plan import Cell, Plan, StageInputs, config_from_record
 from dptune.tasks.jsonl import quiet_progress
+
+if TYPE_CHECKING:
+    from dptune.config import TrainConfig
 
 PARAMS_SOURCE = "pipeline parameter params"
 EVAL_FILE = "eval.json"
@@ -154,14 +157,15 @@ def recording_failure(
 
     An exception in training is as deterministic as its config, data and seed, so retrying the
     pod repeats it; recorded, it leaves the rest of the pipeline to report and promote what
-    finished. An interruption (SIGTERM on preemption or eviction) is not caught: the pod fails,
-    KFP retries it and the retry resumes from the checkpoint."""
+    finished. An interruption (SIGTERM on preemption or eviction) and a failed TrainJob are
+    not caught: the pod fails, KFP retries it and the retry resumes from the checkpoint."""
+    from dptune.kfp.trainjob import TrainJobFailed
     from dptune.training.interrupt import TrainingInterrupted
 
     outcome: dict[str, Any] = {}
     try:
         yield outcome
-    except TrainingInterrupted:
+    except (TrainingInterrupted, TrainJobFailed):  # a lost node is no property of the config
         raise
     except Exception as err:
         text = one_line(err, None)
@@ -314,6 +318,35 @@ def train(
 ) -> dict[str, Any]:
     """Train one grid cell (resuming its checkpoint after a retry), log it to MLflow and
     register its prompt as the profile says, and publish the run folder as `run`."""
+    inputs = stage_inputs(superglue, backbone, samples)
+    return _train_cell(params, cell, superglue, inputs, workspace, pipeline_run, run, metrics)
+
+
+def cell_config(
+    params: str | Mapping[str, Any], cell: Mapping[str, Any], inputs: StageInputs, work: Path
+) -> TrainConfig:
+    """The training config of grid item `cell`, training into `work`."""
+    plan = plan_of(params)
+    item = Cell.from_item(cell, PARAMS_SOURCE)
+    source = f"{PARAMS_SOURCE} ({item.name})"
+    record = _record_of(cell, source)
+    return config_from_record(record, inputs, work, model=plan.model(inputs), source=source)
+
+
+def _train_cell(
+    params: str | Mapping[str, Any],
+    cell: Mapping[str, Any],
+    superglue: ArtifactLike,
+    inputs: StageInputs,
+    workspace: str,
+    pipeline_run: str,
+    run: ArtifactLike,
+    metrics: MetricsLike,
+    before: Callable[[TrainConfig], None] | None = None,
+) -> dict[str, Any]:
+    """`train`'s body; `before(cfg)` trains elsewhere first (a TrainJob), then the stage here
+    reuses the finished folder and logs it."""
+    from dptune.kfp.torchrun_executor import rank_of
     from dptune.stages.train import train_stage
 
     quiet_progress()
@@ -322,17 +355,17 @@ def train(
     run.metadata.update(item.as_item())
     with recording_failure(item.as_item(), [run], metrics) as outcome:
         work = work_dir(workspace, WORKSPACE_RUNS, item.name, run)
-        inputs = stage_inputs(superglue, backbone, samples)
-        source = f"{PARAMS_SOURCE} ({item.name})"
-        record = _record_of(cell, source)
-        cfg = config_from_record(record, inputs, work, model=plan.model(inputs), source=source)
+        cfg = cell_config(params, cell, inputs, work)
+        if before is not None:
+            before(cfg)
         tags = {"kfp_run_id": pipeline_run}
         digest = superglue.metadata.get("manifest_sha256") or _manifest_digest(superglue.path)
         if digest:
             tags["data_manifest_sha256"] = digest
         register = plan.register_prompts and not item.point  # sweep cells are analyses, as in DVC
         summary = train_stage(cfg, track=plan.track(), register=register, tags=tags)
-        publish_run(work, run)
+        if rank_of() == 0:  # under torchrun the others' outputs are scratch nobody reads
+            publish_run(work, run)
         if "mlflow" in summary:
             run.metadata.update(mlflow={k: str(v) for k, v in summary["mlflow"].items()})
         log_scores(metrics, f"{METRICS_PREFIX}test_", summary.get("test"))
@@ -532,3 +565,102 @@ def register(
     write_text(promotions.path, "\n".join(lines) + "\n")
     promotions.metadata.update(champions={o["model"]: str(o["champion"]) for o in outcomes})
     return outcomes
+
+
+# ---- a cell on several nodes; the runs of killed pods ---------------------------------------
+def train_job(
+    params: str | Mapping[str, Any],
+    cell: Mapping[str, Any],
+    superglue: ArtifactLike,
+    backbone: ArtifactLike,
+    samples: ArtifactLike,
+    workspace: str,
+    pipeline_run: str,
+    settings: str,
+    run: ArtifactLike,
+    metrics: MetricsLike,
+    jobs: Any = None,
+    pod: str | None = None,
+) -> dict[str, Any]:
+    """Train one grid cell as a Kubeflow Trainer TrainJob (`settings`: `TrainJobSettings` as
+    JSON), wait for it, print its pods' logs, then log and publish the run as `train` does.
+
+    The trainer pods see only the workspace PVC, so the inputs are copied there once per run;
+    the cell trains into its run folder there. A missing Trainer CRD or runtime is one
+    DptuneError line; a TrainJob that failed fails the task (retried, resuming)."""
+    from dptune.kfp import trainjob
+
+    job = trainjob.TrainJobSettings.model_validate_json(settings)
+    if not workspace:
+        raise DptuneError("--nodes: the trainer pods share the run folder on the workspace; "
+                          "compile with --workspace-size")  # fmt: skip
+    jobs = jobs if jobs is not None else trainjob.TrainJobs.in_cluster()
+    jobs.check_trainer(job.runtime)
+    claim = jobs.workspace_claim(pod or os.environ.get("HOSTNAME", ""), workspace)
+    root = Path(workspace) / "inputs"
+    inputs = StageInputs(*(_shared_copy(a, root) for a in (superglue, backbone, samples)))
+    item = Cell.from_item(cell, PARAMS_SOURCE)
+    name = trainjob.job_name(pipeline_run, item.name)
+    text = params if isinstance(params, str) else json.dumps(dict(params))
+
+    def launch(cfg: TrainConfig) -> None:
+        if RunFolder(cfg.out).metrics_path.is_file():
+            return  # trained before this try of the task (the stage reuses it)
+        spec_file = Path(workspace) / "trainjobs" / f"{name}.json"
+        write_json(spec_file, {
+            "params": text, "cell": dict(cell), "out": str(cfg.out),
+            "inputs": [str(p) for p in (inputs.data_dir, inputs.backbone_dir, inputs.samples_dir)],
+        })  # fmt: skip
+        body = trainjob.manifest(name, jobs.namespace, job, str(spec_file), claim, workspace)
+        run.metadata.update(trainjob=f"{jobs.namespace}/{name}")
+        print(f"dptune: {trainjob.run_trainjob(jobs, body, job.poll_s)}", file=sys.stderr)
+
+    return _train_cell(
+        params, cell, superglue, inputs, workspace, pipeline_run, run, metrics, before=launch
+    )
+
+
+def _shared_copy(artifact: ArtifactLike, root: Path) -> Path:
+    """`artifact`'s folder copied under `root` once per artifact (keyed by its URI)."""
+    import hashlib
+
+    key = getattr(artifact, "uri", "") or artifact.path
+    target = root / hashlib.sha256(key.encode()).hexdigest()[:16]
+    if target.is_dir():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".copy-", dir=root))
+    shutil.copytree(artifact.path, tmp, dirs_exist_ok=True)
+    try:
+        os.rename(tmp, target)
+    except OSError:  # a parallel cell copied it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def end_killed_runs(params: str | Mapping[str, Any], workspace: str) -> list[dict[str, Any]]:
+    """The pipeline's exit handler: every run folder on the workspace whose training never
+    finished (no metrics.json) and whose process is gone has its MLflow run, still RUNNING,
+    ended KILLED, as `dptune track` does by hand. A folder it cannot settle is one line."""
+    from dptune.tracking import configure
+    from dptune.tracking.client import tracking_uri
+    from dptune.tracking.runs import end_abandoned_run
+
+    runs = Path(workspace) / WORKSPACE_RUNS if workspace else None
+    if runs is None or not runs.is_dir() or not plan_of(params).track():
+        return []
+    configure()
+    uri = tracking_uri()
+    ended = []
+    for path in sorted(p for p in runs.iterdir() if p.is_dir()):
+        folder = RunFolder(path)
+        run_id = (folder.read_tracking(uri) or {}).get("run_id")
+        if folder.metrics_path.is_file() or run_id is None:
+            continue
+        try:
+            record = end_abandoned_run(folder, run_id, uri)
+        except Exception as err:  # one folder must not keep the others' runs open
+            print(f"dptune: {path.name}: {one_line(err, None)}", file=sys.stderr)
+            continue
+        ended.append({"name": path.name, **record})
+    return ended

@@ -78,6 +78,44 @@ def train(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train_job(
+    params: str,
+    cell: dict,
+    superglue: Input[Dataset],
+    backbone: Input[Model],
+    samples: Input[Dataset],
+    workspace: str,
+    pipeline_run: str,
+    settings: str,
+    run: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train one grid cell on several nodes as a Kubeflow Trainer TrainJob, wait for it and
+    print its logs; then log and register it. A cluster without the Trainer: one line, exit 2."""
+    import sys
+
+    from dptune.errors import DptuneError
+    from dptune.kfp import adapter
+
+    try:
+        adapter.train_job(
+            params, cell, superglue, backbone, samples, workspace, pipeline_run, settings, run,
+            metrics,
+        )  # fmt: skip
+    except DptuneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def end_killed_runs(params: str, workspace: str):
+    """The exit handler: end KILLED the MLflow runs of cells whose pods died mid-training."""
+    from dptune.kfp import adapter
+
+    adapter.end_killed_runs(params, workspace)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate(
     params: str,
     run: Input[Model],
@@ -162,6 +200,8 @@ COMPONENTS = {
     "sample": sample,
     "grid": grid,
     "train": train,
+    "train_job": train_job,
+    "end_killed_runs": end_killed_runs,
     "evaluate": evaluate,
     "baseline": baseline,
     "probe": probe,

@@ -88,8 +88,8 @@ def connect(conn: Connection) -> Backend:
     if match and (int(match[1]), int(match[2])) < MIN_BACKEND:
         raise DptuneError(
             f"--host: Kubeflow Pipelines {version} at {conn.where} is older than "
-            f"{MIN_BACKEND_TEXT}, the oldest that accepts this pipeline (its optional MLflow "
-            "secret keys compile to secretAsEnv.optional); upgrade the backend"
+            f"{MIN_BACKEND_TEXT}, the oldest that runs this pipeline (its run deadline, "
+            "PipelineConfig activeDeadlineSeconds, is applied from 2.17 on); upgrade the backend"
         )
     multi_user = bool(healthz.get("multi_user"))
     namespace = conn.namespace or client.get_user_namespace() or None

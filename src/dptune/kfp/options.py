@@ -37,14 +37,23 @@ IMAGE_REPOSITORY = "ghcr.io/dptune/dptune"
 IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"  # a placeholder: no registry serves it
 ALLOW_PLACEHOLDER_FLAG = "--allow-placeholder-image"
 
-# The oldest Kubeflow Pipelines backend that accepts the compiled pipeline: the optional MLflow
-# keys compile to `secretAsEnv.optional`, a field KFP knows from 2.15 on.
-MIN_BACKEND = (2, 15)
+# The oldest Kubeflow Pipelines backend that runs the compiled pipeline as written: its deadline
+# (`PipelineConfig.active_deadline_seconds`, the workflow's `activeDeadlineSeconds`) is applied
+# by the backend from 2.17 on; the optional MLflow keys (`secretAsEnv.optional`) need 2.15.
+MIN_BACKEND = (2, 17)
 MIN_BACKEND_TEXT = ".".join(map(str, MIN_BACKEND))
 
 ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod")
 SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
 DEFAULT_PARALLELISM = 4
+# The whole run's deadline: its default, and its floor, one train pod's own default timeout
+# plus the steps around it, so a deadline cannot end a run before one cell could train.
+DEFAULT_DEADLINE_S = 7 * 24 * 3600
+MIN_DEADLINE_S = 6 * 3600
+# Kubeflow Trainer: the TrainJob API a `--nodes` cell is created through (docs/kubeflow.md).
+TRAINER_API_GROUP = "trainer.kubeflow.org"
+TRAINER_API_VERSION = "v1alpha1"
+TRAINER_RUNTIME = "torch-distributed"
 
 
 def is_placeholder_image(image: str) -> bool:
@@ -106,7 +115,23 @@ class PipelineOptions(BaseModel):
     accelerator: str = Field(
         "nvidia.com/gpu", min_length=1, description="GPU resource name of train and probe"
     )
-    gpus: int = Field(1, ge=0, description="GPUs per train/probe pod, 0: CPU")
+    gpus: int = Field(
+        1,
+        ge=0,
+        description="GPUs per train pod, 0: CPU; above 1 the train pod runs torchrun with one "
+        "process per GPU (the probe pod gets one)",
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Nodes per grid cell: above 1 each cell trains as a Kubeflow Trainer "
+        f"TrainJob ({TRAINER_API_GROUP}/{TRAINER_API_VERSION}) of this many nodes, --gpus "
+        "processes each",
+    )
+    trainer_runtime: K8sName = Field(
+        TRAINER_RUNTIME,
+        description="ClusterTrainingRuntime of --nodes TrainJobs",
+    )
     gpu_toleration: bool = Field(
         True, description="Train and probe tolerate the usual NoSchedule taint of GPU node pools"
     )
@@ -145,6 +170,12 @@ class PipelineOptions(BaseModel):
         ge=0,
         description="Seconds any other pod may run, 0: none",
         json_schema_extra={"flag": "--step-timeout"},
+    )
+    deadline_s: int = Field(
+        DEFAULT_DEADLINE_S,
+        description=f"Seconds the whole run may take, pods pending included; at least "
+        f"{MIN_DEADLINE_S}, 0: none",
+        json_schema_extra={"flag": "--deadline"},
     )
     mlflow_secret: K8sName | None = Field(
         "dptune-mlflow",
@@ -210,6 +241,34 @@ class PipelineOptions(BaseModel):
             return value
         return tuple(_key_value(item) if isinstance(item, str) else item for item in value)
 
+    @field_validator("deadline_s")
+    @classmethod
+    def _deadline_floor(cls, value: int) -> int:
+        if value != 0 and value < MIN_DEADLINE_S:
+            raise ValueError(f"{value} s is below the floor of {MIN_DEADLINE_S} s (0: no deadline)")
+        return value
+
+    @model_validator(mode="after")
+    def _ranks_share_a_workspace(self) -> PipelineOptions:
+        """Every rank of a cell trains into the same run folder, on the workspace."""
+        if (self.gpus > 1 or self.nodes > 1) and not self.workspace_size:
+            flag = "--nodes" if self.nodes > 1 else "--gpus"
+            raise DptuneError(
+                f"{flag}: a cell on several processes needs the workspace (--workspace-size), "
+                "where all its ranks train into one run folder"
+            )
+        if self.nodes > 1 and self.workspace_access_mode != "ReadWriteMany":
+            raise DptuneError(
+                f"--nodes: {self.nodes} nodes share the workspace; --access-mode "
+                f"{self.workspace_access_mode} attaches it to one node (use ReadWriteMany)"
+            )
+        return self
+
+    @property
+    def processes_per_node(self) -> int:
+        """Training processes per node: one per GPU, one on CPU."""
+        return max(self.gpus, 1)
+
     @classmethod
     def flag_of(cls, name: str) -> str:
         """The command-line flag of the field `name`."""
@@ -251,11 +310,12 @@ class PipelineOptions(BaseModel):
         return []
 
     def pipeline_config(self) -> dsl.PipelineConfig | None:
-        """The KFP workspace (a PVC per run, shared by its tasks), if one is wanted."""
+        """The run's deadline and the KFP workspace (a PVC per run, shared by its tasks)."""
         from kfp import dsl
 
+        deadline = self.deadline_s or None
         if not self.workspace_size:
-            return None
+            return dsl.PipelineConfig(active_deadline_seconds=deadline) if deadline else None
         patch: dict[str, Any] = {"accessModes": [self.workspace_access_mode]}
         if self.workspace_storage_class:
             patch["storageClassName"] = self.workspace_storage_class
@@ -266,7 +326,7 @@ class PipelineOptions(BaseModel):
             )
         except ValueError as err:
             raise DptuneError(f"workspace size: {err}") from None
-        return dsl.PipelineConfig(workspace=workspace)
+        return dsl.PipelineConfig(workspace=workspace, active_deadline_seconds=deadline)
 
 
 def _key_value(item: str) -> tuple[str, str]:

@@ -1,10 +1,12 @@
 """The dptune Kubeflow pipeline: its graph, built from a profile and `PipelineOptions`, and
 compiled to YAML.
 
-    prepare -> backbone (the model downloaded once, pinned), sample, grid
-    ParallelFor(grid, parallelism):  train (GPU, retried, resumes) -> evaluate
-    probe (GPU), baseline                          beside the loop
-    report(Collected(runs), Collected(evaluations), baselines) -> register
+    ExitHandler(end_killed_runs):  ends the MLflow runs of killed cells, however the run ended
+      prepare -> backbone (the model downloaded once, pinned), sample, grid
+      ParallelFor(grid, parallelism):  train (GPU, retried, resumes) -> evaluate
+        (train under torchrun with --gpus N > 1; train_job, a Trainer TrainJob, with --nodes M > 1)
+      probe (GPU), baseline                          beside the loop
+      report(Collected(runs), Collected(evaluations), baselines) -> register
 
 Pipeline parameters (settable per run): `params`, the profile (params.yaml / profiles/*.yaml) as
 JSON text, validated by every component, its omitted fields left to `TrainConfig`'s defaults; and
@@ -18,6 +20,7 @@ Submitting the compiled YAML to a cluster is `dptune.kfp.submit` (through
 No `from __future__ import annotations` here: KFP reads the pipeline's annotations as types.
 """
 
+import copy
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -30,6 +33,7 @@ from dptune.data.fetch import OFFICIAL_BASE_URL
 from dptune.errors import DptuneError
 from dptune.kfp import components
 from dptune.kfp.options import PipelineOptions
+from dptune.kfp.torchrun_executor import torchrun_command
 
 PIPELINE_NAME = "dptune"
 PIPELINE_DESCRIPTION = (
@@ -88,69 +92,113 @@ def build_pipeline(
         pipeline_config=options.pipeline_config(),
     )
     def dptune_pipeline(params: str = default_params, data_source: str = data_source):
-        prepare = components.prepare(params=params, data_source=data_source)
-        if options.data_pvc:
-            kubernetes.mount_pvc(prepare, pvc_name=options.data_pvc, mount_path=options.data_mount)
-        superglue = prepare.outputs["superglue"]
-        backbone = components.backbone(params=params, superglue=superglue)
-        if options.hf_token_secret:
-            kubernetes.use_secret_as_env(
-                backbone, options.hf_token_secret, {HF_TOKEN_ENV: HF_TOKEN_ENV}
-            )
-        sample = components.sample(params=params, superglue=superglue)
-        grid = components.grid(params=params)
-        inputs = {
-            "superglue": superglue,
-            "backbone": backbone.outputs["backbone"],
-            "samples": sample.outputs["samples"],
-        }
-
-        with dsl.ParallelFor(grid.output, parallelism=options.effective_parallelism) as cell:
-            train = components.train(
-                params=params, cell=cell, workspace=workspace,
-                pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **inputs,
-            )  # fmt: skip
-            _on_gpu(train, options)
-            _with_mlflow(train, options)
-            evaluate = components.evaluate(
-                params=params, run=train.outputs["run"], superglue=superglue
-            )
-            _with_mlflow(evaluate, options)
-
-        probe = components.probe(params=params, workspace=workspace, **inputs)
-        _on_gpu(probe, options)
-        _with_mlflow(probe, options)
-        baseline = components.baseline(params=params, **inputs)
-        _sized(baseline, options.train_cpu, options.train_memory)
-        report = components.report(
-            params=params,
-            runs=dsl.Collected(train.outputs["run"]),
-            evaluations=dsl.Collected(evaluate.outputs["evaluation"]),
-            baselines=baseline.outputs["baselines"],
-            probe_report=probe.outputs["probe_report"],
-        )
-        _with_mlflow(report, options)
-        register = components.register(
-            params=params, backbone=inputs["backbone"], runs=dsl.Collected(train.outputs["run"])
-        ).after(report)
-        _with_mlflow(register, options)
-        small_tasks = (prepare, backbone, sample, grid, evaluate, report, register)
-        for task in small_tasks:
-            _sized(task, options.step_cpu, options.step_memory)
-            if options.step_timeout_s:
-                kubernetes.set_timeout(task, options.step_timeout_s)
-        if options.train_timeout_s:
-            kubernetes.set_timeout(baseline, options.train_timeout_s)
-        for task in (train, evaluate, probe, baseline, register):
-            for name, value in OFFLINE_ENV.items():
-                task.set_env_variable(name, value)
-        for task in (*small_tasks, train, probe, baseline):
+        end = components.end_killed_runs(params=params, workspace=workspace)
+        _with_mlflow(end, options)
+        with dsl.ExitHandler(end, name="pipeline"):
+            tasks = _graph(params, data_source, workspace, options)
+        for task in (*tasks, end):
+            _sized(task, *_resources(task, options))
             if options.image != components.IMAGE:  # the components' own base image otherwise
                 task.set_container_image(options.image)
             if options.image_pull_secrets:
                 kubernetes.set_image_pull_secrets(task, list(options.image_pull_secrets))
+        if options.step_timeout_s:
+            kubernetes.set_timeout(end, options.step_timeout_s)
 
     return dptune_pipeline
+
+
+def _graph(
+    params: Any, data_source: Any, workspace: str, options: PipelineOptions
+) -> list[dsl.PipelineTask]:
+    """Every task but the exit handler; returns them."""
+    prepare = components.prepare(params=params, data_source=data_source)
+    if options.data_pvc:
+        kubernetes.mount_pvc(prepare, pvc_name=options.data_pvc, mount_path=options.data_mount)
+    superglue = prepare.outputs["superglue"]
+    backbone = components.backbone(params=params, superglue=superglue)
+    if options.hf_token_secret:
+        kubernetes.use_secret_as_env(
+            backbone, options.hf_token_secret, {HF_TOKEN_ENV: HF_TOKEN_ENV}
+        )
+    sample = components.sample(params=params, superglue=superglue)
+    grid = components.grid(params=params)
+    inputs = {
+        "superglue": superglue,
+        "backbone": backbone.outputs["backbone"],
+        "samples": sample.outputs["samples"],
+    }
+
+    with dsl.ParallelFor(grid.output, parallelism=options.effective_parallelism) as cell:
+        train = _train_task(params, cell, workspace, inputs, options)
+        _with_mlflow(train, options)
+        evaluate = components.evaluate(params=params, run=train.outputs["run"], superglue=superglue)
+        _with_mlflow(evaluate, options)
+
+    probe = components.probe(params=params, workspace=workspace, **inputs)
+    _on_gpu(probe, options, gpus=min(options.gpus, 1))  # one process: one GPU
+    _with_mlflow(probe, options)
+    baseline = components.baseline(params=params, **inputs)
+    report = components.report(
+        params=params,
+        runs=dsl.Collected(train.outputs["run"]),
+        evaluations=dsl.Collected(evaluate.outputs["evaluation"]),
+        baselines=baseline.outputs["baselines"],
+        probe_report=probe.outputs["probe_report"],
+    )
+    _with_mlflow(report, options)
+    register = components.register(
+        params=params, backbone=inputs["backbone"], runs=dsl.Collected(train.outputs["run"])
+    ).after(report)
+    _with_mlflow(register, options)
+    small_tasks = (prepare, backbone, sample, grid, evaluate, report, register)
+    if options.step_timeout_s:
+        for task in small_tasks:
+            kubernetes.set_timeout(task, options.step_timeout_s)
+    if options.train_timeout_s:
+        kubernetes.set_timeout(baseline, options.train_timeout_s)
+    for task in (train, evaluate, probe, baseline, register):
+        for name, value in OFFLINE_ENV.items():
+            task.set_env_variable(name, value)
+    return [*small_tasks, train, probe, baseline]
+
+
+def _train_task(
+    params: Any, cell: Any, workspace: str, inputs: dict[str, Any], options: PipelineOptions
+) -> dsl.PipelineTask:
+    """A grid cell's training: in this pod (torchrun with one process per GPU when --gpus is
+    above 1), or, with --nodes above 1, a TrainJob that a CPU task creates and awaits."""
+    common = {"params": params, "cell": cell, "workspace": workspace,
+              "pipeline_run": dsl.PIPELINE_JOB_ID_PLACEHOLDER, **inputs}  # fmt: skip
+    if options.nodes > 1:
+        task = components.train_job(settings=trainjob_settings(options), **common)
+        if options.train_timeout_s:
+            kubernetes.set_timeout(task, options.train_timeout_s)
+        _retried(task, options)
+        return task
+    component = components.train
+    if options.gpus > 1:
+        component = copy.deepcopy(component)
+        container = component.component_spec.implementation.container
+        container.command = torchrun_command(options.gpus)
+        container.args = ["--executor_input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER,
+                          "--function_to_execute", "train"]  # fmt: skip
+    task = component(**common)
+    _on_gpu(task, options)
+    return task
+
+
+def trainjob_settings(options: PipelineOptions) -> str:
+    """The `train_job` task's TrainJob settings (`TrainJobSettings` as JSON)."""
+    from dptune.kfp.trainjob import TrainJobSettings
+
+    return TrainJobSettings(
+        nodes=options.nodes, procs_per_node=options.processes_per_node, gpus=options.gpus,
+        accelerator=options.accelerator, cpu=options.train_cpu, memory=options.train_memory,
+        image=options.image, runtime=options.trainer_runtime, timeout_s=options.train_timeout_s,
+        node_selector=options.gpu_node_selector, gpu_toleration=options.gpu_toleration,
+        image_pull_secrets=options.image_pull_secrets, env=OFFLINE_ENV,
+    ).model_dump_json()  # fmt: skip
 
 
 def compile_pipeline(
@@ -172,24 +220,39 @@ def compile_pipeline(
 
 
 # ---- what build_pipeline sets on its tasks ----------------------------------------------
-def _on_gpu(task: dsl.PipelineTask, options: PipelineOptions) -> None:
-    """GPU, CPU and memory requests, node selector, timeout and retries: on preemption the task
-    starts again and its run folder on the workspace resumes from the last checkpoint."""
-    if options.gpus:
-        task.set_accelerator_type(options.accelerator).set_accelerator_limit(options.gpus)
+def _on_gpu(task: dsl.PipelineTask, options: PipelineOptions, gpus: int | None = None) -> None:
+    """`gpus` GPUs (default `options.gpus`), node selector, timeout and retries: on preemption
+    the task starts again and its run folder on the workspace resumes from the last checkpoint."""
+    gpus = options.gpus if gpus is None else gpus
+    if gpus:
+        task.set_accelerator_type(options.accelerator).set_accelerator_limit(gpus)
         if options.gpu_toleration:
             kubernetes.add_toleration(
                 task, key=options.accelerator, operator="Exists", effect="NoSchedule"
             )
         for key, value in options.gpu_node_selector:
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    _sized(task, options.train_cpu, options.train_memory)
     if options.train_timeout_s:
         kubernetes.set_timeout(task, options.train_timeout_s)
+    _retried(task, options)
+
+
+def _retried(task: dsl.PipelineTask, options: PipelineOptions) -> None:
     if options.retries:
         task.set_retry(
             num_retries=options.retries, backoff_duration=options.retry_backoff, backoff_factor=2
         )
+
+
+def _resources(task: dsl.PipelineTask, options: PipelineOptions) -> tuple[str, str]:
+    """(CPU, memory) requests: train-sized for the tasks that load the model in their pod
+    (train-job too: it logs the finished run, the model included)."""
+    big = task.component_spec.name in ("train", "train-job", "probe", "baseline")
+    return (
+        (options.train_cpu, options.train_memory)
+        if big
+        else (options.step_cpu, options.step_memory)
+    )
 
 
 def _sized(task: dsl.PipelineTask, cpu: str, memory: str) -> None:
