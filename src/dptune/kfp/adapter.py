@@ -645,6 +645,7 @@ def end_killed_runs(params: str | Mapping[str, Any], workspace: str) -> list[dic
     from dptune.tracking import configure
     from dptune.tracking.client import tracking_uri
     from dptune.tracking.runs import end_abandoned_run
+    from dptune.training.lock import run_folder_lock
 
     runs = Path(workspace) / WORKSPACE_RUNS if workspace else None
     if runs is None or not runs.is_dir() or not plan_of(params).track():
@@ -658,7 +659,8 @@ def end_killed_runs(params: str | Mapping[str, Any], workspace: str) -> list[dic
         if folder.metrics_path.is_file() or run_id is None:
             continue
         try:
-            record = end_abandoned_run(folder, run_id, uri)
+            with run_folder_lock(path):  # a folder still trained into is one line, and left
+                record = end_abandoned_run(folder, run_id, uri)
         except Exception as err:  # one folder must not keep the others' runs open
             print(f"dptune: {path.name}: {one_line(err, None)}", file=sys.stderr)
             continue
