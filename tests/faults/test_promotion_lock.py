@@ -62,9 +62,10 @@ TAKER = textwrap.dedent(
     from mlflow import MlflowClient
     from dptune.tracking.promotion_lock import promotion_lock
     model, lease_s = sys.argv[1], float(sys.argv[2])
-    if len(sys.argv) > 3:
-        open(sys.argv[3], "w").close()  # imported, about to wait
     client = MlflowClient()
+    client.get_registered_model(model)  # the client's imports and first request done
+    if len(sys.argv) > 3:
+        open(sys.argv[3], "w").close()  # about to wait: a loaded machine starts it slowly
     started = time.monotonic()
     with promotion_lock(client, model, lease_s=lease_s) as lease:
         waited = time.monotonic() - started
@@ -131,9 +132,9 @@ def test_a_skewed_clock_and_a_long_hold_never_break_a_live_lock(server, tmp_path
     model = _model(client)
     hold_s = 5 * LEASE_S  # the old lock broke any lock held past its lease
     holder = _start(HOLDER, [model, str(LEASE_S), "-1", str(tmp_path)], server.uri)
+    _wait_for(tmp_path / "held", holder)  # then the taker: started at once, it could win
     ready = tmp_path / "ready"
     skewed = _start(TAKER, [model, str(LEASE_S), str(ready)], server.uri, skew=SKEW)
-    _wait_for(tmp_path / "held", holder)
     _wait_for(ready, skewed)
     time.sleep(hold_s)  # the skewed one waits through five leases of a live holder
     (tmp_path / "go").touch()
