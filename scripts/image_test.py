@@ -95,7 +95,14 @@ class Launcher:
         results: dict[str, dict[str, Any]] = {}
         for name in topological(tasks):
             task = tasks[name]
-            if "triggerPolicy" in task:
+            policy = task.get("triggerPolicy", {})
+            # an exit handler's task runs once its upstream ended, which here (tasks run in
+            # order, a failure stops the run) means once it succeeded; conditions are not run
+            if (
+                set(policy) - {"strategy"}
+                or policy.get("strategy", "ALL_UPSTREAM_TASKS_COMPLETED")
+                != "ALL_UPSTREAM_TASKS_COMPLETED"
+            ):
                 raise SystemExit(f"error: task {name}: conditions are not supported here")
             task_inputs = self.resolve_inputs(task, inputs, results)
             child = task["componentRef"]["name"]
