@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 START_TIMEOUT_S = 90.0
@@ -129,3 +130,44 @@ class MlflowServer:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
         self.kill()
+
+
+@contextlib.contextmanager
+def dptune_serve(
+    model: str, uri: str, log: Path, *options: str, env: dict[str, str] | None = None,
+    timeout_s: float = 180.0,
+) -> Iterator[tuple[int, subprocess.Popen]]:  # fmt: skip
+    """`dptune serve --model MODEL OPTIONS` against the tracking server `uri`, on a free port
+    in its own process group, its output in `log`: yields (port, process) once /ping answers,
+    and stops the group on the way out. A server that exits or never answers fails the test
+    with its log."""
+    import pytest
+
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "dptune"), "serve", "--model", model,
+               "--port", str(port), *options]  # fmt: skip
+    environ = {**os.environ, **(env or {}), "MLFLOW_TRACKING_URI": uri}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=environ, start_new_session=True
+        )
+    try:
+        try:
+            wait_until_answering(process, f"http://127.0.0.1:{port}/ping", log, timeout_s)
+        except RuntimeError as err:
+            pytest.fail(str(err))
+        yield port, process
+    finally:
+        stop_group(process)
+
+
+def promote_champion(uri: str, model: str, version: str) -> None:
+    """Promote `version` of `model` to champion through dptune, against the store `uri`."""
+    from dptune.tracking import configure, promote
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        configure()
+        promote(model, version=version)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)

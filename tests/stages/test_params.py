@@ -62,6 +62,26 @@ def test_paper_profile_follows_the_paper():
     assert "t5-base" in params.model
 
 
+def test_llm_profiles_split_the_paper_rows_from_the_later_ones():
+    rows = {}
+    for name in ("llm", "llm-later"):
+        params = load_profile(REPO_ROOT / "profiles" / f"{name}.yaml")
+        assert params.model == "smollm2-135m" and params.tasks == ["cb", "copa"]
+        assert params.report.baselines == ["majority", "zero-shot"] and len(params.seeds) == 3
+        rows[name] = params.methods
+        cfg = cell_config(params, task="cb", method=params.methods[0], seed=0, model=params.model,
+                          data_dir="d", out="o")  # fmt: skip
+        assert (cfg.prompt_length, cfg.epochs, cfg.precision, cfg.decode) == (
+            100,
+            2,
+            "bf16",
+            "rank",
+        )
+    assert rows["llm"] == ["dpt", "pt", "residual"]
+    assert all(get_method(m).paper for m in rows["llm"])
+    assert not any(get_method(m).paper for m in rows["llm-later"])  # ulpt, dept, lora
+
+
 def test_cell_config_layers_shared_task_and_cell_fields(tmp_path):
     params = profile(task_overrides={"cb": {"epochs": 3}})
     cfg = cell_config(params, task="CB", method="pt", seed=2, model="m", data_dir="d", out="o")

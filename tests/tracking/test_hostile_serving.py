@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,11 +19,10 @@ import psutil
 import pytest
 
 from helpers.faults import record_fault
-from helpers.mlflow_server import free_port, stop_group, wait_until_answering
+from helpers.mlflow_server import dptune_serve
 
 pytestmark = pytest.mark.slow  # a real server process: model load and uvicorn start, ~20 s
 
-BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 180
 MAX_ROWS, MAX_BYTES, TIMEOUT_S = 20_000, 12_000_000, 3
 MAX_BODY_BYTES = 30_000_000
@@ -67,24 +63,15 @@ def _uvicorn(root: psutil.Process) -> psutil.Process:
 @pytest.fixture(scope="module")
 def server(smoke_registry, tmp_path_factory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("hostile-serve")
-    port, log, cache = free_port(), folder / "server.log", folder / "cache"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": smoke_registry.uri, "DPTUNE_CACHE": str(cache)}
-    command = [str(BIN / "dptune"), "serve", "--model", smoke_registry.model,
-               "--version", smoke_registry.versions["dpt"], "--port", str(port),
+    log, cache = folder / "server.log", folder / "cache"
+    options = ["--version", smoke_registry.versions["dpt"],
                "--max-rows", str(MAX_ROWS), "--max-bytes", str(MAX_BYTES),
                "--max-body-bytes", str(MAX_BODY_BYTES), "--timeout", str(TIMEOUT_S)]  # fmt: skip
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        try:
-            wait_until_answering(process, f"http://127.0.0.1:{port}/ping", log, START_TIMEOUT_S)
-        except RuntimeError as err:
-            pytest.fail(str(err))
+    env = {"DPTUNE_CACHE": str(cache)}
+    with dptune_serve(
+        smoke_registry.model, smoke_registry.uri, log, *options, env=env, timeout_s=START_TIMEOUT_S
+    ) as (port, process):
         yield Server(port, _uvicorn(psutil.Process(process.pid)), cache)
-    finally:
-        stop_group(process)
 
 
 def _assert_serves_one_row(server: Server, within_s: float) -> float:

@@ -5,20 +5,15 @@ labels the run folder predicts."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from dptune.inference import Predictor
-from helpers.mlflow_server import free_port, stop_group, wait_until_answering
+from helpers.mlflow_server import dptune_serve, promote_champion
 
 pytestmark = pytest.mark.slow  # three tiny runs, three real servers: about a minute each
 
-BIN = Path(sys.executable).parent
 METHODS = ("ulpt", "dept", "lora")
 RECORDS = [
     {"premise": "It is raining, yes.", "hypothesis": "It rains."},
@@ -47,25 +42,8 @@ def _post(port: int, records: list[dict]) -> list:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_the_champion_serves_the_run_s_predictions(method, registry, tmp_path):
-    from dptune.tracking import configure, promote
-
-    os.environ["MLFLOW_TRACKING_URI"] = registry.uri
-    try:
-        configure()
-        promote(registry.model, version=registry.versions[method])
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    port, log = free_port(), tmp_path / "server.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.uri}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "dptune"), "serve", "--model", registry.model, "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    try:
-        wait_until_answering(process, f"http://127.0.0.1:{port}/ping", log, 180)
+    promote_champion(registry.uri, registry.model, registry.versions[method])
+    with dptune_serve(registry.model, registry.uri, tmp_path / "server.log") as (port, _):
         served = _post(port, RECORDS)
-    finally:
-        stop_group(process)
     run = registry.root / "runs" / f"cb-{method}-s0"
     assert served == Predictor.from_run(run).predict(RECORDS)

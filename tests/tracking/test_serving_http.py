@@ -6,22 +6,17 @@ with no traceback and no file path in the body."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from helpers.mlflow_server import free_port, stop_group, wait_until_answering
+from helpers.mlflow_server import dptune_serve, promote_champion
 from helpers.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # a real server process: model load and uvicorn start, ~20 s
 
-BIN = Path(sys.executable).parent
 LABELS = {"entailment", "contradiction", "neutral"}
 START_TIMEOUT_S = 180
 
@@ -42,31 +37,12 @@ def _post(port: int, body: object) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def server(smoke_registry, tmp_path_factory) -> Iterator[int]:
     """The champion (the dpt version, promoted through dptune) served on a free port."""
-    from dptune.tracking import configure, promote
-
-    os.environ["MLFLOW_TRACKING_URI"] = smoke_registry.uri
-    try:
-        configure()
-        promote(smoke_registry.model, version=smoke_registry.versions["dpt"])
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    port = free_port()
+    promote_champion(smoke_registry.uri, smoke_registry.model, smoke_registry.versions["dpt"])
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": smoke_registry.uri, "PATH": os.environ["PATH"]}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "dptune"), "serve", "--model", smoke_registry.model, "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    try:
-        try:
-            wait_until_answering(process, f"http://127.0.0.1:{port}/ping", log, START_TIMEOUT_S)
-        except RuntimeError as err:
-            pytest.fail(str(err))
+    served = dptune_serve(smoke_registry.model, smoke_registry.uri, log, timeout_s=START_TIMEOUT_S)
+    with served as (port, _):
         assert f"serving models:/{smoke_registry.model}@champion" in log.read_text()
         yield port
-    finally:
-        stop_group(process)
 
 
 RECORD = {"premise": "It is raining, yes.", "hypothesis": "It rains."}
