@@ -66,7 +66,7 @@ def test_llm_profiles_split_the_paper_rows_from_the_later_ones():
     rows = {}
     for name in ("llm", "llm-later"):
         params = load_profile(REPO_ROOT / "profiles" / f"{name}.yaml")
-        assert params.model == "smollm2-135m" and params.tasks == ["cb", "copa"]
+        assert params.model == "smollm2-135m" and params.tasks == ["cb"]
         assert params.report.baselines == ["majority", "zero-shot"] and len(params.seeds) == 3
         rows[name] = params.methods
         cfg = cell_config(params, task="cb", method=params.methods[0], seed=0, model=params.model,
