@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from dptune.tracking.serving_limits import MAX_BODY_BYTES_ENV, max_body_bytes
+from dptune.tracking.serving_limits import MAX_BODY_BYTES_ENV, max_body_bytes, release_memory
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,6 +73,9 @@ class BodyLimit:
         return b"".join(chunks), True
 
     async def _refuse(self, send: Send, what: str) -> None:
+        # what was read of the body (up to the limit) is garbage now: give its pages back
+        # before answering, or glibc keeps them and the server grows with every refusal
+        release_memory()
         message = f"{what}; the limit is {self.limit} ({MAX_BODY_BYTES_ENV})"
         payload = json.dumps({"error_code": "REQUEST_LIMIT_EXCEEDED", "message": message})
         await send(
