@@ -112,9 +112,11 @@ def test_the_loss_covers_answer_tokens_normalised_by_their_count(kind, models, s
         assert doubled.item() == pytest.approx(loss.item() / 2, abs=1e-6)
 
 
-def test_the_loss_computes_logits_for_the_answers_only(models, superglue_dir):
-    """The LM head runs over the answer positions alone, not over [P | source]."""
-    backbone = _backbone(models["llama"])
+@pytest.mark.parametrize("method", ["dpt", "lora"])
+def test_the_loss_computes_logits_for_the_answers_only(models, superglue_dir, method):
+    """The LM head runs over the answer positions alone, not over [P | source] (LoRA's
+    PEFT wrapper passes the request on to the model)."""
+    backbone = _backbone(models["llama"], method)
     task = get_task("cb", "natural")
     features = build_train_features(
         task, task.read(str(superglue_dir), "train")[:3], backbone, 100, 8
@@ -127,6 +129,23 @@ def test_the_loss_computes_logits_for_the_answers_only(models, superglue_dir):
         backbone.loss(_collate(backbone, features))
     hook.remove()
     assert widths == [max(len(f.target_ids) for f in features) + 1]
+
+
+@pytest.mark.parametrize("method", ["dpt", "lora"])
+def test_rank_scoring_computes_the_prefix_s_last_logits_only(models, superglue_dir, method):
+    """[P | source] runs once with the LM head over its last position; each candidate then
+    runs on its cache over its own tokens."""
+    backbone = _backbone(models["llama"], method)
+    batch = _collate(backbone, _features(backbone, superglue_dir))
+    widths = []
+    hook = backbone.model.register_forward_hook(
+        lambda m, a, out: widths.append(out.logits.shape[1])
+    )
+    with torch.no_grad():
+        backbone.rank_scores(batch)
+    hook.remove()
+    cand_len = batch["cand_ids"].shape[2]
+    assert widths == [1] + [cand_len] * batch["cand_ids"].shape[1]
 
 
 def test_answers_follow_the_model_s_conventions(models, superglue_dir):

@@ -185,7 +185,11 @@ class CausalBackbone(Backbone):
         """`logits_to_keep` for models whose forward takes it (transformers' own causal LMs);
         others compute every position's logits and the caller slices."""
         if self._takes_logits_to_keep is None:
-            parameters = inspect.signature(self.model.forward).parameters
+            # A PEFT-wrapped model (LoRA) passes its keyword arguments on to the model it wraps.
+            model = (
+                self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            )
+            parameters = inspect.signature(model.forward).parameters
             self._takes_logits_to_keep = "logits_to_keep" in parameters
         return {"logits_to_keep": keep} if self._takes_logits_to_keep else {}
 
@@ -193,7 +197,10 @@ class CausalBackbone(Backbone):
         """The cache of [P | padding | source], its mask, and the next-token logits."""
         ids, mask = self._left_pad(self._rows(batch["input_ids"], batch["attention_mask"]))
         embeds, full_mask = self._embed_with_prompt(ids, mask, mask.sum(dim=1))
-        out = self._run(full_mask, embeds=embeds, use_cache=True)
+        # Only the last position's logits are used: the LM head over every position would be
+        # a [B, c + S, vocab] tensor (1.6 GB for 32 SmolLM2 rows of 260) and a quarter of the
+        # prefix's FLOPs.
+        out = self._run(full_mask, embeds=embeds, use_cache=True, **self._logits_to_keep(1))
         return out.cache, full_mask, out.logits[:, -1].float()
 
     def rank_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
