@@ -95,6 +95,20 @@ def test_a_run_shows_running_with_its_steps_while_it_trains(server_tracking, val
     assert record == {"tracking_uri": server_tracking.uri, "run_id": live.run_id, "logged": True}
 
 
+@pytest.mark.slow  # a tiny run tracked to a real server: 20-60 s on a shared 2-core machine
+def test_a_run_shorter_than_the_sampling_interval_still_has_a_system_sample(
+    server_tracking, values, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "600")
+    live = LiveRun(stage="train", log_model=False, flush_s=0.5)
+    train(make_config({**values, "epochs": 1}), progress=False, callbacks=[live])
+    client = MlflowClient()
+    cpu = client.get_metric_history(live.run_id, "system/cpu_utilization_percentage")
+    assert [m.step for m in cpu] == [0]  # MLflow's monitor alone logs nothing before 600 s
+    memory = client.get_metric_history(live.run_id, "system/system_memory_usage_megabytes")
+    assert len(memory) == 1 and memory[0].value > 0
+
+
 @pytest.mark.slow
 def test_an_error_ends_the_run_failed(server_tracking, values):
     live = LiveRun(stage="train", system_metrics=False, flush_s=0.5)

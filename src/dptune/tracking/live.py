@@ -32,6 +32,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
 from dptune.config import TrainConfig
 from dptune.errors import one_line
@@ -70,6 +71,27 @@ SYSTEM_MONITOR_LOGGER = "mlflow.system_metrics.system_metrics_monitor"
 
 def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {one_line(err)}"
+
+
+class SystemMonitor(SystemMetricsMonitor):
+    """MLflow's system-metrics monitor, plus one sample at the end of a run that ended before
+    its first sampling interval did (MLflow's own logs nothing then)."""
+
+    published = False
+    final_sample = True  # off when the server is known to be lost
+
+    def publish_metrics(self, metrics: dict[str, float]) -> None:
+        super().publish_metrics(metrics)
+        self.published = True
+
+    def finish(self) -> None:
+        started = self._process is not None
+        super().finish()
+        if started and self.final_sample and not self.published:
+            with contextlib.suppress(Exception):  # tracking never stops training
+                self.collect_metrics()
+                self.publish_metrics(self.aggregate_metrics())
+                self.mlflow_logger.flush()
 
 
 class _Sender(threading.Thread):
@@ -137,7 +159,7 @@ class LiveRun(TrainingCallback):
         self._warned = False
         self._sent: set[tuple[str, int, float]] = set()
         self._sender: _Sender | None = None
-        self._monitor: Any = None
+        self._monitor: SystemMonitor | None = None
         self._session: contextlib.ExitStack | None = None
         self._step = 0
 
@@ -203,12 +225,10 @@ class LiveRun(TrainingCallback):
         log_lineage(self.client, run_id, config)
 
     def _start_monitor(self, resumed: bool) -> None:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
         interval = float(
             os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL") or SYSTEM_METRICS_INTERVAL_S
         )
-        self._monitor = SystemMetricsMonitor(
+        self._monitor = SystemMonitor(
             self.run_id, sampling_interval=interval, resume_logging=resumed, tracking_uri=self.uri
         )
         self._monitor.start()
@@ -237,6 +257,7 @@ class LiveRun(TrainingCallback):
 
     def _stop_background(self) -> None:
         if self._monitor is not None:
+            self._monitor.final_sample = not self.degraded
             # finish() stops the monitor's thread and sends its last samples; on a thread of
             # its own, so a lost or hanging server cannot hold up the end of training.
             stopping = threading.Thread(
