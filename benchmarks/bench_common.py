@@ -3,15 +3,30 @@ the PEFT DPT encoder."""
 
 from __future__ import annotations
 
+import json
 import random
 import resource
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 ADAPTER = "default"
+
+
+def run_worker(
+    script: str | Path, role: str, spec: dict[str, Any], env: dict[str, str]
+) -> dict[str, Any]:
+    """`script --worker role --spec JSON` in a fresh process; the last line it prints, parsed."""
+    cmd = [sys.executable, str(script), "--worker", role, "--spec", json.dumps(spec)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{spec['case']} {role} worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def peak_memory_mb(device: str) -> float:

@@ -57,7 +57,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +66,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules beside this one
 
 import torch  # noqa: E402
+from bench_common import run_worker  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "superglue"
@@ -142,7 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--config", action="append", choices=tuple(CONFIGS),
                         help="Run only these configurations (default: all)")  # fmt: skip
-    parser.add_argument("--out", help="JSON lines: runs, then the report (required)")
+    parser.add_argument("--out", help="JSON lines of the runs, reused by a second invocation "
+                        "(required); the report is printed and returned")  # fmt: skip
     parser.add_argument("--table", help="Also write the report as a markdown table here")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="Intra-op threads of every run (default: this process's)")  # fmt: skip
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if f"baselines {args.case}" not in done:
             peaks = {p: gemm_peak(p, args.threads, device) for p in ("fp32", "bf16")}
             write_line(out, {"type": "baselines", "case": args.case, "gemm_peak": peaks,
-                             **run_worker("baselines", spec, env)})  # fmt: skip
+                             **run_worker(__file__, "baselines", spec, env)})  # fmt: skip
         configs = args.config or case_configs(args.case)
         for seed in args.seeds:
             for name in configs:
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 side, changes = CONFIGS[name]
                 run_spec = {**spec, "side": side, "seed": seed,
                             "settings": {**DEFAULT_SETTINGS, **changes}}  # fmt: skip
-                result = run_worker("run", run_spec, env)
+                result = run_worker(__file__, "run", run_spec, env)
                 line = {"type": "run", "key": key, "case": args.case, "config": name,
                         "seed": seed, "settings": run_spec["settings"], **result}  # fmt: skip
                 write_line(out, line)
@@ -283,14 +284,6 @@ def worker_env(threads: int, work: Path) -> dict[str, str]:
         "TQDM_DISABLE": "1",
         "DPTUNE_CACHE": os.environ.get("DPTUNE_CACHE", str(work / "cache")),
     }
-
-
-def run_worker(kind: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", kind, "--spec", json.dumps(spec)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{spec['case']} {kind} worker failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def gemm_peak(precision: str, threads: int, device: str) -> float:

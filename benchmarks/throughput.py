@@ -35,7 +35,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules beside this one
 
 import torch  # noqa: E402
-from bench_common import peak_memory_mb  # noqa: E402
+from bench_common import peak_memory_mb, run_worker  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "superglue"
@@ -204,7 +203,7 @@ def run_case(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"dptune": [], "peft": []}
     for repeat in range(spec["repeats"]):
         for side in ("dptune", "peft"):
-            run = run_worker(side, spec, env)
+            run = run_worker(__file__, side, spec, env)
             runs[side].append(run)
             accuracy = "-" if run["accuracy"] is None else f"{run['accuracy']:.4f}"
             print(
@@ -276,14 +275,6 @@ def prepare_model(spec: dict[str, Any], data_dir: Path) -> dict[str, str]:
     if spec["pretrain_steps"]:
         pretrain(folder, spec, data_dir)
     return {"model": str(folder), "model_dir": str(folder)}
-
-
-def run_worker(side: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", side, "--spec", json.dumps(spec)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{spec['case']} {side} worker failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _sig(seconds: float, digits: int = 4) -> float:
