@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dptune.errors import one_line
+import io
+import sys
+
+from dptune.errors import one_line, whole_lines_on_stderr
 
 
 class _WithMessage(Exception):
@@ -30,3 +33,31 @@ def test_the_message_of_each_kind_of_error():
     assert one_line(RuntimeError()) == "RuntimeError"
     assert one_line(RuntimeError("\n\n"), first_line=True) == "RuntimeError"
     assert one_line("") == ""
+
+
+class _Writes(io.RawIOBase):
+    """A file descriptor's stand-in: records each write it is given."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def test_a_line_printed_to_stderr_leaves_in_one_write(monkeypatch):
+    raw = _Writes()
+    # how Python opens stderr: text over the unbuffered descriptor, writing through
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))
+    print("dptune: rank 1: executor output /tmp/x.json", file=sys.stderr)
+    assert raw.writes == [b"dptune: rank 1: executor output /tmp/x.json", b"\n"]
+    raw.writes.clear()
+
+    whole_lines_on_stderr()
+    print("dptune: rank 0: executor output /tmp/y.json", file=sys.stderr)
+    print("error:", "two", "parts", file=sys.stderr)
+    assert raw.writes == [b"dptune: rank 0: executor output /tmp/y.json\n", b"error: two parts\n"]

@@ -3,9 +3,13 @@
 A `DptuneError` carries one line that names the offending place (file and line, field, idx).
 The CLI prints it to stderr and exits with code 2, without a traceback. `one_line` is how a
 foreign error's message is quoted inside one, with any URL's password hidden.
+`whole_lines_on_stderr` keeps such lines whole when several processes share one stderr.
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
 
 from dptune.redact import redact_text
 
@@ -41,3 +45,15 @@ def _message(error: BaseException) -> str:
     if isinstance(error, KeyError) and error.args:
         return str(error.args[0])  # str() of a KeyError quotes the key
     return str(error)
+
+
+def whole_lines_on_stderr() -> None:
+    """Make each line printed to stderr leave the process in one write.
+
+    Python's stderr writes through to the file descriptor, so `print(text, file=sys.stderr)` is
+    two writes, the text and then the newline: the lines of processes sharing one stderr
+    (torchrun's ranks) can run into each other between the two. Line buffering sends a line,
+    newline included, in one write, which a pipe keeps whole (up to PIPE_BUF bytes)."""
+    # AttributeError etc.: not a text stream (a caller replaced it); nothing to do then
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stderr.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]

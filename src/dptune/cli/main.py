@@ -14,7 +14,7 @@ from types import TracebackType
 
 import typer
 
-from dptune.errors import DptuneError, one_line
+from dptune.errors import DptuneError, one_line, whole_lines_on_stderr
 from dptune.redact import redact_text
 
 app = typer.Typer(
@@ -96,6 +96,7 @@ def _redacted_thread_traceback(args: threading.ExceptHookArgs) -> None:
 
 def main() -> None:
     threading.excepthook = _redacted_thread_traceback  # (typer replaces sys.excepthook)
+    whole_lines_on_stderr()  # under torchrun every rank shares one stderr
     try:
         code = app(prog_name="dptune", standalone_mode=False)
         # Without standalone mode click returns (not raises) the code of `typer.Exit(n)`.

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dptune.errors import whole_lines_on_stderr
+
 MODULE = "dptune.kfp.torchrun_executor"
 
 
@@ -73,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--function_to_execute", required=True, choices=sorted(components.COMPONENTS)
     )
     args, _ = parser.parse_known_args(argv)
+    whole_lines_on_stderr()  # the ranks share the pod's stderr
     rank = rank_of()
     with tempfile.TemporaryDirectory(prefix=f"dptune-rank{rank}-") as scratch:
         executor_input = for_rank(json.loads(args.executor_input), rank, Path(scratch))
