@@ -171,7 +171,6 @@ def test_bf16_cpu_benchmark_skips_a_missing_model(monkeypatch, capsys) -> None:
 
 
 def test_the_t5_step_flop_count_matches_torchs_counter() -> None:
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from dptune.backbones.seq2seq import Seq2SeqBackbone
