@@ -28,6 +28,7 @@ from bench_common import install_dpt_prompt, own_fields
 from bench_meter import Meter
 
 T5_BASE = {"d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12}
+T5_TINY = {"d_model": 64, "d_kv": 32, "d_ff": 128, "num_layers": 2, "num_heads": 2}  # smoke tests
 
 
 # ---- tiny-t5-rte ----------------------------------------------------------------------------
@@ -213,11 +214,16 @@ def run_peft_rte(spec: dict[str, Any], device: str) -> tuple[float, str]:
 
 
 # ---- t5-base-step -----------------------------------------------------------------------------
+def t5_shape(spec: dict[str, Any]) -> dict[str, int]:
+    """The case's T5 shape: t5-base's unless the spec scales it down."""
+    return {**T5_BASE, **spec.get("shape", {})}
+
+
 def t5_shaped(spec: dict[str, Any]) -> Any:
     """A random-weight T5 of the case's shape (t5-base unless the spec scales it down)."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    shape = {**T5_BASE, **spec.get("shape", {})}
+    shape = t5_shape(spec)
     config = T5Config(
         vocab_size=spec["vocab"], num_decoder_layers=shape["num_layers"], dropout_rate=0.1,
         feed_forward_proj="relu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
@@ -358,7 +364,7 @@ def _peft_steps(spec: dict[str, Any], device: str) -> StepTimes:
 def step_meter(spec: dict[str, Any], device: str) -> Meter:
     """A meter for the step case: it marks the post-load point and reads the peak; tokens and
     FLOPs are the fixed batches' (`step_flops`), not counted by a probe."""
-    shape = {**T5_BASE, **spec.get("shape", {})}
+    shape = t5_shape(spec)
     return Meter(0, shape["num_layers"], shape["num_heads"], shape["d_kv"], device)
 
 
@@ -374,7 +380,7 @@ def forward_flops(spec: dict[str, Any]) -> dict[str, float]:
     """One batch's forward FLOPs without the LM head: the encoder over prompt + source, the
     decoder over the target, its cross-attention keys and values projected from every encoder
     position."""
-    shape = {**T5_BASE, **spec.get("shape", {})}
+    shape = t5_shape(spec)
     d, ff, layers = shape["d_model"], shape["d_ff"], shape["num_layers"]
     width = shape["num_heads"] * shape["d_kv"]
     source = spec["prompt_length"] + spec["max_source_length"]

@@ -74,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules 
 
 import torch  # noqa: E402
 from bench_common import run_worker  # noqa: E402
+from bench_seq2seq import T5_TINY  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "superglue"
@@ -106,7 +107,7 @@ CASES: dict[str, dict[str, Any]] = {
     "tiny-t5-step": {
         **STEP, "batch_size": 4, "prompt_length": 4, "max_source_length": 16,
         "target_length": 3, "steps": 2, "vocab": 1000,
-        "shape": {"d_model": 64, "d_kv": 32, "d_ff": 128, "num_layers": 2, "num_heads": 2},
+        "shape": T5_TINY,
     },
     "tiny-bert-cb": {
         **SHARED, "kind": "encoder", "model": "tiny:bert", "prompt_length": 4, "epochs": 2,

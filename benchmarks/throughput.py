@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules 
 
 import torch  # noqa: E402
 from bench_common import peak_memory_mb, run_worker  # noqa: E402
+from bench_seq2seq import T5_TINY  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "superglue"
@@ -78,7 +79,6 @@ OVERRIDABLE = (
     "head_lr", "prompt_length", "bottleneck", "max_source_length", "pretrain_steps", "steps",
     "seed",
 )  # fmt: skip
-SMALL_SHAPE = {"d_model": 64, "d_kv": 32, "d_ff": 128, "num_layers": 2, "num_heads": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -124,7 +124,7 @@ def case_spec(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         if value is not None and field in spec and not (field == "model" and spec[field] is None):
             spec[field] = value
     if args.small_shapes and spec["kind"] == "step":
-        spec.update(shape=SMALL_SHAPE, vocab=1000)
+        spec.update(shape=T5_TINY, vocab=1000)
     spec.update(
         threads=args.threads,
         device=args.device,

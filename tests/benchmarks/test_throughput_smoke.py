@@ -181,13 +181,15 @@ def test_the_t5_step_flop_count_matches_torchs_counter() -> None:
     seq2seq = load_benchmark("bench_seq2seq")
     spec = {**skeptic.CASES["tiny-t5-step"], "seed": 0}
     model = seq2seq.t5_shaped(spec)
-    prompt = DecomposedPrompt(DptConfig(bottleneck=10), num_tokens=spec["prompt_length"], dim=64)
+    shape, bottleneck = spec["shape"], spec["bottleneck"]
+    prompt = DecomposedPrompt(
+        DptConfig(bottleneck=bottleneck), num_tokens=spec["prompt_length"], dim=shape["d_model"]
+    )
     backbone = Seq2SeqBackbone(model, tokenizer=None, prompt=prompt)
     with FlopCounterMode(display=False) as counter:
         backbone.loss(seq2seq.fixed_batches(spec)[0])
     estimate = seq2seq.forward_flops(spec)
-    shape = spec["shape"]
     lm_head = 2 * spec["batch_size"] * spec["target_length"] * shape["d_model"] * spec["vocab"]
-    prompt_flops = 2 * spec["prompt_length"] * 10 * shape["d_model"]
+    prompt_flops = 2 * spec["prompt_length"] * bottleneck * shape["d_model"]
     counted = counter.get_total_flops() - lm_head - prompt_flops
     assert abs(sum(estimate.values()) - counted) < 0.01 * estimate["linear"]
