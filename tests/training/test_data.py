@@ -1,6 +1,13 @@
 import torch
 
-from dptune.training.data import Collator, Feature, epoch_batches, eval_batches, steps_per_epoch
+from dptune.training.data import (
+    Collator,
+    Feature,
+    epoch_batches,
+    eval_batches,
+    group_factor_for,
+    steps_per_epoch,
+)
 
 
 def test_epoch_batches_cover_every_feature_once_and_repeat_for_same_seed():
@@ -75,3 +82,26 @@ def test_answers_that_fill_max_target_length_are_warned_about(tiny_t5_dir, super
     assert lines[0].startswith("warning: max_target_length: ") and "training targets" in lines[0]
     assert "distinct candidate answers fill its 3 tokens" in lines[1]
     assert lines[1].endswith("raise --max-target-length")
+
+
+def test_a_small_sets_batches_change_content_between_epochs():
+    # CB at batch 8: 250 features, fewer than one mega-batch of 50 batches. Sorted whole, every
+    # epoch would hold the same batches, only reordered.
+    lengths = [20 + (i * 7919) % 180 for i in range(250)]
+    contents = [
+        {frozenset(b) for b in epoch_batches(lengths, batch_size=8, seed=0, epoch=e)}
+        for e in range(3)
+    ]
+    assert len(contents[0] & contents[1]) < len(contents[0]) // 2
+    assert len(contents[1] & contents[2]) < len(contents[1]) // 2
+    assert epoch_batches(lengths, 8, 0, 0) == epoch_batches(lengths, 8, 0, 0, group_factor=7)
+    whole = [
+        {frozenset(b) for b in epoch_batches(lengths, 8, 0, e, group_factor=50)} for e in (0, 1)
+    ]
+    assert len(whole[0] & whole[1]) > len(whole[0]) // 2  # what the cap is for
+
+
+def test_group_factor_caps_at_fifty_and_never_drops_below_one():
+    assert group_factor_for(250, 8) == 7
+    assert group_factor_for(100_000, 8) == 50
+    assert group_factor_for(10, 8) == 1

@@ -169,14 +169,31 @@ class Collator:
         return {name: torch.from_numpy(array) for name, array in arrays.items()}
 
 
+def group_factor_for(num_features: int, batch_size: int) -> int:
+    """Batches per length-sorting mega-batch: 50, fewer for a small set (at least 4 mega-batches).
+
+    A set smaller than one mega-batch would be sorted whole, and every epoch would then hold the
+    same batches in a new order; the cap (the Trainer's `group_by_length` uses the same) keeps
+    the batches' contents shuffling between epochs.
+    """
+    return max(1, min(50, num_features // (4 * batch_size)))
+
+
 def epoch_batches(
-    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_factor: int = 50
+    lengths: Sequence[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    group_factor: int | None = None,
 ) -> list[list[int]]:
-    """The batches of one epoch: shuffled, then length-grouped within mega-batches.
+    """The batches of one epoch: shuffled, then length-grouped within mega-batches of
+    `group_factor` batches (by default `group_factor_for` the set).
 
     The order depends only on (seed, epoch), so a resumed run replays exactly the batches an
     uninterrupted run would see. Grouping similar lengths keeps dynamic padding small.
     """
+    if group_factor is None:
+        group_factor = group_factor_for(len(lengths), batch_size)
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths)).tolist()
     mega = batch_size * group_factor
