@@ -20,7 +20,8 @@ The settings the comparisons vary (`spec["settings"]`):
   prompt and optimizer fp32). PEFT: `TrainingArguments(bf16=True)` (autocast), and autocast
   around its scoring.
 - `group_by_length` (PEFT only): the Trainer's length-grouped sampler. dptune always groups
-  lengths within shuffled mega-batches (`training.data.epoch_batches`).
+  lengths within shuffled mega-batches of min(50, n / (4 x batch)) batches, the Trainer's rule
+  (`training.data.epoch_batches`).
 - `sorted_eval` (PEFT only): score the (example, label) pairs in length order, so a batch holds
   similar lengths. dptune always batches evaluation by length and token budget.
 - `attention_dropout` (both): `model` (the config's) or `off`. Llama-family configs say 0.0, so

@@ -303,3 +303,18 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(small_fs):
         "step-1"
     ]  # no half-written folder
     assert ckpt.load_checkpoint(small_fs)["state"].step == 1
+
+
+def test_the_batch_grouping_is_saved_and_an_older_checkpoint_keeps_its_own(tmp_path):
+    model, optimizer, scheduler = _toy()
+    state = ckpt.TrainState(step=1, group_factor=7)
+    path = ckpt.save_checkpoint(
+        tmp_path / "run", state, _trainable(model), None, optimizer, scheduler
+    )
+    assert ckpt.load_checkpoint(tmp_path / "run")["state"].group_factor == 7
+
+    # written before the cap: no group_factor, and the run sorted within 50-batch mega-batches
+    meta = json.loads((path / "state.json").read_text())
+    del meta["state"]["group_factor"]
+    (path / "state.json").write_text(json.dumps(meta))
+    assert ckpt.load_checkpoint(tmp_path / "run")["state"].group_factor == 50

@@ -39,6 +39,7 @@ VERSION = 1
 STATE_FILE = "state.json"
 TENSORS_FILE = "tensors.safetensors"
 KEEP = 2  # checkpoint folders kept: the newest and the previous good one
+LEGACY_GROUP_FACTOR = 50
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     running_loss: float = 0.0  # summed train loss since the last logged step
     running_count: int = 0  # batches in running_loss
+    group_factor: int | None = None  # batches per length-sorting mega-batch; set at the start
 
 
 # ---- RNG states ------------------------------------------------------------------------------
@@ -323,7 +325,9 @@ def _assemble(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path
         _rng_values(other, tensors, f"rng/rank{rank}/")
         for rank, other in enumerate(rng.get("ranks", []), start=1)
     ]
-    state = TrainState(**meta["state"])
+    # Checkpoints written before the grouping cap have no group_factor: they sorted within
+    # mega-batches of 50 batches, and their run goes on in that order.
+    state = TrainState(**{"group_factor": LEGACY_GROUP_FACTOR, **meta["state"]})
     if state.step != meta["step"] or not isinstance(state.history, list):
         raise ValueError("inconsistent step")
     return {

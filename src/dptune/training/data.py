@@ -170,7 +170,7 @@ class Collator:
 
 
 def group_factor_for(num_features: int, batch_size: int) -> int:
-    """Batches per length-sorting mega-batch: 50, fewer for a small set (at least 4 mega-batches).
+    """Batches per length-sorting mega-batch: 50, or fewer so that a small set splits into 4.
 
     A set smaller than one mega-batch would be sorted whole, and every epoch would then hold the
     same batches in a new order; the cap (the Trainer's `group_by_length` uses the same) keeps

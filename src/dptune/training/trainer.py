@@ -25,7 +25,13 @@ from dptune.run_folder import RunFolder
 from dptune.tasks.base import Example
 from dptune.training import checkpoint as ckpt
 from dptune.training import distributed as ddp
-from dptune.training.data import Collator, build_eval_features, build_train_features, epoch_batches
+from dptune.training.data import (
+    Collator,
+    build_eval_features,
+    build_train_features,
+    epoch_batches,
+    group_factor_for,
+)
 from dptune.training.device import (
     autocast_for,
     place_backbone,
@@ -119,7 +125,9 @@ class Trainer:
         self.total_steps, self.epochs = plan.total_steps, plan.epochs
         groups = self.backbone.param_groups(cfg.learning_rate, cfg.head_lr, cfg.weight_decay)
         self.optimizer, self.scheduler = build_optimizer(groups, cfg, self.total_steps, self.device)
-        self.state = ckpt.TrainState()
+        self.state = ckpt.TrainState(
+            group_factor=group_factor_for(len(self.train_features), cfg.batch_size)
+        )
         self.best_trainable: dict[str, torch.Tensor] | None = None
         if self.ranks.active:
             self._start_rank()
@@ -212,7 +220,11 @@ class Trainer:
         # stopped after its last step and before that end resumes into it).
         while state.epoch < self.epochs:
             batches = epoch_batches(
-                [len(f) for f in self.train_features], cfg.batch_size, cfg.seed, state.epoch
+                [len(f) for f in self.train_features],
+                cfg.batch_size,
+                cfg.seed,
+                state.epoch,
+                state.group_factor,
             )
             if state.batch_in_epoch == 0:
                 state.running_loss, state.running_count = 0.0, 0
