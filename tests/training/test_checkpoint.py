@@ -318,3 +318,35 @@ def test_the_batch_grouping_is_saved_and_an_older_checkpoint_keeps_its_own(tmp_p
     del meta["state"]["group_factor"]
     (path / "state.json").write_text(json.dumps(meta))
     assert ckpt.load_checkpoint(tmp_path / "run")["state"].group_factor == 50
+
+
+def test_a_resumed_run_batches_as_its_checkpoint_says(base_config, tmp_path, monkeypatch):
+    from dptune.training import trainer as trainer_module
+
+    part = {**base_config, "out": str(tmp_path / "part"), "checkpoint_every": 1}
+    trainer = Trainer(make_config(part), progress=False)
+    trainer.prepare()
+    assert trainer.state.group_factor == 1  # 32 features at batch 8: a mega-batch per batch
+    real_loss, calls = trainer.model_forward, {"n": 0}
+
+    def crash_at_step_3(batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("node lost")
+        return real_loss(batch)
+
+    trainer.model_forward = crash_at_step_3
+    with pytest.raises(RuntimeError):
+        trainer.fit()
+    state_file = tmp_path / "part" / "checkpoints" / "step-2" / "state.json"
+    meta = json.loads(state_file.read_text())
+    assert meta["state"]["group_factor"] == 1
+    del meta["state"]["group_factor"]  # as a checkpoint written before the cap
+    state_file.write_text(json.dumps(meta))
+
+    used, real_batches = [], trainer_module.epoch_batches
+    monkeypatch.setattr(
+        trainer_module, "epoch_batches", lambda *args: used.append(args[4]) or real_batches(*args)
+    )
+    train(make_config({**part, "resume": True}), progress=False)
+    assert used and set(used) == {50}
