@@ -228,24 +228,28 @@ def test_resume_from_a_garbage_checkpoint_is_one_line_exit_2(base_config, monkey
     assert not (out / "metrics.json").exists() and not (out / "config.yaml").exists()
 
 
+def _train_until_lost(trainer: Trainer, at_step: int) -> None:
+    """Prepare and fit `trainer`, its forward failing at step `at_step` as if the node died."""
+    trainer.prepare()
+    real_loss, calls = trainer.model_forward, {"n": 0}
+
+    def lost_at_step(batch):
+        calls["n"] += 1
+        if calls["n"] == at_step:
+            raise RuntimeError("node lost")
+        return real_loss(batch)
+
+    trainer.model_forward = lost_at_step
+    with pytest.raises(RuntimeError):
+        trainer.fit()
+
+
 def test_resume_skips_a_truncated_newest_and_stays_bit_identical(base_config, tmp_path, capsys):
     full = {**base_config, "out": str(tmp_path / "full"), "epochs": 2}
     train(make_config(full), progress=False)
 
     part = {**base_config, "out": str(tmp_path / "part"), "epochs": 2, "checkpoint_every": 1}
-    trainer = Trainer(make_config(part), progress=False)
-    trainer.prepare()
-    real_loss, calls = trainer.model_forward, {"n": 0}
-
-    def crash_at_step_7(batch):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise RuntimeError("node lost")
-        return real_loss(batch)
-
-    trainer.model_forward = crash_at_step_7
-    with pytest.raises(RuntimeError):
-        trainer.fit()
+    _train_until_lost(Trainer(make_config(part), progress=False), at_step=7)
     newest = tmp_path / "part" / "checkpoints" / "step-6" / "tensors.safetensors"
     _corrupt(newest, "truncated")
     capsys.readouterr()
@@ -325,19 +329,8 @@ def test_a_resumed_run_batches_as_its_checkpoint_says(base_config, tmp_path, mon
 
     part = {**base_config, "out": str(tmp_path / "part"), "checkpoint_every": 1}
     trainer = Trainer(make_config(part), progress=False)
-    trainer.prepare()
+    _train_until_lost(trainer, at_step=3)
     assert trainer.state.group_factor == 1  # 32 features at batch 8: a mega-batch per batch
-    real_loss, calls = trainer.model_forward, {"n": 0}
-
-    def crash_at_step_3(batch):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("node lost")
-        return real_loss(batch)
-
-    trainer.model_forward = crash_at_step_3
-    with pytest.raises(RuntimeError):
-        trainer.fit()
     state_file = tmp_path / "part" / "checkpoints" / "step-2" / "state.json"
     meta = json.loads(state_file.read_text())
     assert meta["state"]["group_factor"] == 1
