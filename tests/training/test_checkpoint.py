@@ -176,6 +176,8 @@ def test_an_unreadable_newest_falls_back_with_one_warning(tmp_path, file, how, c
         ({"format": "dptune-checkpoint", "version": 99}, "checkpoint version 99"),
         ("rename-state", "malformed checkpoint"),
         ("drop-optimizer", "malformed checkpoint"),
+        ("zero-grouping", "group_factor 0 is not a positive integer"),
+        ("text-grouping", "group_factor 'x' is not a positive integer"),
     ],
 )
 def test_a_foreign_checkpoint_is_one_line(tmp_path, meta, complaint):
@@ -186,6 +188,8 @@ def test_a_foreign_checkpoint_is_one_line(tmp_path, meta, complaint):
         stored["state"]["steps"] = stored["state"].pop("step")
     elif meta == "drop-optimizer":
         del stored["optimizer"]
+    elif meta in ("zero-grouping", "text-grouping"):
+        stored["state"]["group_factor"] = 0 if meta == "zero-grouping" else "x"
     else:
         stored = meta
     (path / "state.json").write_text(json.dumps(stored))

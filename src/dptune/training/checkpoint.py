@@ -330,6 +330,9 @@ def _assemble(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path
     state = TrainState(**{"group_factor": LEGACY_GROUP_FACTOR, **meta["state"]})
     if state.step != meta["step"] or not isinstance(state.history, list):
         raise ValueError("inconsistent step")
+    grouping = state.group_factor
+    if grouping is not None and (type(grouping) is not int or grouping < 1):
+        raise ValueError(f"group_factor {grouping!r} is not a positive integer")
     return {
         "path": path,
         "state": state,
