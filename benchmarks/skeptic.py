@@ -49,6 +49,10 @@ count) and peak memory above the post-load baseline. The majority and zero-shot 
 same test half (head-only for an encoder) are printed beside them. Every run is one JSON line
 (`"type": "run"`) in `--out`; running again with the same `--out` reuses the runs already
 there (same case, configuration, seed and settings), so an interrupted benchmark resumes.
+`--pool FILE` adds the runs of another `--out` (the same case and setting, usually measured
+on another machine) to the accuracy columns only: their seed pairs join the paired difference
+and the TOST, while every timing, token and memory column stays this `--out`'s, because wall
+times from two machines do not compare.
 
     python benchmarks/skeptic.py --case smollm2-cb --out bench/skeptic.jsonl \\
         --table docs/skeptic-smollm2-cb.md                     # 5 seeds x 8 configurations
@@ -173,6 +177,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="JSON lines of the runs, reused by a second invocation "
                         "(required); the report is printed and returned")  # fmt: skip
     parser.add_argument("--table", help="Also write the report as a markdown table here")
+    parser.add_argument("--pool", action="append", default=[], metavar="FILE",
+                        help="Another --out of the same case and setting (another machine): "
+                        "its seed pairs join the accuracy test, not the timings")  # fmt: skip
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="Intra-op threads of every run (default: this process's)")  # fmt: skip
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -204,6 +211,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         env = worker_env(args.threads, work)
         out = Path(args.out)
         done = read_runs(out)
+        # Checked before any run, so that a bad --pool costs seconds, not the benchmark.
+        pooled: dict[str, list[dict[str, Any]]] = {}
+        for path in args.pool:
+            ours = [r for r in done.values() if r["type"] == "run" and r["case"] == args.case]
+            pooled[path] = pooled_runs(Path(path), out, args.case, spec, ours, *pooled.values())
         # Measured once per --out, so that a resumed report agrees with the first.
         if f"baselines {args.case}" not in done:
             peaks = {p: gemm_peak(p, args.threads, device) for p in ("fp32", "bf16")}
@@ -227,7 +239,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                       flush=True)  # fmt: skip
         done = read_runs(out)
     runs = [r for r in done.values() if r["type"] == "run" and r["case"] == args.case]
-    report = compare(spec, runs, done[f"baselines {args.case}"])
+    report = compare(spec, runs, done[f"baselines {args.case}"], pooled)
     for line in report:
         print(json.dumps(line), flush=True)
     if args.table:
@@ -294,6 +306,39 @@ def read_runs(path: Path) -> dict[str, dict[str, Any]]:
             runs[record["key"]] = record
         elif record.get("type") == "baselines":
             runs[f"baselines {record['case']}"] = record
+    return runs
+
+
+def pooled_runs(
+    path: Path, out: Path, case: str, spec: dict[str, Any], *seen: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The runs of `case` in another --out file; one line and exit 2 where it cannot pool (a
+    run of another setting, or one already `seen`: a copy would count its seed twice)."""
+    problem = None
+    if not path.is_file():
+        problem = "no such file"
+    elif path.resolve() == out.resolve():
+        problem = "is --out itself"
+    else:
+        try:
+            records = read_runs(path)
+        except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+            records, problem = {}, f"not the JSON lines of skeptic.py ({exc})"
+        runs = [r for r in records.values() if r["type"] == "run" and r["case"] == case]
+        for run in runs:
+            if run["key"] != run_key(case, run["config"], run["seed"], spec):
+                problem = (f"{run['config']} seed {run['seed']} ran another setting or thread "
+                           "count than this one; only runs of the same setting pool")  # fmt: skip
+                break
+            if any(run in earlier for earlier in seen):
+                problem = (f"{run['config']} seed {run['seed']} is a run already counted (in "
+                           "--out or an earlier --pool): a copy would count it twice")  # fmt: skip
+                break
+        if problem is None and not runs:
+            problem = f"has no runs of {case}"
+    if problem is not None:
+        print(f"skeptic.py: --pool {path}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     return runs
 
 
@@ -385,31 +430,40 @@ def baselines(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ---- the report -----------------------------------------------------------------------------
 def compare(
-    spec: dict[str, Any], runs: list[dict[str, Any]], baselines: dict[str, Any]
+    spec: dict[str, Any],
+    runs: list[dict[str, Any]],
+    baselines: dict[str, Any],
+    pooled: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
+    """One line per comparison with runs on both sides, then the setting. Timings come from
+    `runs`; the accuracy columns also take the seed pairs of each `pooled` file's runs (pairs
+    form within a file, so each pair ran on one machine)."""
     peaks = baselines["gemm_peak"]
-    by_config: dict[str, dict[int, dict[str, Any]]] = {}
-    for run in runs:
-        by_config.setdefault(run["config"], {})[run["seed"]] = run
+    by_config = runs_by_config(runs)
+    pooled_by_file = {path: runs_by_config(more) for path, more in (pooled or {}).items()}
     lines: list[dict[str, Any]] = []
     for comparison, label, fast, slow in COMPARISONS:
-        if fast not in by_config or slow not in by_config:
-            continue
-        seeds = sorted(set(by_config[fast]) & set(by_config[slow]))
+        seeds = paired_seeds(by_config, fast, slow)
         if not seeds:
             continue
         a = [by_config[fast][s] for s in seeds]
         b = [by_config[slow][s] for s in seeds]
+        pooled_seeds = {path: paired_seeds(more, fast, slow)
+                        for path, more in pooled_by_file.items()}  # fmt: skip
+        acc_a = a + [pooled_by_file[p][fast][s] for p, ss in pooled_seeds.items() for s in ss]
+        acc_b = b + [pooled_by_file[p][slow][s] for p, ss in pooled_seeds.items() for s in ss]
+        extra = {"pooled_seeds": pooled_seeds} if pooled_by_file else {}
         lines.append({
             "type": "comparison", "case": spec["case"], "comparison": comparison,
-            "label": label, "config": fast, "against": slow, "seeds": seeds,
+            "label": label, "config": fast, "against": slow, "seeds": seeds, **extra,
             "speedup": ratio(median(b, "seconds"), median(a, "seconds")),
             "cpu_speedup": ratio(median(b, "cpu_seconds"), median(a, "cpu_seconds")),
             "train_speedup": ratio(median(b, "train_seconds"), median(a, "train_seconds")),
             "time_to_dev_target": {fast: time_to_target(a, spec["dev_target"]),
                                    slow: time_to_target(b, spec["dev_target"])},
-            **equivalence([r["test_acc"] for r in a], [r["test_acc"] for r in b], spec["margin"]),
-            fast: summary(a, peaks), slow: summary(b, peaks),
+            **equivalence([r["test_acc"] for r in acc_a], [r["test_acc"] for r in acc_b],
+                          spec["margin"]),
+            fast: summary(a, peaks, acc_a), slow: summary(b, peaks, acc_b),
         })  # fmt: skip
     lines.append({
         "type": "setting", "case": spec["case"], "dev_target": spec["dev_target"],
@@ -417,8 +471,20 @@ def compare(
         "baselines": {n: baselines[n] for n in BASELINES[spec["kind"]]}, "threads": spec["threads"],
         "device": spec["device"], "gemm_peak_tflops": {p: round(v / 1e12, 4)
                                                        for p, v in peaks.items()},
+        "pooled_from": list(pooled or {}),
     })  # fmt: skip
     return lines
+
+
+def runs_by_config(runs: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    by_config: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in runs:
+        by_config.setdefault(run["config"], {})[run["seed"]] = run
+    return by_config
+
+
+def paired_seeds(by_config: dict[str, dict[int, Any]], fast: str, slow: str) -> list[int]:
+    return sorted(set(by_config.get(fast, {})) & set(by_config.get(slow, {})))
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
@@ -471,8 +537,12 @@ def equivalence(
             "tost_p": round(p, 4), "equivalent": p < 0.05}  # fmt: skip
 
 
-def summary(runs: list[dict[str, Any]], peaks: dict[str, float]) -> dict[str, Any]:
-    accs = [r["test_acc"] for r in runs if r["test_acc"] is not None]
+def summary(
+    runs: list[dict[str, Any]], peaks: dict[str, float], acc_runs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Timings, tokens and memory of `runs`; test accuracy of `acc_runs` (`runs` plus any
+    pooled ones)."""
+    accs = [r["test_acc"] for r in acc_runs if r["test_acc"] is not None]
     train_s = [max(r["train_seconds"], 1e-9) for r in runs]
     precision = runs[0]["settings"]["precision"]
     mfu = [r["useful_flops"] / t / peaks[precision] for r, t in zip(runs, train_s, strict=True)]
@@ -511,13 +581,18 @@ def markdown(spec: dict[str, Any], report: list[dict[str, Any]]) -> str:
         a, b = r[r["config"]], r[r["against"]]
         lines.append(
             f"| {r['comparison']}: {r['label']} | {r['config']} | {r['against']} | "
-            f"{len(r['seeds'])} | {r['speedup']} | {r['cpu_speedup']} | {r['train_speedup']} | "
+            f"{seeds_cell(r)} | {r['speedup']} | {r['cpu_speedup']} | {r['train_speedup']} | "
             + " | ".join(accuracy_cells(r))
             + f" | {a['real_tokens_per_s']} / {a['padded_tokens_per_s']} vs "
             f"{b['real_tokens_per_s']} / {b['padded_tokens_per_s']} | {a['mfu']} vs {b['mfu']} | "
             f"{a['peak_above_baseline_mb']} vs {b['peak_above_baseline_mb']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def seeds_cell(r: dict[str, Any]) -> str:
+    pooled = sum(len(seeds) for seeds in r.get("pooled_seeds", {}).values())
+    return f"{len(r['seeds'])} + {pooled} pooled (accuracy)" if pooled else str(len(r["seeds"]))
 
 
 def accuracy_cells(r: dict[str, Any]) -> list[str]:
@@ -557,6 +632,7 @@ def case_line(spec: dict[str, Any], setting: dict[str, Any]) -> str:
         + ", ".join(f"{n} {fmt(v)}" for n, v in setting["baselines"].items())
         + f"; preset dev accuracy {spec['dev_target']}; equivalence margin ±{spec['margin']}; "
         f"{peak}."
+        + "".join(f" Accuracy also pools the seed pairs of `{p}`." for p in setting["pooled_from"])
     )
 
 

@@ -104,6 +104,28 @@ def test_a_second_run_reuses_the_runs_on_record(benchmark):
     ]
 
 
+def test_runs_split_over_two_files_pool_to_the_same_accuracy_test(benchmark, tmp_path):
+    skeptic, args, out, report, _ = benchmark
+    lines = out.read_text().splitlines()
+    baselines = [line for line in lines if json.loads(line)["type"] == "baselines"]
+    runs = [line for line in lines if json.loads(line)["type"] == "run"]
+    here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
+    here.write_text("\n".join(baselines + [r for r in runs if json.loads(r)["seed"] == 2]) + "\n")
+    there.write_text("\n".join(baselines + [r for r in runs if json.loads(r)["seed"] < 2]) + "\n")
+    seeds_at = args.index("--seeds")
+    split = [*args[:seeds_at], "--seeds", "2", *args[seeds_at + 4 :]]
+    split[split.index("--out") + 1] = str(here)
+    split[split.index("--table") + 1] = str(tmp_path / "t.md")  # the fixture's table stays
+    before = here.read_text()
+    pooled = skeptic.main([*split, "--pool", str(there)])
+    assert here.read_text() == before  # nothing ran
+    whole = {(r["config"], r["against"]): r for r in report if r["type"] == "comparison"}
+    for line in (r for r in pooled if r["type"] == "comparison"):
+        assert line["seeds"] == [2] and line["pooled_seeds"] == {str(there): [0, 1]}
+        for key in ("acc_diff", "diff_ci95", "tost_p", "equivalent"):
+            assert line[key] == whole[line["config"], line["against"]][key]
+
+
 def test_the_encoder_case_runs_the_dropout_ablation(tmp_path):
     out = tmp_path / "runs.jsonl"
     args = [
