@@ -322,7 +322,7 @@ def pooled_runs(
     else:
         try:
             records = read_runs(path)
-        except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:  # (JSON, UTF-8)
             records, problem = {}, f"not the JSON lines of skeptic.py ({exc})"
         runs = [r for r in records.values() if r["type"] == "run" and r["case"] == case]
         for run in runs:

@@ -84,6 +84,7 @@ def _write(path: Path, records: list[dict]) -> Path:
         ("itself", "is --out itself"),
         ("missing", "no such file"),
         ("not-json", "not the JSON lines of skeptic.py"),
+        ("binary", "not the JSON lines of skeptic.py"),
         ("empty", "has no runs of tiny-llama-cb"),
     ],
 )
@@ -99,6 +100,9 @@ def test_a_pool_that_cannot_join_is_one_line_and_exit_2(skeptic, tmp_path, capsy
         "itself": lambda: out,
         "missing": lambda: tmp_path / "nowhere.jsonl",
         "not-json": lambda: (tmp_path / "p.jsonl").write_text("runs\n") and tmp_path / "p.jsonl",
+        "binary": lambda: (
+            (tmp_path / "p.jsonl").write_bytes(b"\xff\xfe\n") and tmp_path / "p.jsonl"
+        ),
         "empty": lambda: _write(tmp_path / "p.jsonl", [BASELINES]),
     }[case]()
     with pytest.raises(SystemExit) as exit_info:
