@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         done = read_runs(out)
         # Checked before any run, so that a bad --pool costs seconds, not the benchmark.
         pooled: dict[str, list[dict[str, Any]]] = {}
+        ours = case_runs(done, args.case)
         for path in args.pool:
-            ours = [r for r in done.values() if r["type"] == "run" and r["case"] == args.case]
             pooled[path] = pooled_runs(Path(path), out, args.case, spec, ours, *pooled.values())
         # Measured once per --out, so that a resumed report agrees with the first.
         if f"baselines {args.case}" not in done:
@@ -238,8 +238,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                       f"test {fmt(result['test_acc'])} best epoch {result['best_epoch']}",
                       flush=True)  # fmt: skip
         done = read_runs(out)
-    runs = [r for r in done.values() if r["type"] == "run" and r["case"] == args.case]
-    report = compare(spec, runs, done[f"baselines {args.case}"], pooled)
+    report = compare(spec, case_runs(done, args.case), done[f"baselines {args.case}"], pooled)
     for line in report:
         print(json.dumps(line), flush=True)
     if args.table:
@@ -309,6 +308,11 @@ def read_runs(path: Path) -> dict[str, dict[str, Any]]:
     return runs
 
 
+def case_runs(records: dict[str, dict[str, Any]], case: str) -> list[dict[str, Any]]:
+    """The runs of `case` among `read_runs`' records."""
+    return [r for r in records.values() if r["type"] == "run" and r["case"] == case]
+
+
 def pooled_runs(
     path: Path, out: Path, case: str, spec: dict[str, Any], *seen: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -324,7 +328,7 @@ def pooled_runs(
             records = read_runs(path)
         except (ValueError, KeyError, AttributeError, TypeError) as exc:  # (JSON, UTF-8)
             records, problem = {}, f"not the JSON lines of skeptic.py ({exc})"
-        runs = [r for r in records.values() if r["type"] == "run" and r["case"] == case]
+        runs = case_runs(records, case)
         for run in runs:
             if run["key"] != run_key(case, run["config"], run["seed"], spec):
                 problem = (f"{run['config']} seed {run['seed']} ran another setting or thread "

@@ -57,7 +57,8 @@ def assert_same_run(one: Path, two: Path, atol: float = 1e-5) -> None:
     """Equal to float rounding. Summing two ranks' gradients rounds differently from one
     process's batch, and AdamW carries that through every step. One CI run on a Zen 4 CPU saw
     3.2e-6 on the tiny BERT's prompt; a rerun there, and every run elsewhere, stayed under
-    1e-6. A wrong gradient scale or a missed all-reduce would move the prompt by far more."""
+    1e-6. What the test is for, a wrong gradient scale or a missed all-reduce, is expected to
+    move the prompt by far more (not measured)."""
     a, b = (
         load_file(str(one / "trainable.safetensors")),
         load_file(str(two / "trainable.safetensors")),
